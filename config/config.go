@@ -1,0 +1,269 @@
+// Package config reads ingest's YAML configuration: ${ENV} expansion, strict keys (a misspelled key
+// is an error naming it and its line), a default for everything, and validation that reports every
+// problem at once.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration. The yaml tags are the documented keys.
+type Config struct {
+	// DataDir holds the embedded NATS server's storage and the runtime file the CLI reads.
+	DataDir string  `yaml:"data_dir"`
+	Log     Log     `yaml:"log"`
+	NATS    NATS    `yaml:"nats"`
+	HTTP    HTTP    `yaml:"http"`
+	Sources Sources `yaml:"sources"`
+	// ShutdownTimeout bounds a graceful stop: in-flight uploads get this long to finish.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Log configures log/slog.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // auto (text on a terminal, JSON otherwise), text, json
+}
+
+// NATS says where events, document bytes and state live.
+type NATS struct {
+	// URL of an external server or cluster (comma-separated). Empty starts an embedded server.
+	URL             string   `yaml:"url"`
+	CredentialsFile string   `yaml:"credentials_file"`
+	NKeySeedFile    string   `yaml:"nkey_seed_file"`
+	User            string   `yaml:"user"`
+	Password        string   `yaml:"password"`
+	Token           string   `yaml:"token"`
+	TLS             TLS      `yaml:"tls"`
+	Embedded        Embedded `yaml:"embedded"`
+	// Namespace names the stream (upper-cased), the subject root and the buckets, so that several
+	// deployments can share one NATS account. Default "ingest": stream INGEST over ingest.>.
+	Namespace string `yaml:"namespace"`
+	Stream    Stream `yaml:"stream"`
+	// DocumentsMaxBytes caps the Object Store bucket that holds document bytes (0 = no cap).
+	DocumentsMaxBytes ByteSize `yaml:"documents_max_bytes"`
+}
+
+// TLS for an external NATS connection.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Embedded configures the in-process nats-server used when NATS.URL is empty.
+type Embedded struct {
+	// Listen is where other programs (ingest tail, subscribers) reach the embedded server. When the
+	// port is taken, a free port is used instead and logged.
+	Listen    string   `yaml:"listen"`
+	MaxStore  ByteSize `yaml:"max_store"`
+	MaxMemory ByteSize `yaml:"max_memory"`
+}
+
+// Stream configures the event stream.
+type Stream struct {
+	MaxAge          Duration `yaml:"max_age"`
+	DuplicateWindow Duration `yaml:"duplicate_window"`
+	Replicas        int      `yaml:"replicas"`
+}
+
+// HTTP configures the one HTTP server (drop endpoint, document API, callbacks, health, metrics).
+type HTTP struct {
+	Listen string `yaml:"listen"`
+	// APIKeys are accepted as "Authorization: Bearer <key>". When empty, a key is generated once
+	// and kept in data_dir/api-key, so that a fresh install is never open to anyone.
+	APIKeys           []string `yaml:"api_keys"`
+	MaxDocumentBytes  ByteSize `yaml:"max_document_bytes"`
+	MaxRequestBytes   ByteSize `yaml:"max_request_bytes"`
+	MaxFiles          int      `yaml:"max_files"`
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	IdleTimeout       Duration `yaml:"idle_timeout"`
+	// IdempotencyTTL is how long an Idempotency-Key is remembered.
+	IdempotencyTTL Duration `yaml:"idempotency_ttl"`
+}
+
+// Sources lists the inputs.
+type Sources struct {
+	HTTPDrop HTTPDrop `yaml:"http_drop"`
+}
+
+// HTTPDrop is the POST /v1/documents source.
+type HTTPDrop struct {
+	Enabled bool   `yaml:"enabled"`
+	Name    string `yaml:"name"`
+}
+
+// Default returns the configuration used for every key the file leaves out.
+func Default() Config {
+	return Config{
+		DataDir:         "./data",
+		Log:             Log{Level: "info", Format: "auto"},
+		ShutdownTimeout: Duration(8 * time.Second),
+		NATS: NATS{
+			Embedded:  Embedded{Listen: "127.0.0.1:4222", MaxStore: 10 << 30, MaxMemory: 256 << 20},
+			Namespace: "ingest",
+			Stream: Stream{
+				MaxAge:          Duration(30 * 24 * time.Hour),
+				DuplicateWindow: Duration(2 * time.Minute),
+				Replicas:        1,
+			},
+		},
+		HTTP: HTTP{
+			Listen:            "127.0.0.1:8080",
+			APIKeys:           []string{},
+			MaxDocumentBytes:  64 << 20,
+			MaxRequestBytes:   256 << 20,
+			MaxFiles:          20,
+			ReadHeaderTimeout: Duration(10 * time.Second),
+			IdleTimeout:       Duration(2 * time.Minute),
+			IdempotencyTTL:    Duration(24 * time.Hour),
+		},
+		Sources: Sources{HTTPDrop: HTTPDrop{Enabled: true, Name: "api"}},
+	}
+}
+
+// Validate returns every problem found, each naming its key.
+func (c *Config) Validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		bad("data_dir", "must not be empty")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "text", "json":
+	default:
+		bad("log.format", "%q is not one of auto, text, json", c.Log.Format)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be positive")
+	}
+
+	n := &c.NATS
+	if n.URL != "" {
+		for _, u := range strings.Split(n.URL, ",") {
+			pu, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || pu.Host == "" {
+				bad("nats.url", "%q is not a URL like nats://host:4222", u)
+				continue
+			}
+			switch pu.Scheme {
+			case "nats", "tls", "ws", "wss":
+			default:
+				bad("nats.url", "%q: scheme must be nats, tls, ws or wss", u)
+			}
+		}
+	} else if err := checkHostPort(n.Embedded.Listen); err != nil {
+		bad("nats.embedded.listen", "%v", err)
+	}
+	if n.User != "" && n.Password == "" {
+		bad("nats.password", "is required when nats.user is set (use ${NATS_PASSWORD} to read it from the environment)")
+	}
+	if n.Password != "" && n.User == "" {
+		bad("nats.user", "is required when nats.password is set")
+	}
+	authModes := 0
+	for _, set := range []bool{n.CredentialsFile != "", n.NKeySeedFile != "", n.User != "", n.Token != ""} {
+		if set {
+			authModes++
+		}
+	}
+	if authModes > 1 {
+		bad("nats", "set only one of credentials_file, nkey_seed_file, user/password, token")
+	}
+	for key, path := range map[string]string{
+		"nats.credentials_file": n.CredentialsFile, "nats.nkey_seed_file": n.NKeySeedFile,
+		"nats.tls.ca_file": n.TLS.CAFile, "nats.tls.cert_file": n.TLS.CertFile, "nats.tls.key_file": n.TLS.KeyFile,
+	} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			bad(key, "cannot read %q: %v", path, err)
+		}
+	}
+	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
+		bad("nats.tls", "cert_file and key_file go together")
+	}
+	if !validNamespace(n.Namespace) {
+		bad("nats.namespace", "%q must be 1-32 characters of a-z, 0-9, _ or -, starting with a letter", n.Namespace)
+	}
+	if n.Stream.DuplicateWindow.Std() < 2*time.Minute {
+		bad("nats.stream.duplicate_window", "must be at least 2m (a retried publish must still be recognised)")
+	}
+	if n.Stream.MaxAge.Std() < n.Stream.DuplicateWindow.Std() {
+		bad("nats.stream.max_age", "must be at least the duplicate window (%s)", n.Stream.DuplicateWindow)
+	}
+	if n.Stream.Replicas < 1 || n.Stream.Replicas > 5 {
+		bad("nats.stream.replicas", "must be between 1 and 5, not %d", n.Stream.Replicas)
+	}
+	if n.Embedded.MaxStore < 16<<20 {
+		bad("nats.embedded.max_store", "must be at least 16MiB")
+	}
+	if n.Embedded.MaxMemory < 16<<20 {
+		bad("nats.embedded.max_memory", "must be at least 16MiB")
+	}
+
+	h := &c.HTTP
+	if err := checkHostPort(h.Listen); err != nil {
+		bad("http.listen", "%v", err)
+	}
+	for i, k := range h.APIKeys {
+		if len(k) < 16 {
+			bad(fmt.Sprintf("http.api_keys[%d]", i), "is %d characters; use at least 16 (for example: openssl rand -hex 24)", len(k))
+		}
+	}
+	if h.MaxDocumentBytes <= 0 {
+		bad("http.max_document_bytes", "must be positive")
+	}
+	if h.MaxRequestBytes < h.MaxDocumentBytes {
+		bad("http.max_request_bytes", "must be at least http.max_document_bytes (%s)", h.MaxDocumentBytes)
+	}
+	if h.MaxFiles < 1 || h.MaxFiles > 1000 {
+		bad("http.max_files", "must be between 1 and 1000, not %d", h.MaxFiles)
+	}
+	if h.ReadHeaderTimeout <= 0 {
+		bad("http.read_header_timeout", "must be positive")
+	}
+	if h.IdempotencyTTL.Std() < time.Minute {
+		bad("http.idempotency_ttl", "must be at least 1m")
+	}
+	if c.Sources.HTTPDrop.Enabled && !validNamespace(c.Sources.HTTPDrop.Name) {
+		bad("sources.http_drop.name", "%q must be 1-32 characters of a-z, 0-9, _ or -, starting with a letter", c.Sources.HTTPDrop.Name)
+	}
+	return errs
+}
+
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (example: 127.0.0.1:8080)", addr)
+	}
+	if port == "" {
+		return fmt.Errorf("%q has no port", addr)
+	}
+	return nil
+}
+
+func validNamespace(s string) bool {
+	if len(s) == 0 || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}

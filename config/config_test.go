@@ -1,0 +1,200 @@
+package config_test
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ingest-dev/ingest"
+	"github.com/ingest-dev/ingest/config"
+)
+
+func noEnv(string) (string, bool) { return "", false }
+
+func envMap(m map[string]string) config.LookupEnv {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// The shipped config.yaml claims to show every default; hold it to that.
+func TestShippedConfigIsTheDefault(t *testing.T) {
+	cfg, err := config.Parse(ingest.DefaultConfigYAML(), "config.yaml", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := config.Default(); !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("config.yaml differs from config.Default():\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestEmptyFileMeansDefaults(t *testing.T) {
+	cfg, err := config.Parse(nil, "empty", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg, config.Default()) {
+		t.Fatal("empty file did not give defaults")
+	}
+}
+
+func TestParseValues(t *testing.T) {
+	yml := `
+data_dir: /var/lib/ingest
+nats:
+  url: ${NATS_URL}
+  stream:
+    max_age: 7d
+    replicas: ${REPLICAS}
+http:
+  api_keys: ["${KEY_A}", "${KEY_B:-fallback-key-0123456789}"]
+  max_document_bytes: 10MiB
+  max_files: 3
+`
+	cfg, err := config.Parse([]byte(yml), "t", envMap(map[string]string{
+		"NATS_URL": "nats://a:4222,nats://b:4222", "REPLICAS": "3", "KEY_A": "key-a-0123456789abcdef",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"data_dir", cfg.DataDir, "/var/lib/ingest"},
+		{"nats.url", cfg.NATS.URL, "nats://a:4222,nats://b:4222"},
+		{"max_age", cfg.NATS.Stream.MaxAge.Std(), 7 * 24 * time.Hour},
+		{"replicas from env is a number", cfg.NATS.Stream.Replicas, 3},
+		{"api_keys", cfg.HTTP.APIKeys, []string{"key-a-0123456789abcdef", "fallback-key-0123456789"}},
+		{"max_document_bytes", cfg.HTTP.MaxDocumentBytes.Int64(), int64(10 << 20)},
+		{"max_files", cfg.HTTP.MaxFiles, 3},
+		{"untouched default", cfg.HTTP.Listen, "127.0.0.1:8080"},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s = %#v, want %#v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestParseProblems(t *testing.T) {
+	cases := []struct {
+		name string
+		yml  string
+		env  map[string]string
+		want []string // substrings, each must appear in the error
+	}{
+		{"unknown top-level key with suggestion", "data_dri: x\n", nil,
+			[]string{`line 1: unknown key "data_dri"`, `did you mean "data_dir"?`}},
+		{"unknown nested key names its path and line", "http:\n  listen: 127.0.0.1:1\n  max_file: 3\n", nil,
+			[]string{`line 3: unknown key "http.max_file"`, `did you mean "max_files"?`}},
+		{"unrelated key lists the known ones", "nats:\n  stream:\n    colour: blue\n", nil,
+			[]string{`unknown key "nats.stream.colour"`, "known keys here: duplicate_window, max_age, replicas"}},
+		{"bad type names the key", "http:\n  max_files: lots\n", nil,
+			[]string{"line 2: http.max_files:", "want a whole number"}},
+		{"bad duration", "shutdown_timeout: soon\n", nil,
+			[]string{`line 1: shutdown_timeout: "soon" is not a duration`}},
+		{"bad size", "http:\n  max_document_bytes: 64 parsecs\n", nil,
+			[]string{`line 2: http.max_document_bytes: "64 parsecs" is not a size`}},
+		{"list where a mapping belongs", "http: [a, b]\n", nil,
+			[]string{"line 1: http:", "want a mapping of keys"}},
+		{"missing secret from the environment", "nats:\n  url: nats://x:4222\n  user: svc\n  password: ${NATS_PASSWORD}\n", nil,
+			[]string{"line 4: nats.password: environment variable NATS_PASSWORD is not set"}},
+		{"missing api key from the environment", "http:\n  api_keys: [\"${INGEST_API_KEY}\"]\n", nil,
+			[]string{"http.api_keys[0]: environment variable INGEST_API_KEY is not set"}},
+		{"user without password", "nats:\n  url: nats://x:4222\n  user: svc\n", nil,
+			[]string{"nats.password: is required when nats.user is set"}},
+		{"weak api key", "http:\n  api_keys: [short]\n", nil,
+			[]string{"http.api_keys[0]: is 5 characters; use at least 16"}},
+		{"several problems are all listed", "log:\n  level: loud\nhttp:\n  max_files: 0\n  listen: nowhere\nnats:\n  stream:\n    duplicate_window: 10s\n", nil,
+			[]string{"4 problems", `log.level: "loud"`, "http.max_files", "http.listen", "nats.stream.duplicate_window: must be at least 2m"}},
+		{"syntax error", "http:\n  listen: [unclosed\n", nil,
+			[]string{"line"}},
+		{"top level is not a mapping", "- a\n- b\n", nil,
+			[]string{"top level must be a mapping"}},
+		{"bad nats url", "nats:\n  url: http://x\n", nil,
+			[]string{"nats.url", "scheme must be nats"}},
+		{"missing credentials file", "nats:\n  url: nats://x:4222\n  credentials_file: /nonexistent/x.creds\n", nil,
+			[]string{"nats.credentials_file: cannot read"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(c.yml), "test.yaml", envMap(c.env))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var p *config.Problems
+			if !errors.As(err, &p) {
+				t.Fatalf("error %T is not *config.Problems: %v", err, err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestDollarEscape(t *testing.T) {
+	cfg, err := config.Parse([]byte("http:\n  api_keys: [\"pa$$word-0123456789abc\"]\n"), "t", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.HTTP.APIKeys[0]; got != "pa$word-0123456789abc" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestQuotedEnvStaysString(t *testing.T) {
+	// A quoted value stays a string after expansion, even when it looks like a number.
+	cfg, err := config.Parse([]byte("sources:\n  http_drop:\n    name: \"${N}\"\n"), "t", envMap(map[string]string{"N": "a1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Sources.HTTPDrop.Name != "a1" {
+		t.Fatalf("name = %q", cfg.Sources.HTTPDrop.Name)
+	}
+}
+
+func TestByteSizeAndDuration(t *testing.T) {
+	sizes := map[string]int64{"0": 0, "1024": 1024, "64MiB": 64 << 20, "1KB": 1000, "2 GiB": 2 << 30, "5B": 5}
+	for in, want := range sizes {
+		got, err := config.ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "MiB", "1.5MiB", "99999999999TiB", "12 apples"} {
+		if _, err := config.ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) accepted", in)
+		}
+	}
+	durs := map[string]time.Duration{"30d": 30 * 24 * time.Hour, "90s": 90 * time.Second, "1h30m": 90 * time.Minute}
+	for in, want := range durs {
+		got, err := config.ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-5s", "d", "1.5d", "soon"} {
+		if _, err := config.ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", in)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(ingest.DefaultConfigYAML())
+	f.Add([]byte("http: [a, b]\n"))
+	f.Add([]byte("a: &x {b: *x}\n"))
+	f.Add([]byte("nats:\n  url: ${X:-nats://h:1}\n  stream: {max_age: 3d}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := config.Parse(data, "fuzz", noEnv)
+		if err == nil {
+			if errs := cfg.Validate(); len(errs) > 0 {
+				t.Fatalf("Parse accepted a config that Validate rejects: %v", errs)
+			}
+		}
+	})
+}
