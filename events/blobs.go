@@ -1,0 +1,137 @@
+package events
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrBlobNotFound is returned for a key the store does not hold.
+var ErrBlobNotFound = errors.New("no stored bytes under this key")
+
+// Blobs streams document bytes into and out of the JetStream Object Store. Nothing here holds a
+// whole document in memory: writes go out chunk by chunk, reads come in chunk by chunk.
+type Blobs struct {
+	obs       jetstream.ObjectStore
+	chunkSize int
+}
+
+// preferredChunk is the Object Store chunk size: large enough that a 64 MiB document is 256
+// messages, small enough to stay well under the servers' default 1 MiB max_payload.
+const preferredChunk = 256 << 10
+
+func newBlobs(obs jetstream.ObjectStore, nc *nats.Conn) *Blobs {
+	chunk := preferredChunk
+	// A server configured with a smaller max_payload would refuse our chunks; leave room for headers.
+	if mp := int(nc.MaxPayload()); mp > 0 && mp-4096 < chunk {
+		chunk = max(mp-4096, 1024)
+	}
+	return &Blobs{obs: obs, chunkSize: chunk}
+}
+
+// BlobInfo describes stored bytes.
+type BlobInfo struct {
+	Key    string
+	Size   int64
+	SHA256 string // hex
+}
+
+// Put streams r into the store under key. If r fails (a client hangs up, a size limit trips),
+// the partial object is removed and r's error is returned unwrapped in the chain.
+func (b *Blobs) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (BlobInfo, error) {
+	info, err := b.obs.Put(ctx, jetstream.ObjectMeta{
+		Name:     key,
+		Metadata: meta,
+		Opts:     &jetstream.ObjectMetaOptions{ChunkSize: uint32(b.chunkSize)},
+	}, &fullReader{r: r})
+	if err != nil {
+		return BlobInfo{}, fmt.Errorf("store bytes under %s: %w", key, err)
+	}
+	sum, err := digestHex(info.Digest)
+	if err != nil {
+		return BlobInfo{}, fmt.Errorf("store bytes under %s: %w", key, err)
+	}
+	return BlobInfo{Key: key, Size: int64(info.Size), SHA256: sum}, nil
+}
+
+// maxDownload bounds one read of stored bytes. The Object Store ties a download to its context and
+// gives it 5 s when the context has no deadline, which is too short for a large document on a slow
+// client.
+const maxDownload = 30 * time.Minute
+
+// Open returns a reader of the bytes under key. The digest is checked at EOF: a reader that returns
+// io.EOF has delivered exactly the bytes stored. Close it when done.
+func (b *Blobs) Open(ctx context.Context, key string) (io.ReadCloser, BlobInfo, error) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), maxDownload)
+	res, err := b.obs.Get(dctx, key)
+	if err != nil {
+		cancel()
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, BlobInfo{}, fmt.Errorf("%s: %w", key, ErrBlobNotFound)
+		}
+		return nil, BlobInfo{}, fmt.Errorf("read bytes under %s: %w", key, err)
+	}
+	info, err := res.Info()
+	if err != nil {
+		res.Close()
+		cancel()
+		return nil, BlobInfo{}, fmt.Errorf("read bytes under %s: %w", key, err)
+	}
+	sum, _ := digestHex(info.Digest)
+	// The caller's ctx still cancels the read (a client that hangs up), the download bound stays.
+	stop := context.AfterFunc(ctx, cancel)
+	return &blobReader{ObjectResult: res, done: func() { stop(); cancel() }},
+		BlobInfo{Key: key, Size: int64(info.Size), SHA256: sum}, nil
+}
+
+// Delete removes the bytes under key; a missing key is not an error.
+func (b *Blobs) Delete(ctx context.Context, key string) error {
+	if err := b.obs.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("delete bytes under %s: %w", key, err)
+	}
+	return nil
+}
+
+type blobReader struct {
+	jetstream.ObjectResult
+	done func()
+}
+
+func (r *blobReader) Close() error {
+	err := r.ObjectResult.Close()
+	r.done()
+	return err
+}
+
+// fullReader fills each Read buffer completely (short only at EOF). The Object Store writes one
+// chunk per Read, so a source that returns 4 KiB at a time (a TLS or multipart reader) would
+// otherwise make 256 messages per MiB instead of 4.
+type fullReader struct{ r io.Reader }
+
+func (f *fullReader) Read(p []byte) (int, error) {
+	n, err := io.ReadFull(f.r, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func digestHex(d string) (string, error) {
+	raw, ok := strings.CutPrefix(d, "SHA-256=")
+	if !ok {
+		return "", fmt.Errorf("unexpected object digest %q", d)
+	}
+	sum, err := base64.URLEncoding.DecodeString(raw)
+	if err != nil {
+		return "", fmt.Errorf("unexpected object digest %q: %w", d, err)
+	}
+	return hex.EncodeToString(sum), nil
+}

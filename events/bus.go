@@ -1,0 +1,202 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config says how to provision the backbone.
+type Config struct {
+	Namespace         string        // default "ingest"
+	MaxAge            time.Duration // how long events are kept; default 30 days
+	DuplicateWindow   time.Duration // default 2 minutes
+	Replicas          int           // default 1
+	DocumentsMaxBytes int64         // cap on the documents bucket; 0 = none
+	Logger            *slog.Logger
+	Registerer        prometheus.Registerer // nil: metrics are not registered
+}
+
+// Bus is the provisioned backbone of one deployment: the event stream, the document bytes and the
+// document states.
+type Bus struct {
+	js      jetstream.JetStream
+	names   Names
+	stream  jetstream.Stream
+	blobs   *Blobs
+	states  *States
+	log     *slog.Logger
+	metrics busMetrics
+}
+
+type busMetrics struct {
+	published *prometheus.CounterVec
+	duplicate *prometheus.CounterVec
+	latency   prometheus.Histogram
+}
+
+// Open creates or updates the stream and buckets (idempotently: every instance does this on start)
+// and returns the Bus over them.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error) {
+	if cfg.Namespace == "" {
+		cfg.Namespace = "ingest"
+	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = 30 * 24 * time.Hour
+	}
+	if cfg.DuplicateWindow == 0 {
+		cfg.DuplicateWindow = 2 * time.Minute
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	names := Names{Namespace: cfg.Namespace}
+	want := jetstream.StreamConfig{
+		Name:        names.Stream(),
+		Description: "ingest document events (CloudEvents 1.0, structured JSON)",
+		Subjects:    []string{names.AllSubjects()},
+		// Limits retention, not WorkQueue: any number of subscribers (ERP connectors, dashboards,
+		// `ingest tail --all`) read the same events independently.
+		Retention:  jetstream.LimitsPolicy,
+		Storage:    jetstream.FileStorage,
+		MaxAge:     cfg.MaxAge,
+		Duplicates: cfg.DuplicateWindow,
+		Replicas:   cfg.Replicas,
+		Discard:    jetstream.DiscardOld,
+		// Events carry references, never document bytes; a megabyte event is a bug.
+		MaxMsgSize: 1 << 20,
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, want)
+	if err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", want.Name, err)
+	}
+	// Older servers silently drop settings they do not know; read back what took effect.
+	if got := stream.CachedInfo().Config; got.Duplicates != want.Duplicates || got.MaxAge != want.MaxAge || got.Retention != want.Retention {
+		return nil, fmt.Errorf("stream %s was created with duplicates=%s max_age=%s retention=%s, not the configured %s/%s/%s",
+			want.Name, got.Duplicates, got.MaxAge, got.Retention, want.Duplicates, want.MaxAge, want.Retention)
+	}
+	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      names.DocumentsBucket(),
+		Description: "ingest document bytes and result files",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxBytes:    cfg.DocumentsMaxBytes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision object store %s: %w", names.DocumentsBucket(), err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      names.StateBucket(),
+		Description: "ingest document states",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		History:     1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision key-value bucket %s: %w", names.StateBucket(), err)
+	}
+
+	b := &Bus{
+		js:     js,
+		names:  names,
+		stream: stream,
+		blobs:  newBlobs(obs, js.Conn()),
+		states: &States{kv: kv},
+		log:    cfg.Logger,
+		metrics: busMetrics{
+			published: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "ingest_events_published_total", Help: "Events acknowledged by JetStream, by type.",
+			}, []string{"type"}),
+			duplicate: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "ingest_events_duplicate_total", Help: "Publishes JetStream recognised as repeats of an event it already holds.",
+			}, []string{"type"}),
+			latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+				Name: "ingest_event_publish_seconds", Help: "Time from publish to PubAck.",
+				Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+			}),
+		},
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{b.metrics.published, b.metrics.duplicate, b.metrics.latency} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("register metrics: %w", err)
+			}
+		}
+	}
+	return b, nil
+}
+
+// Names returns the deployment's JetStream names.
+func (b *Bus) Names() Names { return b.names }
+
+// JetStream returns the JetStream context the bus was opened with.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Blobs returns the document byte store.
+func (b *Bus) Blobs() *Blobs { return b.blobs }
+
+// States returns the document-state store.
+func (b *Bus) States() *States { return b.states }
+
+// Ack is JetStream's acknowledgement of a publish.
+type Ack struct {
+	Sequence  uint64
+	Duplicate bool // the stream already held this event (same id inside the duplicate window)
+}
+
+// Publish sends ev to subject and returns only once JetStream has stored it. The event id is the
+// Nats-Msg-Id, so retries (ours here, or a caller's after a crash) are recognised as the same event.
+// Timeouts and a lost connection are retried with the same id until ctx ends.
+func (b *Bus) Publish(ctx context.Context, subject string, ev Event) (Ack, error) {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return Ack{}, fmt.Errorf("encode event %s: %w", ev.ID, err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
+	msg.Header.Set("Content-Type", ContentType)
+	start := time.Now()
+	delay := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pa, err := b.js.PublishMsg(actx, msg, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(b.names.Stream()))
+		cancel()
+		if err == nil {
+			b.metrics.latency.Observe(time.Since(start).Seconds())
+			if pa.Duplicate {
+				b.metrics.duplicate.WithLabelValues(ev.Type).Inc()
+			} else {
+				b.metrics.published.WithLabelValues(ev.Type).Inc()
+			}
+			return Ack{Sequence: pa.Sequence, Duplicate: pa.Duplicate}, nil
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			return Ack{}, fmt.Errorf("publish %s event %s to %s (attempt %d): %w", ev.Kind(), ev.ID, subject, attempt, err)
+		}
+		b.log.WarnContext(ctx, "publish not acknowledged, retrying with the same message id",
+			"event_id", ev.ID, "doc_id", ev.Subject, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return Ack{}, fmt.Errorf("publish %s event %s: %w (last error: %v)", ev.Kind(), ev.ID, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// retryable says whether a publish may succeed if repeated: no answer (timeout, no responders
+// while a cluster elects a leader, reconnecting) as opposed to a refusal.
+func retryable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected)
+}

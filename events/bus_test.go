@@ -1,0 +1,233 @@
+package events_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/events/eventstest"
+)
+
+// onBoth runs a test against the embedded server and against the external NATS 2.9 server.
+func onBoth(t *testing.T, f func(t *testing.T, nc *nats.Conn)) {
+	t.Run("embedded", func(t *testing.T) { f(t, eventstest.Embedded(t)) })
+	t.Run("external", func(t *testing.T) { f(t, eventstest.External(t)) })
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestOpenIsIdempotent(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		js, _ := jetstream.New(nc)
+		ns := eventstest.Namespace(t, nc)
+		cfg := events.Config{Namespace: ns, MaxAge: 48 * time.Hour, DuplicateWindow: 3 * time.Minute}
+		if _, err := events.Open(ctxT(t), js, cfg); err != nil {
+			t.Fatal(err)
+		}
+		cfg.MaxAge = 72 * time.Hour // a changed setting is applied on the next start
+		b, err := events.Open(ctxT(t), js, cfg)
+		if err != nil {
+			t.Fatalf("second Open: %v", err)
+		}
+		s, err := js.Stream(ctxT(t), b.Names().Stream())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := s.CachedInfo().Config
+		if got.MaxAge != 72*time.Hour || got.Duplicates != 3*time.Minute || got.Retention != jetstream.LimitsPolicy || got.Storage != jetstream.FileStorage {
+			t.Fatalf("stream config %+v", got)
+		}
+	})
+}
+
+func TestPublishIsIdempotent(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		b := eventstest.Bus(t, nc)
+		ev, _ := events.NewEvent(events.Received, "doc-1.received", "/sources/http/api", "doc-1", time.Now(), events.ReceivedData{DocumentID: "doc-1"})
+		subj, _ := b.Names().Subject(events.Received, "http")
+		a1, err := b.Publish(ctxT(t), subj, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a2, err := b.Publish(ctxT(t), subj, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a1.Duplicate || !a2.Duplicate || a1.Sequence != a2.Sequence {
+			t.Fatalf("acks %+v %+v: the repeat should be recognised as the same event", a1, a2)
+		}
+		s, _ := b.JetStream().Stream(ctxT(t), b.Names().Stream())
+		info, _ := s.Info(ctxT(t))
+		if info.State.Msgs != 1 {
+			t.Fatalf("stream holds %d messages, want 1", info.State.Msgs)
+		}
+		m, err := s.GetMsg(ctxT(t), a1.Sequence)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get("Nats-Msg-Id") != "doc-1.received" || m.Header.Get("Content-Type") != events.ContentType {
+			t.Fatalf("headers %v", m.Header)
+		}
+		if _, err := events.Decode(m.Data); err != nil {
+			t.Fatalf("stored event does not decode: %v", err)
+		}
+	})
+}
+
+func TestPublishOutsideTheStreamFails(t *testing.T) {
+	b := eventstest.Bus(t, eventstest.Embedded(t))
+	ev, _ := events.NewEvent(events.Received, "x", "/s", "d", time.Now(), struct{}{})
+	// No stream answers there: retried as if a leader election were under way, until ctx ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := b.Publish(ctx, "elsewhere.subject", ev); err == nil {
+		t.Fatal("publish to a subject no stream holds succeeded")
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestBlobRoundTrip(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		b := eventstest.Bus(t, nc)
+		data := randomBytes(t, 3<<20+17)
+		want := sha256.Sum256(data)
+		// One byte per Read, the worst a source can do: the store must still make full chunks.
+		info, err := b.Blobs().Put(ctxT(t), "documents/a", iotest.OneByteReader(bytes.NewReader(data)), map[string]string{"k": "v"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Size != int64(len(data)) || info.SHA256 != hex.EncodeToString(want[:]) {
+			t.Fatalf("info %+v", info)
+		}
+		obs, _ := b.JetStream().ObjectStore(ctxT(t), b.Names().DocumentsBucket())
+		oi, _ := obs.GetInfo(ctxT(t), "documents/a")
+		if oi.Chunks != 13 { // 3 MiB + 17 bytes in 256 KiB chunks
+			t.Fatalf("%d chunks, want 13: reads are not coalesced", oi.Chunks)
+		}
+		r, rinfo, err := b.Blobs().Open(ctxT(t), "documents/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		got, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) || rinfo.SHA256 != info.SHA256 {
+			t.Fatal("bytes differ after the round trip")
+		}
+	})
+}
+
+func TestBlobPutFailureLeavesNothing(t *testing.T) {
+	b := eventstest.Bus(t, eventstest.Embedded(t))
+	boom := errors.New("client went away")
+	r := io.MultiReader(bytes.NewReader(randomBytes(t, 1<<20)), iotest.ErrReader(boom))
+	if _, err := b.Blobs().Put(ctxT(t), "documents/broken", r, nil); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the reader's error", err)
+	}
+	if _, _, err := b.Blobs().Open(ctxT(t), "documents/broken"); !errors.Is(err, events.ErrBlobNotFound) {
+		t.Fatalf("partial object is readable: %v", err)
+	}
+	if err := b.Blobs().Delete(ctxT(t), "documents/never"); err != nil {
+		t.Fatalf("deleting a missing blob: %v", err)
+	}
+}
+
+func TestStatesApplyConcurrently(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		b := eventstest.Bus(t, nc)
+		t0 := time.Now()
+		recv, _ := events.NewEvent(events.Received, "d.r", "/s", "doc", t0, events.ReceivedData{Filename: "f.pdf"})
+		if _, changed, err := b.States().Apply(ctxT(t), recv); err != nil || !changed {
+			t.Fatalf("apply: %v %v", changed, err)
+		}
+		// Several writers on one key: compare-and-set must keep every event.
+		vendors := []string{"gini", "laigo", "allspark", "documine", "cradl"}
+		var wg sync.WaitGroup
+		errs := make(chan error, len(vendors))
+		for i, v := range vendors {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ev, _ := events.NewEvent(events.Submitted, "d.s."+v, "/s", "doc", t0.Add(time.Duration(i+1)*time.Millisecond), events.SubmittedData{Vendor: v, VendorRef: v + "-1"})
+				_, _, err := b.States().Apply(ctxT(t), ev)
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		doc, err := b.States().Get(ctxT(t), "doc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(doc.Vendors) != len(vendors) || len(doc.History) != len(vendors)+1 || doc.Status != events.StatusSubmitted {
+			t.Fatalf("lost an update: %d vendors, %d history entries, status %s", len(doc.Vendors), len(doc.History), doc.Status)
+		}
+		if _, changed, _ := b.States().Apply(ctxT(t), recv); changed {
+			t.Fatal("re-applying an event changed the state")
+		}
+		for _, id := range []string{"nope", "../etc", "a.b", "", "*"} {
+			if _, err := b.States().Get(ctxT(t), id); !errors.Is(err, events.ErrUnknownDocument) {
+				t.Fatalf("Get(%q) = %v, want ErrUnknownDocument", id, err)
+			}
+		}
+	})
+}
+
+func TestProjectorAppliesWhatProducersMissed(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		b := eventstest.Bus(t, nc)
+		p, err := b.StartProjector(ctxT(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Stop()
+		// Garbage on our subjects must not stop the projector.
+		if err := nc.Publish(b.Names().Root()+".document.received.http", []byte("not an event")); err != nil {
+			t.Fatal(err)
+		}
+		// A producer that "crashed" after the PubAck, before writing the state.
+		ev, _ := events.NewEvent(events.Received, "lost.received", "/sources/http/api", "lost", time.Now(), events.ReceivedData{DocumentID: "lost", Filename: "orphan.pdf"})
+		subj, _ := b.Names().Subject(events.Received, "http")
+		if _, err := b.Publish(ctxT(t), subj, ev); err != nil {
+			t.Fatal(err)
+		}
+		var doc events.Document
+		eventstest.WaitFor(t, 10*time.Second, "the projector to write the state", func() bool {
+			doc, err = b.States().Get(ctxT(t), "lost")
+			return err == nil
+		})
+		if doc.Filename != "orphan.pdf" || doc.Status != events.StatusReceived {
+			t.Fatalf("projected state %+v", doc)
+		}
+	})
+}

@@ -1,0 +1,109 @@
+package events
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Source kinds: the last subject token of received and rejected events.
+const (
+	SourceHTTP   = "http"
+	SourceIMAP   = "imap"
+	SourceWebDAV = "webdav"
+)
+
+// SourceRef says where a document came from: kind (http, imap, webdav) and the configured name.
+type SourceRef struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+}
+
+// ReceivedData is the data of ingest.document.received.<source>.
+type ReceivedData struct {
+	DocumentID  string    `json:"document_id"`
+	Source      SourceRef `json:"source"`
+	Filename    string    `json:"filename"`
+	ContentType string    `json:"content_type"` // sniffed from the bytes, never the sender's claim
+	Size        int64     `json:"size"`
+	SHA256      string    `json:"sha256"` // hex
+	ObjectKey   string    `json:"object_key"`
+	// Metadata: mail (from, to, subject, message_id, date), WebDAV (path, etag), HTTP (the
+	// client's form fields and query parameters).
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// Vendors and Route are what the sender asked for; dispatch decides in the end.
+	Vendors    []string  `json:"vendors,omitempty"`
+	Route      string    `json:"route,omitempty"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// SubmittedData is the data of ingest.document.submitted.<vendor>.
+type SubmittedData struct {
+	DocumentID  string    `json:"document_id"`
+	Vendor      string    `json:"vendor"`
+	VendorRef   string    `json:"vendor_ref"`
+	SubmittedAt time.Time `json:"submitted_at"`
+}
+
+// Field is one extracted value, normalised across vendors.
+type Field struct {
+	Name       string   `json:"name"`
+	Value      string   `json:"value"`
+	Confidence *float64 `json:"confidence,omitempty"`
+	Page       *int     `json:"page,omitempty"`
+	Box        *Box     `json:"box,omitempty"`
+}
+
+// Box is a field's position on its page, in the vendor's units.
+type Box struct {
+	X      float64 `json:"x"`
+	Y      float64 `json:"y"`
+	Width  float64 `json:"width"`
+	Height float64 `json:"height"`
+}
+
+// Artifact is a result file kept in the Object Store.
+type Artifact struct {
+	Name        string `json:"name"`
+	ContentType string `json:"content_type"`
+	ObjectKey   string `json:"object_key"`
+	Size        int64  `json:"size"`
+}
+
+// CompletedData is the data of ingest.document.completed.<vendor>.
+type CompletedData struct {
+	DocumentID  string          `json:"document_id"`
+	Vendor      string          `json:"vendor"`
+	VendorRef   string          `json:"vendor_ref"`
+	Text        string          `json:"text,omitempty"`
+	Fields      []Field         `json:"fields,omitempty"`
+	Artifacts   []Artifact      `json:"artifacts,omitempty"`
+	Raw         json.RawMessage `json:"raw,omitempty"` // the vendor's JSON, verbatim
+	CompletedAt time.Time       `json:"completed_at"`
+}
+
+// FailedData is the data of ingest.document.failed.<vendor>.
+type FailedData struct {
+	DocumentID string    `json:"document_id"`
+	Vendor     string    `json:"vendor"`
+	VendorRef  string    `json:"vendor_ref,omitempty"`
+	Error      string    `json:"error"` // the vendor's own words where it gave any
+	Permanent  bool      `json:"permanent"`
+	Attempts   int       `json:"attempts,omitempty"`
+	FailedAt   time.Time `json:"failed_at"`
+}
+
+// RejectedData is the data of ingest.document.rejected.<source>: an input that could not become a
+// document (wrong type, too large, broken MIME). The original bytes stay in the Object Store under
+// ObjectKey, where there were any, for inspection.
+type RejectedData struct {
+	DocumentID  string            `json:"document_id"`
+	Source      SourceRef         `json:"source"`
+	Filename    string            `json:"filename,omitempty"`
+	Reason      string            `json:"reason"` // short code: unsupported_type, too_large, malformed
+	Detail      string            `json:"detail"` // a sentence for people
+	ObjectKey   string            `json:"object_key,omitempty"`
+	Size        int64             `json:"size,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	RejectedAt  time.Time         `json:"rejected_at"`
+	ContentType string            `json:"content_type,omitempty"`
+}

@@ -1,0 +1,143 @@
+// Package eventstest starts real NATS servers for tests: an embedded nats-server with JetStream in a
+// temporary directory, or the external server the development machines and CI run.
+package eventstest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ingest-dev/ingest/broker"
+	"github.com/ingest-dev/ingest/events"
+)
+
+// EmbeddedBroker starts an embedded server with JetStream under dir on a free port.
+func EmbeddedBroker(t testing.TB, dir string) *broker.Broker {
+	t.Helper()
+	b, err := broker.Open(context.Background(), broker.Config{
+		Embedded: broker.Embedded{Listen: "127.0.0.1:0", StoreDir: dir, MaxStore: 4 << 30, MaxMemory: 64 << 20},
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("start embedded NATS: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b.Close(ctx)
+	})
+	return b
+}
+
+// Embedded returns a connection to a fresh embedded server.
+func Embedded(t testing.TB) *nats.Conn {
+	t.Helper()
+	return EmbeddedBroker(t, t.TempDir()).Conn()
+}
+
+// ExternalURL returns the external server's URL: $INGEST_TEST_NATS_URL, else 127.0.0.1:4222. When
+// nothing answers there, the test is skipped with a loud message, or fails when
+// $INGEST_REQUIRE_EXTERNAL_NATS is set (as CI does, where the server must be present).
+func ExternalURL(t testing.TB) string {
+	t.Helper()
+	raw := os.Getenv("INGEST_TEST_NATS_URL")
+	if raw == "" {
+		raw = "nats://127.0.0.1:4222"
+	}
+	addr := raw
+	if u, err := url.Parse(strings.Split(raw, ",")[0]); err == nil && u.Host != "" {
+		addr = u.Host
+	}
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		msg := "\n\n!!! SKIPPING: no external NATS server at " + raw + " (" + err.Error() + ").\n" +
+			"!!! This test proves ingest against a real NATS 2.9 server; CI runs it. Start one with:\n" +
+			"!!!   nats-server -a 127.0.0.1 -p 4222 -js -sd /tmp/nats-js\n\n"
+		if os.Getenv("INGEST_REQUIRE_EXTERNAL_NATS") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	c.Close()
+	return raw
+}
+
+// External connects to the external server (see ExternalURL).
+func External(t testing.TB) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(ExternalURL(t), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("connect to external NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Namespace returns a namespace no other test uses, so that tests sharing the external server do
+// not see each other's stream and buckets. On the external server, they are deleted at cleanup.
+func Namespace(t testing.TB, nc *nats.Conn) string {
+	t.Helper()
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	ns := "t" + hex.EncodeToString(b[:])
+	t.Cleanup(func() { Purge(nc, ns) })
+	return ns
+}
+
+// Purge deletes everything a namespace provisioned.
+func Purge(nc *nats.Conn, namespace string) {
+	if nc.IsClosed() {
+		return
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	names := events.Names{Namespace: namespace}
+	_ = js.DeleteStream(ctx, names.Stream())
+	_ = js.DeleteObjectStore(ctx, names.DocumentsBucket())
+	_ = js.DeleteKeyValue(ctx, names.StateBucket())
+	for _, purpose := range []string{"idempotency"} {
+		_ = js.DeleteKeyValue(ctx, names.Bucket(purpose))
+	}
+}
+
+// Bus provisions a backbone in a fresh namespace on nc.
+func Bus(t testing.TB, nc *nats.Conn) *events.Bus {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := events.Open(ctx, js, events.Config{Namespace: Namespace(t, nc)})
+	if err != nil {
+		t.Fatalf("provision backbone: %v", err)
+	}
+	return b
+}
+
+// WaitFor polls cond until it holds or the deadline passes: tests wait on conditions, never sleep.
+func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,254 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Status is a document's overall state.
+type Status string
+
+// Document statuses. A document is submitted while any vendor still works on it, failed if a
+// vendor failed and none is still working, completed when every vendor it went to is done.
+const (
+	StatusReceived  Status = "received"
+	StatusSubmitted Status = "submitted"
+	StatusCompleted Status = "completed"
+	StatusFailed    Status = "failed"
+	StatusRejected  Status = "rejected"
+)
+
+// Document is what is known about one document: a projection of its events. Every field is derived
+// from events, so applying the same event twice, or events out of order, gives the same Document.
+type Document struct {
+	ID          string                  `json:"id"`
+	Status      Status                  `json:"status"`
+	Source      SourceRef               `json:"source"`
+	Filename    string                  `json:"filename"`
+	ContentType string                  `json:"content_type"`
+	Size        int64                   `json:"size"`
+	SHA256      string                  `json:"sha256"`
+	ObjectKey   string                  `json:"object_key,omitempty"`
+	Metadata    map[string]string       `json:"metadata,omitempty"`
+	Vendors     map[string]*VendorState `json:"vendors"`
+	Route       string                  `json:"route,omitempty"`
+	Requested   []string                `json:"requested_vendors,omitempty"`
+	ReceivedAt  time.Time               `json:"received_at,omitzero"`
+	UpdatedAt   time.Time               `json:"updated_at"`
+	Error       string                  `json:"error,omitempty"` // why it was rejected
+	History     []HistoryEntry          `json:"history"`
+}
+
+// VendorState is one vendor's part in a document.
+type VendorState struct {
+	Status    Status    `json:"status"`
+	Ref       string    `json:"ref,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// HistoryEntry is one event that touched the document.
+type HistoryEntry struct {
+	EventID string    `json:"event_id"`
+	Type    string    `json:"type"`
+	Time    time.Time `json:"time"`
+	Vendor  string    `json:"vendor,omitempty"`
+}
+
+// ErrUnknownDocument is returned for an id the store has never seen.
+var ErrUnknownDocument = errors.New("unknown document")
+
+// States is the document-state store: one Key-Value entry per document, updated with
+// compare-and-set so that several instances (or the projector and a request handler) can apply
+// events to it at the same time.
+type States struct {
+	kv jetstream.KeyValue
+}
+
+// Get returns the state of document id.
+func (s *States) Get(ctx context.Context, id string) (Document, error) {
+	doc, _, err := s.get(ctx, id)
+	return doc, err
+}
+
+func (s *States) get(ctx context.Context, id string) (Document, uint64, error) {
+	if !validKey(id) {
+		return Document{}, 0, fmt.Errorf("%q: %w", id, ErrUnknownDocument)
+	}
+	e, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Document{}, 0, fmt.Errorf("%s: %w", id, ErrUnknownDocument)
+	}
+	if err != nil {
+		return Document{}, 0, fmt.Errorf("read state of %s: %w", id, err)
+	}
+	var doc Document
+	if err := json.Unmarshal(e.Value(), &doc); err != nil {
+		return Document{}, 0, fmt.Errorf("state of %s is not valid JSON: %w", id, err)
+	}
+	return doc, e.Revision(), nil
+}
+
+// Apply folds ev into its document's state. It returns the new state and whether ev was new to it.
+func (s *States) Apply(ctx context.Context, ev Event) (Document, bool, error) {
+	id := ev.Subject
+	if !validKey(id) {
+		return Document{}, false, fmt.Errorf("event %s: subject %q is not a document id", ev.ID, id)
+	}
+	for attempt := 0; attempt < 20; attempt++ {
+		doc, rev, err := s.get(ctx, id)
+		if err != nil && !errors.Is(err, ErrUnknownDocument) {
+			return Document{}, false, err
+		}
+		if err != nil {
+			doc = Document{ID: id}
+		}
+		changed, err := doc.apply(ev)
+		if err != nil || !changed {
+			return doc, false, err
+		}
+		body, err := json.Marshal(doc)
+		if err != nil {
+			return Document{}, false, fmt.Errorf("encode state of %s: %w", id, err)
+		}
+		if rev == 0 {
+			_, err = s.kv.Create(ctx, id, body)
+		} else {
+			_, err = s.kv.Update(ctx, id, body, rev)
+		}
+		if err == nil {
+			return doc, true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !isWrongLastSequence(err) {
+			return Document{}, false, fmt.Errorf("write state of %s: %w", id, err)
+		}
+		// Someone else wrote first: read again and re-apply.
+	}
+	return Document{}, false, fmt.Errorf("write state of %s: too much contention", id)
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// apply folds one event in; it reports whether the document changed.
+func (d *Document) apply(ev Event) (bool, error) {
+	if slices.ContainsFunc(d.History, func(h HistoryEntry) bool { return h.EventID == ev.ID }) {
+		return false, nil
+	}
+	entry := HistoryEntry{EventID: ev.ID, Type: ev.Type, Time: ev.Time}
+	if d.Vendors == nil {
+		d.Vendors = map[string]*VendorState{}
+	}
+	switch k := ev.Kind(); k {
+	case Received:
+		var r ReceivedData
+		if err := ev.DecodeData(&r); err != nil {
+			return false, err
+		}
+		d.Source, d.Filename, d.ContentType = r.Source, r.Filename, r.ContentType
+		d.Size, d.SHA256, d.ObjectKey, d.Metadata = r.Size, r.SHA256, r.ObjectKey, r.Metadata
+		d.Route, d.Requested, d.ReceivedAt = r.Route, r.Vendors, r.ReceivedAt
+	case Rejected:
+		var r RejectedData
+		if err := ev.DecodeData(&r); err != nil {
+			return false, err
+		}
+		d.Source, d.Filename, d.ContentType, d.Size = r.Source, r.Filename, r.ContentType, r.Size
+		d.ObjectKey, d.Metadata, d.Error = r.ObjectKey, r.Metadata, r.Detail
+	case Submitted, Completed, Failed:
+		var v struct {
+			Vendor    string `json:"vendor"`
+			VendorRef string `json:"vendor_ref"`
+			Error     string `json:"error"`
+		}
+		if err := ev.DecodeData(&v); err != nil {
+			return false, err
+		}
+		if v.Vendor == "" {
+			return false, fmt.Errorf("event %s: %s without a vendor", ev.ID, ev.Type)
+		}
+		entry.Vendor = v.Vendor
+		vs := d.Vendors[v.Vendor]
+		if vs == nil {
+			vs = &VendorState{}
+			d.Vendors[v.Vendor] = vs
+		}
+		// Events may arrive out of order (projector redelivery); a later stage never goes back.
+		if stageOf(Status(k)) >= stageOf(vs.Status) {
+			vs.Status = Status(k)
+			vs.UpdatedAt = ev.Time
+			if v.VendorRef != "" {
+				vs.Ref = v.VendorRef
+			}
+			if k == Failed {
+				vs.Error = v.Error
+			}
+		}
+	default:
+		return false, fmt.Errorf("event %s: unknown type %q", ev.ID, ev.Type)
+	}
+	d.History = append(d.History, entry)
+	slices.SortStableFunc(d.History, func(a, b HistoryEntry) int { return a.Time.Compare(b.Time) })
+	if ev.Time.After(d.UpdatedAt) {
+		d.UpdatedAt = ev.Time
+	}
+	d.Status = d.derivedStatus()
+	return true, nil
+}
+
+func stageOf(s Status) int {
+	switch s {
+	case StatusSubmitted:
+		return 1
+	case StatusCompleted, StatusFailed:
+		return 2
+	}
+	return 0
+}
+
+func (d *Document) derivedStatus() Status {
+	if d.Error != "" && len(d.Vendors) == 0 {
+		return StatusRejected
+	}
+	var working, failed, completed bool
+	for _, v := range d.Vendors {
+		switch v.Status {
+		case StatusSubmitted:
+			working = true
+		case StatusFailed:
+			failed = true
+		case StatusCompleted:
+			completed = true
+		}
+	}
+	switch {
+	case working:
+		return StatusSubmitted
+	case failed:
+		return StatusFailed
+	case completed:
+		return StatusCompleted
+	}
+	return StatusReceived
+}
+
+// validKey guards Key-Value keys: document ids are UUIDs, but ids also arrive from URLs.
+func validKey(s string) bool {
+	if s == "" || len(s) > 128 || s[0] == '.' || s[len(s)-1] == '.' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
