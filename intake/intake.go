@@ -1,0 +1,255 @@
+// Package intake turns a byte stream from any source (an HTTP upload, a mail attachment, a file in
+// a WebDAV folder) into a stored document and its received event. Adapters call Stage for each
+// document, then Commit once they know all of them are good, or Discard.
+package intake
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ingest-dev/ingest/events"
+)
+
+// ErrEmpty is returned for a document of zero bytes.
+var ErrEmpty = errors.New("the document is empty")
+
+// Config configures an Intake.
+type Config struct {
+	Bus        *events.Bus
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time // for tests; time.Now by default
+}
+
+// Intake stores documents and announces them.
+type Intake struct {
+	bus      *events.Bus
+	log      *slog.Logger
+	now      func() time.Time
+	received *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+}
+
+// New returns an Intake over cfg.Bus.
+func New(cfg Config) (*Intake, error) {
+	if cfg.Bus == nil {
+		return nil, errors.New("intake: a Bus is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	in := &Intake{
+		bus: cfg.Bus,
+		log: cfg.Logger,
+		now: cfg.Now,
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_documents_received_total", Help: "Documents stored and announced, by source.",
+		}, []string{"source_kind", "source"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_document_bytes_total", Help: "Bytes of documents stored, by source.",
+		}, []string{"source_kind", "source"}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{in.received, in.bytes} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("register metrics: %w", err)
+			}
+		}
+	}
+	return in, nil
+}
+
+// NewDocumentID returns a fresh document id: a UUIDv7, so ids sort by arrival.
+func NewDocumentID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// ObjectKey is where a document's bytes are stored. It is built from the id alone, never from
+// anything a sender chose.
+func ObjectKey(docID string) string { return "documents/" + docID }
+
+// Staged is a document whose bytes are stored but which is not announced yet.
+type Staged struct {
+	DocumentID  string
+	ObjectKey   string
+	Filename    string
+	ContentType string
+	Size        int64
+	SHA256      string
+}
+
+// Stage streams r into the store as document docID. It sniffs the type from the first bytes and
+// stops at once on a type it does not take (*UnsupportedTypeError), and stops as soon as the
+// document exceeds maxBytes (*TooLargeError). On any error nothing stays stored.
+// Memory use is a chunk (256 KiB) plus a small read buffer, whatever the document's size.
+func (in *Intake) Stage(ctx context.Context, docID, filename string, r io.Reader, maxBytes int64) (Staged, error) {
+	br := bufio.NewReaderSize(r, SniffLen)
+	head, err := br.Peek(SniffLen)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return Staged{}, fmt.Errorf("read the document: %w", err)
+	}
+	if len(head) == 0 {
+		return Staged{}, ErrEmpty
+	}
+	kind, detected, ok := Sniff(head, len(head) < SniffLen)
+	if !ok {
+		return Staged{}, &UnsupportedTypeError{Detected: detected}
+	}
+	var src io.Reader = &limitReader{r: br, limit: maxBytes}
+	if kind == Text {
+		src = &textReader{r: src}
+	}
+	st := Staged{
+		DocumentID:  docID,
+		ObjectKey:   ObjectKey(docID),
+		Filename:    SanitizeFilename(filename, docID, kind.Ext),
+		ContentType: kind.ContentType,
+	}
+	info, err := in.bus.Blobs().Put(ctx, st.ObjectKey, src, map[string]string{"content-type": kind.ContentType})
+	if err != nil {
+		var tooLarge *TooLargeError
+		var unsupported *UnsupportedTypeError
+		if errors.As(err, &tooLarge) {
+			return Staged{}, tooLarge
+		}
+		if errors.As(err, &unsupported) {
+			return Staged{}, unsupported
+		}
+		return Staged{}, err
+	}
+	st.Size, st.SHA256 = info.Size, info.SHA256
+	return st, nil
+}
+
+// Discard removes a staged document's bytes.
+func (in *Intake) Discard(ctx context.Context, st Staged) {
+	if err := in.bus.Blobs().Delete(context.WithoutCancel(ctx), st.ObjectKey); err != nil {
+		in.log.Warn("could not remove the bytes of a document that was not accepted", "doc_id", st.DocumentID, "err", err)
+	}
+}
+
+// Origin is what the source knows about a document beyond its bytes.
+type Origin struct {
+	Source   events.SourceRef
+	Metadata map[string]string
+	Vendors  []string // asked for by the sender; dispatch decides
+	Route    string
+}
+
+// Commit announces a staged document: it returns once JetStream has acknowledged the received
+// event, so a source may consider the document safe (and, say, mark a mail as read) only after
+// Commit returned nil. Committing the same document again publishes nothing new.
+func (in *Intake) Commit(ctx context.Context, st Staged, o Origin) (events.Document, error) {
+	eventID := st.DocumentID + ".received"
+	if doc, err := in.bus.States().Get(ctx, st.DocumentID); err == nil && hasEvent(doc, eventID) {
+		return doc, nil // committed before (a retried request after a crash)
+	}
+	subject, err := in.bus.Names().Subject(events.Received, o.Source.Kind)
+	if err != nil {
+		return events.Document{}, err
+	}
+	data := events.ReceivedData{
+		DocumentID:  st.DocumentID,
+		Source:      o.Source,
+		Filename:    st.Filename,
+		ContentType: st.ContentType,
+		Size:        st.Size,
+		SHA256:      st.SHA256,
+		ObjectKey:   st.ObjectKey,
+		Metadata:    o.Metadata,
+		Vendors:     o.Vendors,
+		Route:       o.Route,
+		ReceivedAt:  in.now().UTC(),
+	}
+	ev, err := events.NewEvent(events.Received, eventID, events.SourceURI(o.Source.Kind, o.Source.Name), st.DocumentID, data.ReceivedAt, data)
+	if err != nil {
+		return events.Document{}, err
+	}
+	if _, err := in.bus.Publish(ctx, subject, ev); err != nil {
+		return events.Document{}, err
+	}
+	in.received.WithLabelValues(o.Source.Kind, o.Source.Name).Inc()
+	in.bytes.WithLabelValues(o.Source.Kind, o.Source.Name).Add(float64(st.Size))
+	in.log.InfoContext(ctx, "document received", "doc_id", st.DocumentID, "source", o.Source.Kind+"/"+o.Source.Name,
+		"filename", st.Filename, "content_type", st.ContentType, "size", st.Size)
+
+	// The event is durable now. The state write makes the document readable at once; should it
+	// fail, the projector writes it from the event.
+	doc, _, err := in.bus.States().Apply(context.WithoutCancel(ctx), ev)
+	if err != nil {
+		in.log.WarnContext(ctx, "document state not written yet; the projector will", "doc_id", st.DocumentID, "err", err)
+		return documentFrom(ev, data), nil
+	}
+	return doc, nil
+}
+
+func hasEvent(doc events.Document, id string) bool {
+	for _, h := range doc.History {
+		if h.EventID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func documentFrom(ev events.Event, d events.ReceivedData) events.Document {
+	return events.Document{
+		ID: d.DocumentID, Status: events.StatusReceived, Source: d.Source, Filename: d.Filename,
+		ContentType: d.ContentType, Size: d.Size, SHA256: d.SHA256, ObjectKey: d.ObjectKey,
+		Metadata: d.Metadata, Route: d.Route, Requested: d.Vendors, ReceivedAt: d.ReceivedAt,
+		UpdatedAt: d.ReceivedAt, Vendors: map[string]*events.VendorState{},
+		History: []events.HistoryEntry{{EventID: ev.ID, Type: ev.Type, Time: ev.Time}},
+	}
+}
+
+// maxFilenameBytes keeps names within what every filesystem and vendor accepts.
+const maxFilenameBytes = 200
+
+// SanitizeFilename makes a sender's file name safe to show, store and pass on: the last path
+// element only, no control or invisible formatting characters (a right-to-left override can make
+// "invoice‮fdp.exe" look like a PDF), valid UTF-8, at most 200 bytes with the extension kept. An
+// empty or dot-only result becomes "document-<id>" with the sniffed type's extension.
+func SanitizeFilename(name, docID, ext string) string {
+	name = strings.ToValidUTF8(name, "")
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	name = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
+			return -1
+		}
+		return r
+	}, name)
+	name = strings.Trim(name, " .")
+	if name == "" {
+		short := docID
+		if len(short) > 36 {
+			short = short[:36]
+		}
+		return "document-" + short + ext
+	}
+	if len(name) > maxFilenameBytes {
+		stem, fext := name, ""
+		if i := strings.LastIndexByte(name, '.'); i > 0 && len(name)-i <= 16 {
+			stem, fext = name[:i], name[i:]
+		}
+		cut := maxFilenameBytes - len(fext)
+		for cut > 0 && !utf8.RuneStart(stem[cut]) {
+			cut--
+		}
+		name = stem[:cut] + fext
+	}
+	return name
+}
