@@ -117,11 +117,17 @@ func (r *blobReader) Close() error {
 type fullReader struct{ r io.Reader }
 
 func (f *fullReader) Read(p []byte) (int, error) {
-	n, err := io.ReadFull(f.r, p)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = io.EOF
+	n := 0
+	for n < len(p) {
+		k, err := f.r.Read(p[n:])
+		n += k
+		if err != nil {
+			// Not io.ReadFull: it turns a source's io.ErrUnexpectedEOF (a truncated multipart
+			// part) into a plain short read, and a truncated upload must fail.
+			return n, err
+		}
 	}
-	return n, err
+	return n, nil
 }
 
 func digestHex(d string) (string, error) {

@@ -6,6 +6,8 @@ package intake
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -95,42 +97,73 @@ type Staged struct {
 // document exceeds maxBytes (*TooLargeError). On any error nothing stays stored.
 // Memory use is a chunk (256 KiB) plus a small read buffer, whatever the document's size.
 func (in *Intake) Stage(ctx context.Context, docID, filename string, r io.Reader, maxBytes int64) (Staged, error) {
+	st, src, err := prepare(docID, filename, r, maxBytes)
+	if err != nil {
+		return Staged{}, err
+	}
+	info, err := in.bus.Blobs().Put(ctx, st.ObjectKey, src, map[string]string{"content-type": st.ContentType})
+	if err != nil {
+		return Staged{}, unwrapRefusal(err)
+	}
+	st.Size, st.SHA256 = info.Size, info.SHA256
+	return st, nil
+}
+
+// Check runs the same checks as Stage and computes size and digest, storing nothing. It lets a
+// repeated request be compared with the one it repeats.
+func Check(docID, filename string, r io.Reader, maxBytes int64) (Staged, error) {
+	st, src, err := prepare(docID, filename, r, maxBytes)
+	if err != nil {
+		return Staged{}, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, src)
+	if err != nil {
+		return Staged{}, unwrapRefusal(err)
+	}
+	st.Size, st.SHA256 = n, hex.EncodeToString(h.Sum(nil))
+	return st, nil
+}
+
+// prepare sniffs the type and returns the reader that enforces the size limit (and, for text, that
+// the text stays UTF-8 to the end).
+func prepare(docID, filename string, r io.Reader, maxBytes int64) (Staged, io.Reader, error) {
 	br := bufio.NewReaderSize(r, SniffLen)
 	head, err := br.Peek(SniffLen)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return Staged{}, fmt.Errorf("read the document: %w", err)
+		return Staged{}, nil, fmt.Errorf("read the document: %w", err)
 	}
 	if len(head) == 0 {
-		return Staged{}, ErrEmpty
+		return Staged{}, nil, ErrEmpty
 	}
 	kind, detected, ok := Sniff(head, len(head) < SniffLen)
 	if !ok {
-		return Staged{}, &UnsupportedTypeError{Detected: detected}
+		return Staged{}, nil, &UnsupportedTypeError{Detected: detected}
 	}
 	var src io.Reader = &limitReader{r: br, limit: maxBytes}
 	if kind == Text {
 		src = &textReader{r: src}
 	}
-	st := Staged{
+	return Staged{
 		DocumentID:  docID,
 		ObjectKey:   ObjectKey(docID),
 		Filename:    SanitizeFilename(filename, docID, kind.Ext),
 		ContentType: kind.ContentType,
+	}, src, nil
+}
+
+// unwrapRefusal returns our own refusal from a wrapped error chain, so that callers can tell it
+// from a storage failure by type.
+func unwrapRefusal(err error) error {
+	var tooLarge *TooLargeError
+	var unsupported *UnsupportedTypeError
+	switch {
+	case errors.As(err, &tooLarge):
+		return tooLarge
+	case errors.As(err, &unsupported):
+		return unsupported
 	}
-	info, err := in.bus.Blobs().Put(ctx, st.ObjectKey, src, map[string]string{"content-type": kind.ContentType})
-	if err != nil {
-		var tooLarge *TooLargeError
-		var unsupported *UnsupportedTypeError
-		if errors.As(err, &tooLarge) {
-			return Staged{}, tooLarge
-		}
-		if errors.As(err, &unsupported) {
-			return Staged{}, unsupported
-		}
-		return Staged{}, err
-	}
-	st.Size, st.SHA256 = info.Size, info.SHA256
-	return st, nil
+	return err
 }
 
 // Discard removes a staged document's bytes.

@@ -1,0 +1,75 @@
+package httpdrop
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/httpapi"
+)
+
+// StatusURL is where a document's state is read.
+func StatusURL(id string) string { return "/v1/documents/" + id }
+
+func (d *Drop) lookup(c echo.Context) (events.Document, error) {
+	id := c.Param("id")
+	c.Set(httpapi.DocIDKey, id)
+	doc, err := d.bus.States().Get(c.Request().Context(), id)
+	if errors.Is(err, events.ErrUnknownDocument) {
+		return doc, httpapi.NewProblem(http.StatusNotFound, "there is no document with id %q", truncate(id, 80))
+	}
+	return doc, err
+}
+
+func (d *Drop) status(c echo.Context) error {
+	doc, err := d.lookup(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, doc)
+}
+
+func (d *Drop) content(c echo.Context) error {
+	doc, err := d.lookup(c)
+	if err != nil {
+		return err
+	}
+	if doc.ObjectKey == "" {
+		return httpapi.NewProblem(http.StatusNotFound, "document %s has no stored content", doc.ID)
+	}
+	r, info, err := d.bus.Blobs().Open(c.Request().Context(), doc.ObjectKey)
+	if errors.Is(err, events.ErrBlobNotFound) {
+		return httpapi.NewProblem(http.StatusGone, "the content of document %s is no longer stored", doc.ID)
+	}
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, doc.ContentType)
+	h.Set(echo.HeaderContentLength, strconv.FormatInt(info.Size, 10))
+	h.Set(echo.HeaderContentDisposition, mime.FormatMediaType("attachment", map[string]string{"filename": doc.Filename}))
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
+	h.Set("ETag", fmt.Sprintf("%q", "sha256:"+info.SHA256))
+	c.Response().WriteHeader(http.StatusOK)
+	// A digest mismatch shows up as a read error here; the status is sent already, so the client
+	// sees a short body, which its Content-Length check catches.
+	if _, err := io.Copy(c.Response(), r); err != nil {
+		d.log.WarnContext(c.Request().Context(), "content download ended early", "doc_id", doc.ID, "err", err)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

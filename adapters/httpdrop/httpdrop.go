@@ -1,0 +1,110 @@
+// Package httpdrop is the HTTP drop: POST /v1/documents takes documents (multipart or a raw body),
+// GET /v1/documents/{id} tells their state and GET /v1/documents/{id}/content returns their bytes.
+// A 202 is answered only after JetStream acknowledged the received event: an accepted document is
+// never lost.
+package httpdrop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/httpapi"
+	"github.com/ingest-dev/ingest/intake"
+)
+
+// Config configures the HTTP drop.
+type Config struct {
+	Bus    *events.Bus
+	Intake *intake.Intake
+	// SourceName is the source's name in events (kind is always "http").
+	SourceName       string
+	APIKeys          []string
+	MaxDocumentBytes int64
+	MaxRequestBytes  int64
+	MaxFiles         int
+	IdempotencyTTL   time.Duration
+	Logger           *slog.Logger
+	Registerer       prometheus.Registerer
+}
+
+// Drop serves the document endpoints.
+type Drop struct {
+	cfg      Config
+	bus      *events.Bus
+	in       *intake.Intake
+	idem     jetstream.KeyValue
+	log      *slog.Logger
+	rejected *prometheus.CounterVec
+}
+
+// New provisions the idempotency bucket and returns the drop.
+func New(ctx context.Context, cfg Config) (*Drop, error) {
+	if cfg.Bus == nil || cfg.Intake == nil {
+		return nil, errors.New("httpdrop: Bus and Intake are required")
+	}
+	if len(cfg.APIKeys) == 0 {
+		return nil, errors.New("httpdrop: at least one API key is required")
+	}
+	if cfg.SourceName == "" {
+		cfg.SourceName = "api"
+	}
+	if cfg.MaxDocumentBytes <= 0 {
+		cfg.MaxDocumentBytes = 64 << 20
+	}
+	if cfg.MaxRequestBytes < cfg.MaxDocumentBytes {
+		cfg.MaxRequestBytes = 4 * cfg.MaxDocumentBytes
+	}
+	if cfg.MaxFiles <= 0 {
+		cfg.MaxFiles = 20
+	}
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = 24 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	names := cfg.Bus.Names()
+	kv, err := cfg.Bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      names.Bucket("idempotency"),
+		Description: "Idempotency-Key records of POST /v1/documents",
+		Storage:     jetstream.FileStorage,
+		// The bucket's age limit expires records; per-key TTLs would need NATS 2.11.
+		TTL:     cfg.IdempotencyTTL,
+		History: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision key-value bucket %s: %w", names.Bucket("idempotency"), err)
+	}
+	d := &Drop{
+		cfg:  cfg,
+		bus:  cfg.Bus,
+		in:   cfg.Intake,
+		idem: kv,
+		log:  cfg.Logger,
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_http_drop_refused_total", Help: "Uploads refused, by reason.",
+		}, []string{"reason"}),
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(d.rejected); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// Register adds the routes to the server.
+func (d *Drop) Register(e *echo.Echo) {
+	g := e.Group("/v1/documents", httpapi.RequireAPIKey(d.cfg.APIKeys))
+	g.POST("", d.upload)
+	g.GET("/:id", d.status)
+	g.GET("/:id/content", d.content)
+}
