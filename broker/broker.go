@@ -106,6 +106,39 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 		nats.RetryOnFailedConnect(true),
 		nats.ConnectHandler(func(nc *nats.Conn) { b.log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted()) }),
 	)
+	o, err := authOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, o...)
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.URL, err)
+	}
+	if !nc.IsConnected() {
+		b.log.Warn("NATS is not reachable yet; retrying in the background", "url", cfg.URL)
+	}
+	b.nc = nc
+	return b, nil
+}
+
+// Dial is a plain connection for short-lived clients (the CLI): it fails at once when nothing
+// answers at url instead of retrying forever. Credentials and TLS come from cfg.
+func Dial(url string, cfg Config) (*nats.Conn, error) {
+	opts, err := authOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, nats.Name("ingest-cli"), nats.Timeout(5*time.Second))
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+func authOptions(cfg Config) ([]nats.Option, error) {
+	var opts []nats.Option
 	switch {
 	case cfg.CredentialsFile != "":
 		opts = append(opts, nats.UserCredentials(cfg.CredentialsFile))
@@ -126,15 +159,7 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	if cfg.CertFile != "" {
 		opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
 	}
-	nc, err := nats.Connect(cfg.URL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.URL, err)
-	}
-	if !nc.IsConnected() {
-		b.log.Warn("NATS is not reachable yet; retrying in the background", "url", cfg.URL)
-	}
-	b.nc = nc
-	return b, nil
+	return opts, nil
 }
 
 func (b *Broker) startEmbedded(cfg Config) error {

@@ -1,0 +1,120 @@
+// Command ingest is the document-ingest service and its command line.
+//
+//	ingest [serve] [--config F]          run everything configured
+//	ingest tail [SUBJECT] [--all]        print events as JSON lines (default subject ingest.>)
+//	ingest status ID                     print one document's state
+//	ingest submit FILE... [--vendor V]   upload files like the HTTP drop does
+//	ingest config check [--config F]     validate a configuration, listing every problem
+//
+// Without --config (or $INGEST_CONFIG), the embedded default configuration is used: the shipped
+// config.yaml.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ingest-dev/ingest"
+	"github.com/ingest-dev/ingest/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks a command line the user should correct; it exits 2.
+var errUsage = errors.New("usage")
+
+const usage = `ingest: documents in by mail, WebDAV and HTTP; out to document-AI vendors; events on NATS.
+
+Usage:
+  ingest [serve] [--config F]                 run the service
+  ingest tail [SUBJECT] [--all] [--config F]  print events as JSON lines (default: every event)
+  ingest status ID [--config F]               print one document's state
+  ingest submit FILE... [--vendor V] [--route R] [--meta k=v] [--config F]
+                                              upload files, one request each
+  ingest config check [--config F]            validate a configuration and list every problem
+
+Without --config (or $INGEST_CONFIG) the embedded default configuration is used.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(ctx, args, stderr)
+	case "tail":
+		err = tail(ctx, args, stdout)
+	case "status":
+		err = status(ctx, args, stdout)
+	case "submit":
+		err = submit(ctx, args, stdout, stderr)
+	case "config":
+		if len(args) == 0 || args[0] != "check" {
+			err = fmt.Errorf("%w: ingest config check [--config F]", errUsage)
+			break
+		}
+		err = configCheck(args[1:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		err = fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "ingest: %v\n\n%s", err, usage)
+		return 2
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	}
+	fmt.Fprintf(stderr, "ingest: %v\n", err)
+	return 1
+}
+
+// flags parses args into fs, letting flags and positional arguments mix ("submit a.pdf --vendor
+// gini"), and returns the positional ones.
+func flags(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", os.Getenv("INGEST_CONFIG"), "configuration file (default: the embedded config.yaml)")
+}
+
+// loadConfig reads the file at path, or the embedded default when path is empty.
+func loadConfig(path string) (config.Config, error) {
+	if path == "" {
+		return config.Parse(ingest.DefaultConfigYAML(), "embedded default (config.yaml)", os.LookupEnv)
+	}
+	return config.Load(path)
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ingest-dev/ingest/config"
+	"github.com/ingest-dev/ingest/events/eventstest"
+	"github.com/ingest-dev/ingest/service"
+)
+
+// syncBuffer is written by a command running in another goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func writeFile(t *testing.T, name, content string) string {
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// The CLI finds a running service from the same config alone, even on the free port the embedded
+// NATS took, with the generated API key.
+func TestCLIAgainstARunningService(t *testing.T) {
+	dataDir := t.TempDir()
+	cfgPath := writeFile(t, "config.yaml", "data_dir: "+dataDir+"\nhttp:\n  listen: 127.0.0.1:0\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+
+	var tailOut syncBuffer
+	tctx, stopTail := context.WithCancel(ctx)
+	tailDone := make(chan int, 1)
+	go func() { tailDone <- run(tctx, []string{"tail", "--config", cfgPath}, &tailOut, &tailOut) }()
+
+	pdf := writeFile(t, "scan.pdf", "%PDF-1.4\nsome pdf\n")
+	notDoc := writeFile(t, "archive.zip", "PK\x03\x04zipzipzip")
+	var out, errOut bytes.Buffer
+	code := run(ctx, []string{"submit", pdf, notDoc, "--vendor", "gini", "--meta", "po=7", "--config", cfgPath}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "archive.zip") || !strings.Contains(errOut.String(), "application/zip") {
+		t.Fatalf("submit: exit %d, stderr %q", code, errOut.String())
+	}
+	var sub struct{ ID, File string }
+	if err := json.Unmarshal(out.Bytes(), &sub); err != nil || sub.ID == "" {
+		t.Fatalf("submit output %q: %v", out.String(), err)
+	}
+
+	out.Reset()
+	if code := run(ctx, []string{"status", sub.ID, "--config", cfgPath}, &out, &errOut); code != 0 {
+		t.Fatalf("status: exit %d: %s", code, errOut.String())
+	}
+	var doc struct {
+		Status   string            `json:"status"`
+		Metadata map[string]string `json:"metadata"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil || doc.Status != "received" || doc.Metadata["po"] != "7" {
+		t.Fatalf("status output %s", out.String())
+	}
+
+	eventstest.WaitFor(t, 10*time.Second, "tail to print the event", func() bool {
+		return strings.Contains(tailOut.String(), `"subject":"`+sub.ID+`"`)
+	})
+	stopTail()
+	if code := <-tailDone; code != 0 {
+		t.Fatalf("tail exit %d: %s", code, tailOut.String())
+	}
+	line := strings.SplitN(tailOut.String(), "\n", 2)[0]
+	var ev map[string]any
+	if err := json.Unmarshal([]byte(line), &ev); err != nil || ev["type"] != "ingest.document.received" {
+		t.Fatalf("tail printed %q", line)
+	}
+
+	// --all replays what was there before.
+	var replay syncBuffer
+	rctx, stopReplay := context.WithCancel(ctx)
+	replayDone := make(chan int, 1)
+	go func() { replayDone <- run(rctx, []string{"tail", "--all", "ingest.document.received.>", "--config", cfgPath}, &replay, &replay) }()
+	eventstest.WaitFor(t, 10*time.Second, "tail --all to replay", func() bool { return strings.Contains(replay.String(), sub.ID) })
+	stopReplay()
+	<-replayDone
+}
+
+func TestCLIWithoutService(t *testing.T) {
+	cfgPath := writeFile(t, "config.yaml", "data_dir: "+t.TempDir()+"\n")
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"status", "x", "--config", cfgPath}, &out, &errOut); code != 1 ||
+		!strings.Contains(errOut.String(), "ingest is not running") {
+		t.Fatalf("exit %d, %q", code, errOut.String())
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"config", "check"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "OK") {
+		t.Fatalf("default config: exit %d %q %q", code, out.String(), errOut.String())
+	}
+	bad := writeFile(t, "bad.yaml", "htpp:\n  listen: x\nhttp:\n  max_files: -1\n  api_keys: [\"${NO_SUCH_VAR_FOR_TEST}\"]\n")
+	out.Reset()
+	errOut.Reset()
+	code := run(context.Background(), []string{"config", "check", "--config", bad}, &out, &errOut)
+	msg := errOut.String()
+	if code == 0 || !strings.Contains(msg, `line 1: unknown key "htpp"`) || !strings.Contains(msg, "NO_SUCH_VAR_FOR_TEST is not set") {
+		t.Fatalf("exit %d, %q", code, msg)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"frobnicate"}, {"status"}, {"submit"}, {"config"}, {"tail", "a", "b"}, {"serve", "--nope"}} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "Usage:") {
+			t.Errorf("%v: exit %d, %q", args, code, errOut.String())
+		}
+	}
+}

@@ -1,0 +1,225 @@
+// Package service runs what a configuration asks for: NATS (embedded or external), the event
+// backbone, the state projector and the HTTP server with its inputs; and stops it all in order.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ingest-dev/ingest/adapters/httpdrop"
+	"github.com/ingest-dev/ingest/broker"
+	"github.com/ingest-dev/ingest/config"
+	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/httpapi"
+	"github.com/ingest-dev/ingest/intake"
+)
+
+// Service is a running ingest.
+type Service struct {
+	cfg       config.Config
+	log       *slog.Logger
+	broker    *broker.Broker
+	bus       *events.Bus
+	projector *events.Projector
+	http      *httpapi.Server
+	httpAddr  string
+	served    chan error
+}
+
+// Start brings everything up. It returns once the service takes documents, or with the first
+// problem in words an operator can act on.
+func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service, err error) {
+	s := &Service{cfg: cfg, log: log, served: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.stop(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data_dir: %w", err)
+	}
+	keys, err := apiKeys(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	bcfg := BrokerConfig(cfg)
+	bcfg.Logger = log
+	s.broker, err = broker.Open(ctx, bcfg)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(s.broker.Conn())
+	if err != nil {
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	if s.bus, err = s.provision(ctx, js, reg); err != nil {
+		return nil, err
+	}
+	if s.projector, err = s.bus.StartProjector(ctx, reg); err != nil {
+		return nil, err
+	}
+	in, err := intake.New(intake.Config{Bus: s.bus, Logger: log, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+
+	s.http, err = httpapi.New(httpapi.Config{
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout.Std(),
+		IdleTimeout:       cfg.HTTP.IdleTimeout.Std(),
+		Logger:            log,
+		Registry:          reg,
+		Ready:             s.broker.Ready,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Sources.HTTPDrop.Enabled {
+		drop, err := httpdrop.New(ctx, httpdrop.Config{
+			Bus: s.bus, Intake: in, SourceName: cfg.Sources.HTTPDrop.Name, APIKeys: keys,
+			MaxDocumentBytes: cfg.HTTP.MaxDocumentBytes.Int64(), MaxRequestBytes: cfg.HTTP.MaxRequestBytes.Int64(),
+			MaxFiles: cfg.HTTP.MaxFiles, IdempotencyTTL: cfg.HTTP.IdempotencyTTL.Std(),
+			Logger: log, Registerer: reg,
+		})
+		if err != nil {
+			return nil, err
+		}
+		drop.Register(s.http.Echo())
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("http.listen %s is already in use (is ingest running already? `ingest status` finds it); choose another address", cfg.HTTP.Listen)
+		}
+		return nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	s.httpAddr = ln.Addr().String()
+	go func() { s.served <- s.http.Serve(ln) }()
+
+	if err := writeRuntime(cfg.DataDir, Runtime{
+		PID: os.Getpid(), NATSURL: s.broker.URL(), HTTPURL: "http://" + dialable(s.httpAddr), Started: time.Now().UTC(),
+	}); err != nil {
+		return nil, err
+	}
+	log.Info("ingest is ready", "http", "http://"+s.httpAddr, "nats", s.broker.URL(), "embedded_nats", s.broker.Embedded(),
+		"stream", s.bus.Names().Stream(), "data_dir", cfg.DataDir)
+	return s, nil
+}
+
+// BrokerConfig is the NATS part of a configuration.
+func BrokerConfig(cfg config.Config) broker.Config {
+	return broker.Config{
+		URL: cfg.NATS.URL, CredentialsFile: cfg.NATS.CredentialsFile, NKeySeedFile: cfg.NATS.NKeySeedFile,
+		User: cfg.NATS.User, Password: cfg.NATS.Password, Token: cfg.NATS.Token,
+		CAFile: cfg.NATS.TLS.CAFile, CertFile: cfg.NATS.TLS.CertFile, KeyFile: cfg.NATS.TLS.KeyFile,
+		Embedded: broker.Embedded{
+			Listen:    cfg.NATS.Embedded.Listen,
+			StoreDir:  filepath.Join(cfg.DataDir, "nats"),
+			MaxStore:  cfg.NATS.Embedded.MaxStore.Int64(),
+			MaxMemory: cfg.NATS.Embedded.MaxMemory.Int64(),
+		},
+	}
+}
+
+// provision sets up the stream and buckets, retrying while NATS is not there yet: a service
+// started before its NATS cluster waits for it instead of failing.
+func (s *Service) provision(ctx context.Context, js jetstream.JetStream, reg prometheus.Registerer) (*events.Bus, error) {
+	cfg := events.Config{
+		Namespace:         s.cfg.NATS.Namespace,
+		MaxAge:            s.cfg.NATS.Stream.MaxAge.Std(),
+		DuplicateWindow:   s.cfg.NATS.Stream.DuplicateWindow.Std(),
+		Replicas:          s.cfg.NATS.Stream.Replicas,
+		DocumentsMaxBytes: s.cfg.NATS.DocumentsMaxBytes.Int64(),
+		Logger:            s.log,
+		Registerer:        reg, // Open registers only once everything is provisioned
+	}
+	delay := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		bus, err := events.Open(pctx, js, cfg)
+		cancel()
+		if err == nil {
+			return bus, nil
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 {
+			return nil, fmt.Errorf("NATS refused the setup: %w", err)
+		}
+		s.log.Warn("NATS/JetStream not available yet; retrying", "attempt", attempt, "retry_in", delay.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("gave up waiting for NATS: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
+// HTTPAddr is the address the HTTP server listens on.
+func (s *Service) HTTPAddr() string { return s.httpAddr }
+
+// NATSURL is where other programs reach the service's NATS.
+func (s *Service) NATSURL() string { return s.broker.URL() }
+
+// Bus is the event backbone.
+func (s *Service) Bus() *events.Bus { return s.bus }
+
+// Done reports the HTTP server ending on its own (a fatal error).
+func (s *Service) Done() <-chan error { return s.served }
+
+// Shutdown stops taking input, lets in-flight uploads finish (until ctx ends), then drains NATS.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.log.Info("shutting down: no new requests; finishing those in flight")
+	return s.stop(ctx)
+}
+
+func (s *Service) stop(ctx context.Context) error {
+	var errs []error
+	if s.http != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("HTTP requests still running at the deadline: %w", err))
+		}
+	}
+	if s.projector != nil {
+		s.projector.Stop()
+	}
+	if s.broker != nil {
+		s.broker.Close(ctx)
+	}
+	removeRuntime(s.cfg.DataDir)
+	return errors.Join(errs...)
+}
+
+// Run starts the service and runs it until ctx ends, then shuts down within the configured
+// shutdown_timeout.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	s, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-s.served:
+		log.Error("HTTP server stopped", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Std())
+	defer cancel()
+	err = s.Shutdown(sctx)
+	if err == nil {
+		log.Info("stopped cleanly")
+	}
+	return err
+}

@@ -1,0 +1,300 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ingest-dev/ingest/adapters/httpdrop"
+	"github.com/ingest-dev/ingest/config"
+	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/events/eventstest"
+	"github.com/ingest-dev/ingest/httpapi"
+	"github.com/ingest-dev/ingest/service"
+)
+
+const key = "service-test-key-0123456789"
+
+func testConfig(t *testing.T) config.Config {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.NATS.Embedded.Listen = "127.0.0.1:0"
+	cfg.HTTP.APIKeys = []string{key}
+	cfg.NATS.Embedded.MaxStore = 2 << 30
+	return cfg
+}
+
+func start(t *testing.T, cfg config.Config) *service.Service {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop(t, s) })
+	return s
+}
+
+func stop(t *testing.T, s *service.Service) {
+	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+func writePDF(t *testing.T, size int) (string, []byte) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
+	copy(data, "%PDF-1.7\n")
+	path := filepath.Join(t.TempDir(), "invoice.pdf")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, data
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// endToEnd: upload → PubAck'd received event with the CloudEvents fields → content byte-identical →
+// status shows it. Returns the document id.
+func endToEnd(t *testing.T, s *service.Service) string {
+	t.Helper()
+	got := make(chan events.Event, 4)
+	fctx, stopFollow := context.WithCancel(ctxT(t))
+	defer stopFollow()
+	followErr := make(chan error, 1)
+	go func() {
+		followErr <- s.Bus().Follow(fctx, s.Bus().Names().KindSubjects(events.Received), true, func(m jetstream.Msg) {
+			if ev, err := events.Decode(m.Data()); err == nil {
+				got <- ev
+			}
+		})
+	}()
+
+	path, data := writePDF(t, 100<<10)
+	c := &httpdrop.Client{BaseURL: "http://" + s.HTTPAddr(), APIKey: key}
+	resp, err := c.SubmitFile(ctxT(t), path, httpdrop.SubmitOptions{Metadata: map[string]string{"po": "4711"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.Documents[0].ID
+	var ev events.Event
+	select {
+	case ev = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no received event on the bus")
+	}
+	var rd events.ReceivedData
+	if err := ev.DecodeData(&rd); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	if ev.SpecVersion != "1.0" || ev.Type != "ingest.document.received" || ev.Subject != id || ev.Source != "/sources/http/api" ||
+		ev.DataContentType != "application/json" || rd.SHA256 != hex.EncodeToString(sum[:]) || rd.Metadata["po"] != "4711" || rd.Filename != "invoice.pdf" {
+		t.Fatalf("event %+v data %+v", ev, rd)
+	}
+	checkStored(t, s.HTTPAddr(), id, data)
+	stopFollow()
+	if err := <-followErr; err != nil {
+		t.Fatalf("follow: %v", err)
+	}
+	return id
+}
+
+func get(t *testing.T, addr, path string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res, b
+}
+
+func checkStored(t *testing.T, addr, id string, data []byte) {
+	t.Helper()
+	res, body := get(t, addr, "/v1/documents/"+id+"/content")
+	if res.StatusCode != 200 || !bytes.Equal(body, data) {
+		t.Fatalf("content: %d, %d bytes (want %d)", res.StatusCode, len(body), len(data))
+	}
+	res, body = get(t, addr, "/v1/documents/"+id)
+	var doc events.Document
+	if err := json.Unmarshal(body, &doc); err != nil || res.StatusCode != 200 || doc.Status != events.StatusReceived || doc.Size != int64(len(data)) {
+		t.Fatalf("status: %d %s", res.StatusCode, body)
+	}
+}
+
+func TestEndToEndEmbedded(t *testing.T) {
+	s := start(t, testConfig(t))
+	endToEnd(t, s)
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {
+		if res, body := get(t, s.HTTPAddr(), path); res.StatusCode != want {
+			t.Errorf("%s: %d %s", path, res.StatusCode, body)
+		}
+	}
+	res, body := get(t, s.HTTPAddr(), "/metrics")
+	for _, m := range []string{"ingest_documents_received_total", "ingest_http_requests_total", "ingest_events_published_total", "go_goroutines"} {
+		if res.StatusCode != 200 || !strings.Contains(string(body), m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+}
+
+func TestEndToEndExternalNATS(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.NATS.URL = eventstest.ExternalURL(t)
+	nc := eventstest.External(t)
+	cfg.NATS.Namespace = eventstest.Namespace(t, nc) // other tests share this server
+	s := start(t, cfg)
+	if s.NATSURL() != cfg.NATS.URL {
+		t.Fatalf("NATS URL %q", s.NATSURL())
+	}
+	endToEnd(t, s)
+}
+
+func TestRestartKeepsDocuments(t *testing.T) {
+	cfg := testConfig(t)
+	s := start(t, cfg)
+	path, data := writePDF(t, 300<<10)
+	c := &httpdrop.Client{BaseURL: "http://" + s.HTTPAddr(), APIKey: key}
+	resp, err := c.SubmitFile(ctxT(t), path, httpdrop.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop(t, s)
+
+	s2 := start(t, cfg)
+	checkStored(t, s2.HTTPAddr(), resp.Documents[0].ID, data)
+}
+
+// SIGTERM with an upload under way: the upload finishes and is accepted, then the service stops.
+func TestShutdownFinishesInFlightUpload(t *testing.T) {
+	cfg := testConfig(t)
+	s, err := service.Start(ctxT(t), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", "http://"+s.HTTPAddr()+"/v1/documents?filename=slow.pdf", pr)
+	req.Header.Set("Authorization", "Bearer "+key)
+	answered := make(chan *http.Response, 1)
+	go func() {
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("upload: %v", err)
+			answered <- nil
+			return
+		}
+		res.Body.Close()
+		answered <- res
+	}()
+	_, data := writePDF(t, 2<<20)
+	if _, err := pw.Write(data[:1<<20]); err != nil { // the server has begun reading
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	begun := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Std())
+		defer cancel()
+		stopped <- s.Shutdown(ctx)
+	}()
+	// New connections are refused once shutdown has begun.
+	eventstest.WaitFor(t, 5*time.Second, "the listener to close", func() bool {
+		_, err := http.Get("http://" + s.HTTPAddr() + "/healthz")
+		return err != nil
+	})
+	if _, err := pw.Write(data[1<<20:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	res := <-answered
+	if res == nil || res.StatusCode != http.StatusAccepted {
+		t.Fatalf("in-flight upload was not accepted: %v", res)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if d := time.Since(begun); d > 10*time.Second {
+		t.Fatalf("shutdown took %s", d)
+	}
+	// And the upload is really there after a restart.
+	s2 := start(t, cfg)
+	res2, body := get(t, s2.HTTPAddr(), res.Header.Get("Location"))
+	if res2.StatusCode != 200 {
+		t.Fatalf("after restart: %d %s", res2.StatusCode, body)
+	}
+}
+
+func TestDiscoverFindsTheRunningService(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HTTP.APIKeys = nil // the generated key is found too
+	if _, err := service.Discover(cfg); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Fatalf("before start: %v", err)
+	}
+	s := start(t, cfg)
+	ep, err := service.Discover(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep.NATSURL != s.NATSURL() || ep.HTTPURL != "http://"+s.HTTPAddr() || len(ep.APIKey) < 16 {
+		t.Fatalf("endpoints %+v", ep)
+	}
+	res, _ := get(t, s.HTTPAddr(), "/v1/documents/x") // with the test key: refused
+	if res.StatusCode != 401 {
+		t.Fatalf("test key accepted where only the generated key is valid: %d", res.StatusCode)
+	}
+	c := &httpdrop.Client{BaseURL: ep.HTTPURL, APIKey: ep.APIKey}
+	_, err = c.Status(ctxT(t), "0192aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee")
+	var p *httpapi.Problem
+	if !errors.As(err, &p) || p.Status != 404 {
+		t.Fatalf("status with the generated key: %v", err)
+	}
+	stop(t, s)
+	if _, err := service.Discover(cfg); err == nil {
+		t.Fatal("found a stopped service")
+	}
+}
+
+func TestHTTPPortInUse(t *testing.T) {
+	s := start(t, testConfig(t))
+	cfg := testConfig(t)
+	cfg.HTTP.Listen = s.HTTPAddr()
+	_, err := service.Start(ctxT(t), cfg, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "already in use") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestWaitsForExternalNATS(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.NATS.URL = "nats://127.0.0.1:1" // nothing there
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, err := service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "gave up waiting for NATS") {
+		t.Fatalf("err = %v", err)
+	}
+}
