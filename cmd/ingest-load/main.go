@@ -1,0 +1,286 @@
+// Command ingest-load measures the real ingest binary: HTTP drop throughput and latency against a
+// raw JetStream publish of the same bytes (the ceiling), or peak memory while one large document
+// uploads. It builds ./cmd/ingest (or takes -bin), runs it on a fresh data_dir and finds it through
+// data_dir/runtime.json, as the CLI does.
+//
+//	go run ./cmd/ingest-load -n 2000 -c 8 -size 100KiB
+//	go run ./cmd/ingest-load -rss -size 64MiB
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ingest-dev/ingest/config"
+)
+
+func main() {
+	bin := flag.String("bin", "", "ingest binary (default: go build ./cmd/ingest)")
+	n := flag.Int("n", 2000, "documents to upload")
+	c := flag.Int("c", 8, "concurrent clients")
+	sizeFlag := flag.String("size", "100KiB", "document size")
+	rss := flag.Bool("rss", false, "measure peak RSS while one document of -size uploads")
+	flag.Parse()
+	size, err := config.ParseByteSize(*sizeFlag)
+	if err != nil {
+		fail(err)
+	}
+	if *bin == "" {
+		*bin = filepath.Join(os.TempDir(), "ingest-load-bin")
+		fmt.Fprintln(os.Stderr, "building ./cmd/ingest …")
+		if out, err := exec.Command("go", "build", "-o", *bin, "./cmd/ingest").CombinedOutput(); err != nil {
+			fail(fmt.Errorf("go build: %v\n%s", err, out))
+		}
+	}
+	svc, err := startService(*bin)
+	if err != nil {
+		fail(err)
+	}
+	defer svc.stop()
+	if *rss {
+		err = measureRSS(svc, size)
+	} else {
+		err = measureThroughput(svc, *n, *c, size)
+	}
+	if err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "ingest-load:", err)
+	os.Exit(1)
+}
+
+type service struct {
+	cmd     *exec.Cmd
+	dir     string
+	httpURL string
+	natsURL string
+	key     string
+}
+
+func startService(bin string) (*service, error) {
+	dir, err := os.MkdirTemp("", "ingest-load-")
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(dir, "config.yaml")
+	cfg := fmt.Sprintf("data_dir: %s\nlog:\n  level: warn\nhttp:\n  listen: 127.0.0.1:0\n  api_keys: [load-test-key-0123456789]\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n", filepath.Join(dir, "data"))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "serve", "--config", cfgPath)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &service{cmd: cmd, dir: dir, key: "load-test-key-0123456789"}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "data", "runtime.json"))
+		if err == nil {
+			var rt struct {
+				HTTPURL string `json:"http_url"`
+				NATSURL string `json:"nats_url"`
+			}
+			if json.Unmarshal(b, &rt) == nil {
+				s.httpURL, s.natsURL = rt.HTTPURL, rt.NATSURL
+				return s, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, errors.New("ingest did not start within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *service) stop() {
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	_ = s.cmd.Wait()
+	os.RemoveAll(s.dir)
+}
+
+// document is a synthetic PDF of the given size, generated as it is read.
+type document struct {
+	left int64
+	head bool
+}
+
+func newDocument(size int64) *document { return &document{left: size} }
+
+func (d *document) Read(p []byte) (int, error) {
+	if d.left == 0 {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), d.left))
+	for i := range p[:n] {
+		p[i] = byte('a' + i%26)
+	}
+	if !d.head {
+		copy(p[:n], "%PDF-1.7\n")
+		d.head = true
+	}
+	d.left -= int64(n)
+	return n, nil
+}
+
+func upload(client *http.Client, s *service, body io.Reader, size int64) error {
+	req, err := http.NewRequest(http.MethodPost, s.httpURL+"/v1/documents?filename=load.pdf", body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
+	req.Header.Set("Authorization", "Bearer "+s.key)
+	req.Header.Set("Content-Type", "application/pdf")
+	res, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("upload: %s %s", res.Status, b)
+	}
+	return nil
+}
+
+// run performs n operations on c workers and reports rate and latency percentiles.
+func run(name string, n, c int, op func() error) error {
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				t0 := time.Now()
+				if err := op(); err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	total := time.Since(start)
+	if firstErr != nil {
+		return fmt.Errorf("%s: %w", name, firstErr)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(float64(len(lat))*p))] }
+	fmt.Printf("%-28s %6d ops  %8.1f ops/s  p50 %8s  p99 %8s  max %8s\n", name, n, float64(n)/total.Seconds(),
+		pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
+	return nil
+}
+
+func measureThroughput(s *service, n, c int, size int64) error {
+	fmt.Printf("documents of %d bytes, %d concurrent clients, binary pid %d\n", size, c, s.cmd.Process.Pid)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}}
+	// Warm up connections and the server's pools.
+	for range c {
+		if err := upload(client, s, newDocument(size), size); err != nil {
+			return err
+		}
+	}
+	if err := run("HTTP drop (202 after PubAck)", n, c, func() error { return upload(client, s, newDocument(size), size) }); err != nil {
+		return err
+	}
+
+	nc, err := nats.Connect(s.natsURL)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LOADBASE", Subjects: []string{"loadbase.>"}, Storage: jetstream.FileStorage}); err != nil {
+		return err
+	}
+	payload, _ := io.ReadAll(newDocument(size))
+	var seq atomic.Int64
+	return run("raw JetStream publish (ceiling)", n, c, func() error {
+		_, err := js.Publish(ctx, "loadbase.doc", payload, jetstream.WithMsgID(strconv.FormatInt(seq.Add(1), 10)))
+		return err
+	})
+}
+
+func measureRSS(s *service, size int64) error {
+	pid := s.cmd.Process.Pid
+	// Let start-up settle, then take the idle figure and reset the peak to it.
+	time.Sleep(2 * time.Second)
+	idle, _, err := memory(pid)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset peak RSS: %w", err)
+	}
+	t0 := time.Now()
+	if err := upload(http.DefaultClient, s, newDocument(size), size); err != nil {
+		return err
+	}
+	took := time.Since(t0)
+	_, peak, err := memory(pid)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("one document of %d bytes uploaded in %s (%.1f MiB/s)\n", size, took.Round(time.Millisecond), float64(size)/(1<<20)/took.Seconds())
+	fmt.Printf("RSS idle %.1f MiB, peak during upload %.1f MiB, peak above idle %.1f MiB\n",
+		float64(idle)/1024, float64(peak)/1024, float64(peak-idle)/1024)
+	return nil
+}
+
+// memory returns VmRSS and VmHWM of pid, in KiB.
+func memory(pid int) (rss, hwm int64, err error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(fields[1], 10, 64)
+		switch fields[0] {
+		case "VmRSS:":
+			rss = v
+		case "VmHWM:":
+			hwm = v
+		}
+	}
+	return rss, hwm, sc.Err()
+}
