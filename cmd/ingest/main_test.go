@@ -23,8 +23,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func writeFile(t *testing.T, name, content string) string {
 	path := filepath.Join(t.TempDir(), name)
@@ -97,7 +101,9 @@ func TestCLIAgainstARunningService(t *testing.T) {
 	var replay syncBuffer
 	rctx, stopReplay := context.WithCancel(ctx)
 	replayDone := make(chan int, 1)
-	go func() { replayDone <- run(rctx, []string{"tail", "--all", "ingest.document.received.>", "--config", cfgPath}, &replay, &replay) }()
+	go func() {
+		replayDone <- run(rctx, []string{"tail", "--all", "ingest.document.received.>", "--config", cfgPath}, &replay, &replay)
+	}()
 	eventstest.WaitFor(t, 10*time.Second, "tail --all to replay", func() bool { return strings.Contains(replay.String(), sub.ID) })
 	stopReplay()
 	<-replayDone
