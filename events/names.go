@@ -43,7 +43,7 @@ func (n Names) Subject(k Kind, qualifier string) (string, error) {
 	if !k.valid() {
 		return "", fmt.Errorf("unknown event kind %q", k)
 	}
-	if !validToken(qualifier) {
+	if !ValidToken(qualifier) {
 		return "", fmt.Errorf("%q cannot be a subject token (use a-z, 0-9, _ or -)", qualifier)
 	}
 	return n.Namespace + ".document." + string(k) + "." + qualifier, nil
@@ -52,7 +52,9 @@ func (n Names) Subject(k Kind, qualifier string) (string, error) {
 // KindSubjects matches every event of one kind.
 func (n Names) KindSubjects(k Kind) string { return n.Namespace + ".document." + string(k) + ".>" }
 
-func validToken(s string) bool {
+// ValidToken reports whether s can be a source kind, vendor or route name: it becomes a subject
+// token, so 1-64 characters of a-z, 0-9, _ and -.
+func ValidToken(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}

@@ -303,7 +303,7 @@ func (r *request) field(k, v string) error {
 	case "vendor":
 		for _, name := range strings.Split(v, ",") {
 			name = strings.TrimSpace(name)
-			if !validToken(name) {
+			if !events.ValidToken(name) {
 				return httpapi.NewProblem(http.StatusBadRequest, "vendor %q is not a vendor name (lower-case letters, digits, - and _)", truncate(name, 64))
 			}
 			if !contains(r.vendors, name) {
@@ -312,7 +312,7 @@ func (r *request) field(k, v string) error {
 		}
 		return nil
 	case "route":
-		if !validToken(v) {
+		if !events.ValidToken(v) {
 			return httpapi.NewProblem(http.StatusBadRequest, "route %q is not a route name (lower-case letters, digits, - and _)", truncate(v, 64))
 		}
 		r.route = v
@@ -404,18 +404,6 @@ func (d *Drop) refuse(reason string, err error) error {
 func clientOf(c echo.Context) string {
 	s, _ := c.Get(httpapi.ClientKey).(string)
 	return s
-}
-
-func validToken(s string) bool {
-	if s == "" || len(s) > 32 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func validFieldKey(s string) bool {
