@@ -1,0 +1,74 @@
+// Package vendors is what ingest needs of a document-AI vendor: the Vendor interface each vendor
+// package implements, the HTTP plumbing they share (errors a dispatcher can act on, OAuth2 tokens,
+// one retry after a 401, rate limits), routing of documents to vendors, and the dispatcher and
+// poller that drive submissions through JetStream.
+package vendors
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"time"
+
+	"github.com/ingest-dev/ingest/events"
+)
+
+// Vendor is one document-AI service. Implementations are safe for concurrent use.
+type Vendor interface {
+	// Name is the vendor's name in config, subjects and events ("laigo", "gini", …).
+	Name() string
+	// Submit hands a document to the vendor and returns the vendor's reference for it (job id,
+	// document id, case id). Errors should be *Error so that the dispatcher can tell a refusal
+	// (permanent) from a hiccup (transient).
+	Submit(ctx context.Context, doc Document) (ref string, err error)
+	// Check asks whether the vendor is done with ref.
+	Check(ctx context.Context, ref string) (Progress, error)
+	// Result fetches the outcome of a finished ref.
+	Result(ctx context.Context, ref string) (Result, error)
+}
+
+// Reconciler is implemented by vendors that let us look for a submission we may have made: the
+// dispatcher died during Submit, so it does not know whether the vendor has the document.
+type Reconciler interface {
+	// Find returns the reference of a submission of doc made at or after since, or "" when the
+	// vendor has none.
+	Find(ctx context.Context, doc Document, since time.Time) (ref string, err error)
+}
+
+// Document is what a vendor gets to submit.
+type Document struct {
+	ID          string
+	Filename    string
+	ContentType string
+	Size        int64
+	SHA256      string
+	Metadata    map[string]string
+	// Open streams the bytes. It may be called more than once (a retry after a refreshed token);
+	// each reader must be closed.
+	Open func(ctx context.Context) (io.ReadCloser, error)
+}
+
+// Progress is a vendor's answer to "are you done?".
+type Progress struct {
+	Done   bool
+	Failed bool   // the vendor gave up on the document (Gini ERROR, an Allspark error status)
+	Error  string // the vendor's words when Failed
+	// RetryAfter is the vendor's hint for the next look, zero when it gave none.
+	RetryAfter time.Duration
+}
+
+// Result is what a vendor made of a document, normalised, with its own JSON kept verbatim.
+type Result struct {
+	Text      string
+	Fields    []events.Field
+	Artifacts []Artifact
+	Raw       json.RawMessage
+}
+
+// Artifact is a result file (Laigo's searchable PDF as a ZIP, …). The poller streams it into the
+// Object Store.
+type Artifact struct {
+	Name        string
+	ContentType string
+	Open        func(ctx context.Context) (io.ReadCloser, error)
+}
