@@ -46,8 +46,10 @@ type SubmittedData struct {
 
 // Field is one extracted value, normalised across vendors.
 type Field struct {
-	Name       string   `json:"name"`
-	Value      string   `json:"value"`
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	// Currency is set for amounts (Gini's "24.99:EUR" becomes value 24.99, currency EUR).
+	Currency   string   `json:"currency,omitempty"`
 	Confidence *float64 `json:"confidence,omitempty"`
 	Page       *int     `json:"page,omitempty"`
 	Box        *Box     `json:"box,omitempty"`
