@@ -30,7 +30,7 @@ type ReceivedData struct {
 	// Metadata: mail (from, to, subject, message_id, date), WebDAV (path, etag), HTTP (the
 	// client's form fields and query parameters).
 	Metadata map[string]string `json:"metadata,omitempty"`
-	// Vendors and Route are what the sender asked for; dispatch decides in the end.
+	// Vendors are the vendors the document goes to: named by the sender, else chosen by Route.
 	Vendors    []string  `json:"vendors,omitempty"`
 	Route      string    `json:"route,omitempty"`
 	ReceivedAt time.Time `json:"received_at"`
@@ -42,6 +42,11 @@ type SubmittedData struct {
 	Vendor      string    `json:"vendor"`
 	VendorRef   string    `json:"vendor_ref"`
 	SubmittedAt time.Time `json:"submitted_at"`
+	Attempts    int       `json:"attempts,omitempty"` // submission attempts it took
+	// Reconciled is set when the submission was found at the vendor after an interrupted attempt
+	// rather than made anew.
+	Reconciled bool   `json:"reconciled,omitempty"`
+	Route      string `json:"route,omitempty"`
 }
 
 // Field is one extracted value, normalised across vendors.
@@ -80,7 +85,10 @@ type CompletedData struct {
 	Fields      []Field         `json:"fields,omitempty"`
 	Artifacts   []Artifact      `json:"artifacts,omitempty"`
 	Raw         json.RawMessage `json:"raw,omitempty"` // the vendor's JSON, verbatim
-	CompletedAt time.Time       `json:"completed_at"`
+	// ResultObjectKey is set when text and raw were too large for an event: the whole
+	// CompletedData (with them) is stored there as JSON, and the event carries them empty.
+	ResultObjectKey string    `json:"result_object_key,omitempty"`
+	CompletedAt     time.Time `json:"completed_at"`
 }
 
 // FailedData is the data of ingest.document.failed.<vendor>.

@@ -38,7 +38,7 @@ type Document struct {
 	Metadata    map[string]string       `json:"metadata,omitempty"`
 	Vendors     map[string]*VendorState `json:"vendors"`
 	Route       string                  `json:"route,omitempty"`
-	Requested   []string                `json:"requested_vendors,omitempty"`
+	Chosen      []string                `json:"chosen_vendors,omitempty"` // from the received event
 	ReceivedAt  time.Time               `json:"received_at,omitzero"`
 	UpdatedAt   time.Time               `json:"updated_at"`
 	Error       string                  `json:"error,omitempty"` // why it was rejected
@@ -47,10 +47,15 @@ type Document struct {
 
 // VendorState is one vendor's part in a document.
 type VendorState struct {
-	Status    Status    `json:"status"`
-	Ref       string    `json:"ref,omitempty"`
-	Error     string    `json:"error,omitempty"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Status      Status    `json:"status"`
+	Ref         string    `json:"ref,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	SubmittedAt time.Time `json:"submitted_at,omitzero"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	// Attempts and LastError come from the dispatcher's submission record (see the status API),
+	// not from events: retries are not events.
+	Attempts  int    `json:"attempts,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // HistoryEntry is one event that touched the document.
@@ -155,7 +160,7 @@ func (d *Document) apply(ev Event) (bool, error) {
 		}
 		d.Source, d.Filename, d.ContentType = r.Source, r.Filename, r.ContentType
 		d.Size, d.SHA256, d.ObjectKey, d.Metadata = r.Size, r.SHA256, r.ObjectKey, r.Metadata
-		d.Route, d.Requested, d.ReceivedAt = r.Route, r.Vendors, r.ReceivedAt
+		d.Route, d.Chosen, d.ReceivedAt = r.Route, r.Vendors, r.ReceivedAt
 	case Rejected:
 		var r RejectedData
 		if err := ev.DecodeData(&r); err != nil {
@@ -191,6 +196,9 @@ func (d *Document) apply(ev Event) (bool, error) {
 			if k == Failed {
 				vs.Error = v.Error
 			}
+			if k == Submitted {
+				vs.SubmittedAt = ev.Time
+			}
 		}
 	default:
 		return false, fmt.Errorf("event %s: unknown type %q", ev.ID, ev.Type)
@@ -219,6 +227,13 @@ func (d *Document) derivedStatus() Status {
 		return StatusRejected
 	}
 	var working, failed, completed bool
+	// A chosen vendor not heard of yet is still to come, once any vendor has been: "completed"
+	// means all of them.
+	for _, name := range d.Chosen {
+		if _, ok := d.Vendors[name]; !ok && len(d.Vendors) > 0 {
+			working = true
+		}
+	}
 	for _, v := range d.Vendors {
 		switch v.Status {
 		case StatusSubmitted:

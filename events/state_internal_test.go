@@ -38,6 +38,10 @@ func TestDocumentStatusIsDerivedFromEvents(t *testing.T) {
 		{"one vendor still working", []Event{recv, sub("gini", 1), done("gini", 2), sub("laigo", 3)}, StatusSubmitted},
 		{"one failed, other done", []Event{recv, sub("gini", 1), done("gini", 2), sub("laigo", 3), fail("laigo", 4)}, StatusFailed},
 		{"repeated events change nothing", []Event{recv, sub("gini", 1), sub("gini", 1), done("gini", 2), done("gini", 2)}, StatusCompleted},
+		{"a chosen vendor not yet heard of", []Event{
+			mustEvent(t, Received, "d.r", "d", t0, ReceivedData{Vendors: []string{"gini", "laigo"}}), sub("gini", 1), done("gini", 2)}, StatusSubmitted},
+		{"all chosen vendors done", []Event{
+			mustEvent(t, Received, "d.r", "d", t0, ReceivedData{Vendors: []string{"gini", "laigo"}}), sub("gini", 1), done("gini", 2), sub("laigo", 3), done("laigo", 4)}, StatusCompleted},
 		{"rejected", []Event{mustEvent(t, Rejected, "d.x", "d", t0, RejectedData{Reason: "unsupported_type", Detail: "it is a zip"})}, StatusRejected},
 	}
 	for _, c := range cases {

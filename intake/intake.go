@@ -32,6 +32,10 @@ type Config struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time // for tests; time.Now by default
+	// Route chooses the vendors of a document as it is received, so that its received event
+	// names them (and its state knows when all of them are done). Nil leaves the choice to the
+	// dispatcher.
+	Route func(events.ReceivedData) (vendors []string, route string, err error)
 }
 
 // Intake stores documents and announces them.
@@ -39,6 +43,7 @@ type Intake struct {
 	bus      *events.Bus
 	log      *slog.Logger
 	now      func() time.Time
+	route    func(events.ReceivedData) ([]string, string, error)
 	received *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 }
@@ -58,6 +63,7 @@ func New(cfg Config) (*Intake, error) {
 		bus: cfg.Bus,
 		log: cfg.Logger,
 		now: cfg.Now,
+		route: cfg.Route,
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ingest_documents_received_total", Help: "Documents stored and announced, by source.",
 		}, []string{"source_kind", "source"}),
@@ -177,7 +183,7 @@ func (in *Intake) Discard(ctx context.Context, st Staged) {
 type Origin struct {
 	Source   events.SourceRef
 	Metadata map[string]string
-	Vendors  []string // asked for by the sender; dispatch decides
+	Vendors  []string // asked for by the sender
 	Route    string
 }
 
@@ -205,6 +211,13 @@ func (in *Intake) Commit(ctx context.Context, st Staged, o Origin) (events.Docum
 		Vendors:     o.Vendors,
 		Route:       o.Route,
 		ReceivedAt:  in.now().UTC(),
+	}
+	if in.route != nil {
+		// A choice that cannot be honoured (an unknown vendor) stays as the sender made it: the
+		// dispatcher reports it as a failure on the bus.
+		if vendors, route, err := in.route(data); err == nil {
+			data.Vendors, data.Route = vendors, route
+		}
 	}
 	ev, err := events.NewEvent(events.Received, eventID, events.SourceURI(o.Source.Kind, o.Source.Name), st.DocumentID, data.ReceivedAt, data)
 	if err != nil {
@@ -241,7 +254,7 @@ func documentFrom(ev events.Event, d events.ReceivedData) events.Document {
 	return events.Document{
 		ID: d.DocumentID, Status: events.StatusReceived, Source: d.Source, Filename: d.Filename,
 		ContentType: d.ContentType, Size: d.Size, SHA256: d.SHA256, ObjectKey: d.ObjectKey,
-		Metadata: d.Metadata, Route: d.Route, Requested: d.Vendors, ReceivedAt: d.ReceivedAt,
+		Metadata: d.Metadata, Route: d.Route, Chosen: d.Vendors, ReceivedAt: d.ReceivedAt,
 		UpdatedAt: d.ReceivedAt, Vendors: map[string]*events.VendorState{},
 		History: []events.HistoryEntry{{EventID: ev.ID, Type: ev.Type, Time: ev.Time}},
 	}

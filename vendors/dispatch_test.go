@@ -1,0 +1,521 @@
+package vendors_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/events/eventstest"
+	"github.com/ingest-dev/ingest/intake"
+	"github.com/ingest-dev/ingest/vendors"
+)
+
+// fakeVendor is a vendor in memory, with knobs for every way a real one behaves.
+type fakeVendor struct {
+	name string
+
+	mu       sync.Mutex
+	uploads  map[string]int    // sha256 → accepted uploads
+	byRef    map[string]string // ref → filename
+	created  map[string]time.Time
+	calls    int
+	checks   map[string]int
+	pending  int               // checks answered "not yet" per ref
+	submitFn func(n int) error // called per Submit attempt (1-based) before accepting; nil accepts
+	hang     chan struct{}     // when set, Submit accepts the upload and then hangs until ctx ends
+	failRef  bool              // Check reports a vendor-side error
+	bigText  int
+}
+
+func newFake(name string) *fakeVendor {
+	return &fakeVendor{name: name, uploads: map[string]int{}, byRef: map[string]string{}, created: map[string]time.Time{}, checks: map[string]int{}}
+}
+
+func (f *fakeVendor) Name() string { return f.name }
+
+func (f *fakeVendor) Submit(ctx context.Context, doc vendors.Document) (string, error) {
+	f.mu.Lock()
+	f.calls++
+	n, fn, hang := f.calls, f.submitFn, f.hang
+	f.mu.Unlock()
+	if fn != nil {
+		if err := fn(n); err != nil {
+			return "", err
+		}
+	}
+	r, err := doc.Open(ctx)
+	if err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(r)
+	r.Close()
+	if err != nil {
+		return "", err
+	}
+	if int64(len(b)) != doc.Size {
+		return "", fmt.Errorf("got %d bytes, want %d", len(b), doc.Size)
+	}
+	ref := fmt.Sprintf("%s-%d", f.name, n)
+	f.mu.Lock()
+	f.uploads[doc.SHA256]++
+	f.byRef[ref] = doc.Filename
+	f.created[ref] = time.Now()
+	f.mu.Unlock()
+	if hang != nil {
+		<-ctx.Done() // the vendor has it; we never hear so
+		return "", ctx.Err()
+	}
+	return ref, nil
+}
+
+func (f *fakeVendor) Check(_ context.Context, ref string) (vendors.Progress, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.byRef[ref]; !ok {
+		return vendors.Progress{}, &vendors.Error{Vendor: f.name, Op: "status", Status: 404, Permanent: true, Message: "unknown ref " + ref}
+	}
+	f.checks[ref]++
+	if f.checks[ref] <= f.pending {
+		return vendors.Progress{RetryAfter: 50 * time.Millisecond}, nil
+	}
+	if f.failRef {
+		return vendors.Progress{Done: true, Failed: true, Error: "ERROR: document unreadable"}, nil
+	}
+	return vendors.Progress{Done: true}, nil
+}
+
+func (f *fakeVendor) Result(_ context.Context, ref string) (vendors.Result, error) {
+	f.mu.Lock()
+	name := f.byRef[ref]
+	big := f.bigText
+	f.mu.Unlock()
+	text := "text of " + name
+	if big > 0 {
+		text = strings.Repeat("x", big)
+	}
+	return vendors.Result{
+		Text:   text,
+		Fields: []events.Field{{Name: "invoiceId", Value: "INV-" + ref}, {Name: "amountToPay", Value: "24.99", Currency: "EUR"}},
+		Raw:    []byte(`{"ref":"` + ref + `"}`),
+		Artifacts: []vendors.Artifact{{Name: "../result.zip", ContentType: "application/zip", Open: func(context.Context) (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader("PK fake zip of " + ref)), nil
+		}}},
+	}, nil
+}
+
+func (f *fakeVendor) uploadsOf(sha string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.uploads[sha]
+}
+
+// reconcilingVendor can also be asked whether it has a document.
+type reconcilingVendor struct{ *fakeVendor }
+
+func (r reconcilingVendor) Find(_ context.Context, doc vendors.Document, since time.Time) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ref, name := range r.byRef {
+		if name == doc.Filename && !r.created[ref].Before(since) {
+			return ref, nil
+		}
+	}
+	return "", nil
+}
+
+type rig struct {
+	t   *testing.T
+	bus *events.Bus
+	in  *intake.Intake
+	vs  map[string]vendors.Vendor
+	m   *vendors.Metrics
+}
+
+func newRig(t *testing.T, vs ...vendors.Vendor) *rig {
+	bus := eventstest.Bus(t, eventstest.Embedded(t))
+	p, err := bus.StartProjector(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	m, _ := vendors.NewMetrics(nil)
+	r := &rig{t: t, bus: bus, vs: map[string]vendors.Vendor{}, m: m}
+	for _, v := range vs {
+		r.vs[v.Name()] = v
+	}
+	return r
+}
+
+// route makes received events name their vendors, as the service does.
+func (r *rig) route(rules []vendors.Rule) {
+	router, err := vendors.NewRouter(rules, r.names())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if r.in, err = intake.New(intake.Config{Bus: r.bus, Route: router.Route}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rig) names() []string {
+	var out []string
+	for n := range r.vs {
+		out = append(out, n)
+	}
+	return out
+}
+
+func (r *rig) dispatcher(rules []vendors.Rule, tweak func(*vendors.DispatchConfig)) *vendors.Dispatcher {
+	r.t.Helper()
+	router, err := vendors.NewRouter(rules, r.names())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	cfg := vendors.DispatchConfig{Bus: r.bus, Vendors: r.vs, Router: router, Workers: 4,
+		RetryInitial: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Metrics: r.m, Instance: "test"}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	r.route(rules)
+	d, err := vendors.StartDispatcher(context.Background(), cfg)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { d.Stop(context.Background()) })
+	return d
+}
+
+func (r *rig) poller(deadline time.Duration) *vendors.Poller {
+	r.t.Helper()
+	settings := map[string]vendors.PollSettings{}
+	for n := range r.vs {
+		settings[n] = vendors.PollSettings{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Deadline: deadline}
+	}
+	p, err := vendors.StartPoller(context.Background(), vendors.PollConfig{Bus: r.bus, Vendors: r.vs, Settings: settings, Metrics: r.m})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { p.Stop(context.Background()) })
+	return p
+}
+
+// receive stores a document and announces it, as any source does.
+func (r *rig) receive(name string, body []byte, vendorNames ...string) intake.Staged {
+	r.t.Helper()
+	ctx := context.Background()
+	st, err := r.in.Stage(ctx, intake.NewDocumentID(), name, bytes.NewReader(body), 1<<20)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := r.in.Commit(ctx, st, intake.Origin{Source: events.SourceRef{Kind: "http", Name: "api"}, Vendors: vendorNames}); err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+func (r *rig) waitStatus(id string, want events.Status) events.Document {
+	r.t.Helper()
+	var doc events.Document
+	eventstest.WaitFor(r.t, 20*time.Second, fmt.Sprintf("document %s to be %s", id, want), func() bool {
+		var err error
+		doc, err = r.bus.States().Get(context.Background(), id)
+		return err == nil && doc.Status == want
+	})
+	return doc
+}
+
+func (r *rig) eventsOf(id string) []events.Event {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, _ := r.bus.JetStream().Stream(ctx, r.bus.Names().Stream())
+	info, _ := s.Info(ctx)
+	var out []events.Event
+	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		if ev, err := events.Decode(m.Data); err == nil && ev.Subject == id {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func pdf(s string) []byte { return []byte("%PDF-1.7\n" + s) }
+
+var all = []vendors.Rule{{Name: "default", Vendors: []string{"gini"}}}
+
+func TestDispatchAndPollToCompletion(t *testing.T) {
+	gini := newFake("gini")
+	gini.pending = 3
+	r := newRig(t, gini)
+	r.dispatcher(all, nil)
+	r.poller(time.Hour)
+	st := r.receive("invoice.pdf", pdf("one"))
+	doc := r.waitStatus(st.DocumentID, events.StatusCompleted)
+	vs := doc.Vendors["gini"]
+	if vs == nil || vs.Ref != "gini-1" || vs.SubmittedAt.IsZero() {
+		t.Fatalf("vendor slot %+v", vs)
+	}
+	var completed events.CompletedData
+	kinds := map[events.Kind]int{}
+	for _, ev := range r.eventsOf(st.DocumentID) {
+		kinds[ev.Kind()]++
+		if ev.Kind() == events.Completed {
+			if err := ev.DecodeData(&completed); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Source != "/vendors/gini" || ev.ID != st.DocumentID+".completed.gini" {
+				t.Fatalf("completed envelope %+v", ev)
+			}
+		}
+	}
+	if kinds[events.Received] != 1 || kinds[events.Submitted] != 1 || kinds[events.Completed] != 1 || len(kinds) != 3 {
+		t.Fatalf("events %v", kinds)
+	}
+	if completed.Text != "text of invoice.pdf" || len(completed.Fields) != 2 || completed.Fields[1].Currency != "EUR" ||
+		string(completed.Raw) != `{"ref":"gini-1"}` || len(completed.Artifacts) != 1 {
+		t.Fatalf("completed %+v", completed)
+	}
+	a := completed.Artifacts[0]
+	if a.Name != "result.zip" || a.ObjectKey != "results/"+st.DocumentID+"/gini/result.zip" {
+		t.Fatalf("artifact %+v", a)
+	}
+	rc, _, err := r.bus.Blobs().Open(context.Background(), a.ObjectKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "PK fake zip of gini-1" {
+		t.Fatalf("artifact bytes %q", b)
+	}
+	if gini.checks["gini-1"] != 4 {
+		t.Fatalf("%d checks, want 3 pending + 1 done", gini.checks["gini-1"])
+	}
+}
+
+func TestFanOutToTwoVendors(t *testing.T) {
+	gini, laigo := newFake("gini"), newFake("laigo")
+	laigo.pending = 2
+	r := newRig(t, gini, laigo)
+	r.dispatcher([]vendors.Rule{{Name: "both", Vendors: []string{"gini", "laigo"}}}, nil)
+	r.poller(time.Hour)
+	st := r.receive("a.pdf", pdf("fan-out"))
+	doc := r.waitStatus(st.DocumentID, events.StatusCompleted)
+	if len(doc.Vendors) != 2 || doc.Vendors["gini"].Status != events.StatusCompleted || doc.Vendors["laigo"].Status != events.StatusCompleted {
+		t.Fatalf("vendors %+v", doc.Vendors)
+	}
+	completions := 0
+	for _, ev := range r.eventsOf(st.DocumentID) {
+		if ev.Kind() == events.Completed {
+			completions++
+		}
+	}
+	if completions != 2 || gini.uploadsOf(st.SHA256) != 1 || laigo.uploadsOf(st.SHA256) != 1 {
+		t.Fatalf("%d completions, uploads gini %d laigo %d", completions, gini.uploadsOf(st.SHA256), laigo.uploadsOf(st.SHA256))
+	}
+}
+
+func TestPermanentRefusalFails(t *testing.T) {
+	gini := newFake("gini")
+	gini.submitFn = func(int) error {
+		return &vendors.Error{Vendor: "gini", Op: "submit", Status: 415, Permanent: true, Message: "Unsupported Media Type: the file is encrypted"}
+	}
+	r := newRig(t, gini)
+	r.dispatcher(all, nil)
+	st := r.receive("locked.pdf", pdf("locked"))
+	doc := r.waitStatus(st.DocumentID, events.StatusFailed)
+	if !strings.Contains(doc.Vendors["gini"].Error, "the file is encrypted") {
+		t.Fatalf("error %q does not carry the vendor's words", doc.Vendors["gini"].Error)
+	}
+	gini.mu.Lock()
+	calls := gini.calls
+	gini.mu.Unlock()
+	if calls != 1 {
+		t.Fatalf("a refused document was tried %d times", calls)
+	}
+}
+
+func TestTransientErrorsAreRetriedWithRetryAfter(t *testing.T) {
+	gini := newFake("gini")
+	gini.submitFn = func(n int) error {
+		if n <= 2 {
+			return &vendors.Error{Vendor: "gini", Op: "submit", Status: 503, Message: "try later", RetryAfter: 30 * time.Millisecond}
+		}
+		return nil
+	}
+	r := newRig(t, gini)
+	d := r.dispatcher(all, nil)
+	r.poller(time.Hour)
+	st := r.receive("a.pdf", pdf("retry"))
+	doc := r.waitStatus(st.DocumentID, events.StatusCompleted)
+	if gini.uploadsOf(st.SHA256) != 1 {
+		t.Fatalf("%d uploads", gini.uploadsOf(st.SHA256))
+	}
+	d.Enrich(context.Background(), &doc)
+	if doc.Vendors["gini"].Attempts != 3 {
+		t.Fatalf("attempts %d, want 3", doc.Vendors["gini"].Attempts)
+	}
+}
+
+func TestGivesUpAfterMaxAttempts(t *testing.T) {
+	gini := newFake("gini")
+	gini.submitFn = func(int) error {
+		return &vendors.Error{Vendor: "gini", Op: "submit", Status: 502, Message: "bad gateway"}
+	}
+	r := newRig(t, gini)
+	r.dispatcher(all, func(c *vendors.DispatchConfig) { c.MaxAttempts = 3 })
+	st := r.receive("a.pdf", pdf("doomed"))
+	doc := r.waitStatus(st.DocumentID, events.StatusFailed)
+	if e := doc.Vendors["gini"].Error; !strings.Contains(e, "gave up after 3 attempts") || !strings.Contains(e, "bad gateway") {
+		t.Fatalf("error %q", e)
+	}
+}
+
+func TestUnknownVendorFails(t *testing.T) {
+	r := newRig(t, newFake("gini"))
+	r.dispatcher(all, nil)
+	st := r.receive("a.pdf", pdf("x"), "cradl")
+	doc := r.waitStatus(st.DocumentID, events.StatusFailed)
+	if !strings.Contains(doc.Vendors["cradl"].Error, "not enabled") {
+		t.Fatalf("%+v", doc.Vendors)
+	}
+}
+
+func TestVendorSideErrorAndDeadline(t *testing.T) {
+	gini := newFake("gini")
+	gini.failRef = true
+	r := newRig(t, gini)
+	r.dispatcher(all, nil)
+	r.poller(time.Hour)
+	st := r.receive("a.pdf", pdf("unreadable"))
+	doc := r.waitStatus(st.DocumentID, events.StatusFailed)
+	if !strings.Contains(doc.Vendors["gini"].Error, "document unreadable") {
+		t.Fatalf("%+v", doc.Vendors["gini"])
+	}
+
+	slow := newFake("laigo")
+	slow.pending = 1 << 30
+	r2 := newRig(t, slow)
+	r2.dispatcher([]vendors.Rule{{Name: "d", Vendors: []string{"laigo"}}}, nil)
+	r2.poller(300 * time.Millisecond)
+	st2 := r2.receive("b.pdf", pdf("never done"))
+	doc2 := r2.waitStatus(st2.DocumentID, events.StatusFailed)
+	if !strings.Contains(doc2.Vendors["laigo"].Error, "poll deadline") {
+		t.Fatalf("%+v", doc2.Vendors["laigo"])
+	}
+}
+
+// Two dispatchers on one stream, many documents: each reaches the vendor once.
+func TestTwoDispatchersSubmitOnce(t *testing.T) {
+	gini := newFake("gini")
+	r := newRig(t, gini)
+	r.dispatcher(all, nil)
+	r.dispatcher(all, func(c *vendors.DispatchConfig) { c.Instance = "second" })
+	r.poller(time.Hour)
+	var docs []intake.Staged
+	for i := range 40 {
+		docs = append(docs, r.receive(fmt.Sprintf("d%d.pdf", i), pdf(fmt.Sprintf("document %d", i))))
+	}
+	for _, st := range docs {
+		r.waitStatus(st.DocumentID, events.StatusCompleted)
+		if n := gini.uploadsOf(st.SHA256); n != 1 {
+			t.Fatalf("document uploaded %d times", n)
+		}
+	}
+}
+
+// The dispatcher dies during the upload (the vendor got the document, we never heard): the next
+// one finds the submission at the vendor instead of uploading again.
+func TestInterruptedSubmissionIsReconciled(t *testing.T) {
+	fake := newFake("allspark")
+	fake.hang = make(chan struct{})
+	v := reconcilingVendor{fake}
+	r := newRig(t, v)
+	rules := []vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}
+	d1 := r.dispatcher(rules, nil)
+	st := r.receive("case.pdf", pdf("in doubt"))
+	eventstest.WaitFor(t, 10*time.Second, "the upload to reach the vendor", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	d1.Stop(ctx) // killed mid-call
+	cancel()
+	fake.mu.Lock()
+	fake.hang = nil
+	fake.mu.Unlock()
+
+	r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.Instance = "restarted" })
+	r.poller(time.Hour)
+	doc := r.waitStatus(st.DocumentID, events.StatusCompleted)
+	if n := fake.uploadsOf(st.SHA256); n != 1 {
+		t.Fatalf("uploaded %d times after reconciliation", n)
+	}
+	var sd events.SubmittedData
+	for _, ev := range r.eventsOf(st.DocumentID) {
+		if ev.Kind() == events.Submitted {
+			_ = ev.DecodeData(&sd)
+		}
+	}
+	if !sd.Reconciled || doc.Vendors["allspark"].Ref != "allspark-1" {
+		t.Fatalf("submitted %+v, slot %+v", sd, doc.Vendors["allspark"])
+	}
+}
+
+// A worker that died without leaving a trace of doubt (killed -9 after claiming): once its lease
+// runs out, the attempt is reconciled; a vendor that cannot be asked gets the document again,
+// and that is counted.
+func TestExpiredLeaseWithoutReconciler(t *testing.T) {
+	fake := newFake("laigo")
+	fake.hang = make(chan struct{})
+	r := newRig(t, fake)
+	rules := []vendors.Rule{{Name: "d", Vendors: []string{"laigo"}}}
+	d1 := r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.Lease = 300 * time.Millisecond })
+	st := r.receive("x.pdf", pdf("lease"))
+	eventstest.WaitFor(t, 10*time.Second, "the upload", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	d1.Stop(ctx)
+	cancel()
+	fake.mu.Lock()
+	fake.hang = nil
+	fake.mu.Unlock()
+	r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.Lease = 300 * time.Millisecond })
+	r.poller(time.Hour)
+	r.waitStatus(st.DocumentID, events.StatusCompleted)
+	if n := fake.uploadsOf(st.SHA256); n != 2 {
+		t.Fatalf("uploads %d: an unreconcilable vendor gets the document again", n)
+	}
+}
+
+func TestOversizedResultGoesToTheObjectStore(t *testing.T) {
+	gini := newFake("gini")
+	gini.bigText = 2 << 20
+	r := newRig(t, gini)
+	r.dispatcher(all, nil)
+	r.poller(time.Hour)
+	st := r.receive("huge.pdf", pdf("huge"))
+	r.waitStatus(st.DocumentID, events.StatusCompleted)
+	var cd events.CompletedData
+	for _, ev := range r.eventsOf(st.DocumentID) {
+		if ev.Kind() == events.Completed {
+			_ = ev.DecodeData(&cd)
+		}
+	}
+	if cd.ResultObjectKey == "" || cd.Text != "" {
+		t.Fatalf("completed %+v", cd.ResultObjectKey)
+	}
+	rc, info, err := r.bus.Blobs().Open(context.Background(), cd.ResultObjectKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	if info.Size < 2<<20 {
+		t.Fatalf("stored result is %d bytes", info.Size)
+	}
+}

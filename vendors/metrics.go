@@ -1,0 +1,65 @@
+package vendors
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the dispatcher's and poller's Prometheus metrics; one set serves both.
+type Metrics struct {
+	submissions *prometheus.CounterVec // vendor, outcome
+	inDoubt     *prometheus.CounterVec // vendor, outcome
+	unrouted    prometheus.Counter
+	redelivered *prometheus.CounterVec // consumer
+	calls       *prometheus.HistogramVec
+	completed   *prometheus.CounterVec
+	failed      *prometheus.CounterVec // vendor, reason
+	polls       *prometheus.CounterVec // vendor, outcome
+	latency     *prometheus.HistogramVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (when not nil).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		submissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_vendor_submissions_total", Help: "Submission attempts by vendor and outcome (submitted, refused, retry, in_doubt).",
+		}, []string{"vendor", "outcome"}),
+		inDoubt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_vendor_in_doubt_total",
+			Help: "Interrupted submissions by outcome: reconciled (found at the vendor), not_found (submitted again, safely), unreconcilable (the vendor cannot be asked; submitted again, possibly twice).",
+		}, []string{"vendor", "outcome"}),
+		unrouted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingest_dispatch_unrouted_total", Help: "Received documents no route matched.",
+		}),
+		redelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_redeliveries_total", Help: "Messages delivered more than once, by consumer.",
+		}, []string{"consumer"}),
+		calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ingest_vendor_call_seconds", Help: "Vendor API calls by vendor and operation.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 3, 12),
+		}, []string{"vendor", "op"}),
+		completed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_documents_completed_total", Help: "Completed events by vendor.",
+		}, []string{"vendor"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_documents_failed_total", Help: "Failed events by vendor and reason.",
+		}, []string{"vendor", "reason"}),
+		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_vendor_polls_total", Help: "Status checks by vendor and answer (pending, done, error).",
+		}, []string{"vendor", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ingest_document_completion_seconds", Help: "From received to completed, by vendor.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 3, 12),
+		}, []string{"vendor"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.submissions, m.inDoubt, m.unrouted, m.redelivered, m.calls, m.completed, m.failed, m.polls, m.latency} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
