@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
+	"slices"
 	"strings"
 	"time"
 )
@@ -20,6 +22,11 @@ type Config struct {
 	NATS    NATS    `yaml:"nats"`
 	HTTP    HTTP    `yaml:"http"`
 	Sources Sources `yaml:"sources"`
+	Vendors Vendors `yaml:"vendors"`
+	// Routes send documents to vendors: the first whose match fits wins. A sender may name
+	// vendors or a route instead.
+	Routes   []Route  `yaml:"routes"`
+	Dispatch Dispatch `yaml:"dispatch"`
 	// ShutdownTimeout bounds a graceful stop: in-flight uploads get this long to finish.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -98,6 +105,33 @@ type HTTPDrop struct {
 	Name    string `yaml:"name"`
 }
 
+// Route is one routing rule.
+type Route struct {
+	Name    string   `yaml:"name"`
+	Match   Match    `yaml:"match"`
+	Vendors []string `yaml:"vendors"`
+}
+
+// Match selects documents; empty fields match anything.
+type Match struct {
+	SourceKind  string `yaml:"source_kind"`  // http, imap, webdav
+	SourceName  string `yaml:"source_name"`  // the source's configured name
+	Filename    string `yaml:"filename"`     // glob, case-insensitive: "*.pdf"
+	ContentType string `yaml:"content_type"` // glob on the sniffed type: "image/*"
+}
+
+// Dispatch tunes the dispatcher and the poller.
+type Dispatch struct {
+	Workers      int      `yaml:"workers"`       // documents dispatched at once
+	PollWorkers  int      `yaml:"poll_workers"`  // documents checked at once
+	MaxAttempts  int      `yaml:"max_attempts"`  // submission attempts per vendor before failing
+	RetryInitial Duration `yaml:"retry_initial"` // first retry delay, doubling
+	RetryMax     Duration `yaml:"retry_max"`
+	// Lease: how long an unfinished submission belongs to its worker before it is presumed dead
+	// and reconciled with the vendor.
+	Lease Duration `yaml:"lease"`
+}
+
 // Default returns the configuration used for every key the file leaves out.
 func Default() Config {
 	return Config{
@@ -124,6 +158,12 @@ func Default() Config {
 			IdempotencyTTL:    Duration(24 * time.Hour),
 		},
 		Sources: Sources{HTTPDrop: HTTPDrop{Enabled: true, Name: "api"}},
+		Vendors: defaultVendors(),
+		Routes:  []Route{{Name: "default", Vendors: []string{"gini"}}},
+		Dispatch: Dispatch{
+			Workers: 8, PollWorkers: 16, MaxAttempts: 10,
+			RetryInitial: Duration(2 * time.Second), RetryMax: Duration(5 * time.Minute), Lease: Duration(10 * time.Minute),
+		},
 	}
 }
 
@@ -241,6 +281,45 @@ func (c *Config) Validate() []error {
 	}
 	if c.Sources.HTTPDrop.Enabled && !validNamespace(c.Sources.HTTPDrop.Name) {
 		bad("sources.http_drop.name", "%q must be 1-32 characters of a-z, 0-9, _ or -, starting with a letter", c.Sources.HTTPDrop.Name)
+	}
+	errs = append(errs, c.Vendors.validate()...)
+	enabled := c.Vendors.Enabled()
+	seen := map[string]bool{}
+	for i, r := range c.Routes {
+		key := fmt.Sprintf("routes[%d]", i)
+		if !validNamespace(r.Name) {
+			bad(key+".name", "%q must be 1-32 characters of a-z, 0-9, _ or -, starting with a letter", r.Name)
+		}
+		if seen[r.Name] {
+			bad(key+".name", "route %q is defined twice", r.Name)
+		}
+		seen[r.Name] = true
+		for field, g := range map[string]string{"filename": r.Match.Filename, "content_type": r.Match.ContentType} {
+			if _, err := path.Match(g, ""); err != nil {
+				bad(key+".match."+field, "%q is not a valid pattern", g)
+			}
+		}
+		if len(r.Vendors) == 0 {
+			bad(key+".vendors", "names no vendor")
+		}
+		for _, v := range r.Vendors {
+			if !slices.Contains(enabled, v) {
+				bad(key+".vendors", "vendor %q is not enabled (enabled: %s)", v, strings.Join(enabled, ", "))
+			}
+		}
+	}
+	d := c.Dispatch
+	if d.Workers < 1 || d.PollWorkers < 1 {
+		bad("dispatch", "workers and poll_workers must be at least 1")
+	}
+	if d.MaxAttempts < 1 {
+		bad("dispatch.max_attempts", "must be at least 1")
+	}
+	if d.RetryInitial <= 0 || d.RetryMax < d.RetryInitial {
+		bad("dispatch", "retry_initial must be positive and at most retry_max")
+	}
+	if d.Lease.Std() < time.Minute {
+		bad("dispatch.lease", "must be at least 1m (longer than a vendor upload takes)")
 	}
 	return errs
 }

@@ -108,6 +108,20 @@ func TestParseProblems(t *testing.T) {
 			[]string{"http.api_keys[0]: is 5 characters; use at least 16"}},
 		{"several problems are all listed", "log:\n  level: loud\nhttp:\n  max_files: 0\n  listen: nowhere\nnats:\n  stream:\n    duplicate_window: 10s\n", nil,
 			[]string{"4 problems", `log.level: "loud"`, "http.max_files", "http.listen", "nats.stream.duplicate_window: must be at least 2m"}},
+		{"production vendor without credentials", "vendors:\n  laigo:\n    sandbox: false\n", nil,
+			[]string{"vendors.laigo.client_id: is required when sandbox is false", "vendors.laigo.client_secret"}},
+		{"gini needs one auth mode", "vendors:\n  gini:\n    sandbox: false\n    client_id: a\n    client_secret: b\n", nil,
+			[]string{"vendors.gini: set either user_identifier"}},
+		{"vendor secret from a missing variable", "vendors:\n  allspark:\n    sandbox: false\n    api_key: ${ALLSPARK_API_KEY}\n", nil,
+			[]string{"line 4: vendors.allspark.api_key: environment variable ALLSPARK_API_KEY is not set"}},
+		{"inline vendor keys are known, others not", "vendors:\n  laigo:\n    rate_limit: 2\n    tenant: x\n", nil,
+			[]string{`unknown key "vendors.laigo.tenant"`}},
+		{"route to a disabled vendor", "vendors:\n  documine:\n    enabled: false\nroutes:\n  - name: contracts\n    vendors: [documine]\n", nil,
+			[]string{`routes[0].vendors: vendor "documine" is not enabled`}},
+		{"route with a bad glob and no vendors", "routes:\n  - name: x\n    match: {filename: \"[\"}\n", nil,
+			[]string{"routes[0].match.filename", "routes[0].vendors: names no vendor"}},
+		{"poll delays out of order", "vendors:\n  gini:\n    poll: {initial: 2m, max: 1m}\n", nil,
+			[]string{"vendors.gini.poll"}},
 		{"syntax error", "http:\n  listen: [unclosed\n", nil,
 			[]string{"line"}},
 		{"top level is not a mapping", "- a\n- b\n", nil,
@@ -133,6 +147,37 @@ func TestParseProblems(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestProductionVendorConfig(t *testing.T) {
+	yml := `
+vendors:
+  gini:
+    sandbox: false
+    client_id: ${GINI_ID}
+    client_secret: ${GINI_SECRET}
+    user_identifier: backend-1
+routes:
+  - name: scans
+    match: {content_type: "image/*"}
+    vendors: [laigo, gini]
+  - name: default
+    vendors: [gini]
+`
+	cfg, err := config.Parse([]byte(yml), "t", envMap(map[string]string{"GINI_ID": "id", "GINI_SECRET": "secret"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := cfg.Vendors.Gini
+	if g.Sandbox || g.ClientSecret != "secret" || g.BaseURL != "https://api.gini.net" || g.Poll.Deadline.Std() != 24*time.Hour {
+		t.Fatalf("gini %+v", g)
+	}
+	if len(cfg.Routes) != 2 || cfg.Routes[0].Match.ContentType != "image/*" || cfg.Routes[0].Vendors[1] != "gini" {
+		t.Fatalf("routes %+v", cfg.Routes)
+	}
+	if !cfg.Vendors.Laigo.Sandbox || cfg.Vendors.Laigo.RateLimit != 1 {
+		t.Fatalf("laigo defaults lost: %+v", cfg.Vendors.Laigo)
 	}
 }
 

@@ -78,13 +78,13 @@ type Artifact struct {
 
 // CompletedData is the data of ingest.document.completed.<vendor>.
 type CompletedData struct {
-	DocumentID  string          `json:"document_id"`
-	Vendor      string          `json:"vendor"`
-	VendorRef   string          `json:"vendor_ref"`
-	Text        string          `json:"text,omitempty"`
-	Fields      []Field         `json:"fields,omitempty"`
-	Artifacts   []Artifact      `json:"artifacts,omitempty"`
-	Raw         json.RawMessage `json:"raw,omitempty"` // the vendor's JSON, verbatim
+	DocumentID string          `json:"document_id"`
+	Vendor     string          `json:"vendor"`
+	VendorRef  string          `json:"vendor_ref"`
+	Text       string          `json:"text,omitempty"`
+	Fields     []Field         `json:"fields,omitempty"`
+	Artifacts  []Artifact      `json:"artifacts,omitempty"`
+	Raw        json.RawMessage `json:"raw,omitempty"` // the vendor's JSON, verbatim
 	// ResultObjectKey is set when text and raw were too large for an event: the whole
 	// CompletedData (with them) is stored there as JSON, and the event carries them empty.
 	ResultObjectKey string    `json:"result_object_key,omitempty"`

@@ -60,9 +60,9 @@ func New(cfg Config) (*Intake, error) {
 		cfg.Now = time.Now
 	}
 	in := &Intake{
-		bus: cfg.Bus,
-		log: cfg.Logger,
-		now: cfg.Now,
+		bus:   cfg.Bus,
+		log:   cfg.Logger,
+		now:   cfg.Now,
 		route: cfg.Route,
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ingest_documents_received_total", Help: "Documents stored and announced, by source.",

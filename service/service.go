@@ -23,6 +23,8 @@ import (
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/httpapi"
 	"github.com/ingest-dev/ingest/intake"
+	"github.com/ingest-dev/ingest/vendors"
+	"github.com/ingest-dev/ingest/vendors/catalog"
 )
 
 // Service is a running ingest.
@@ -32,6 +34,9 @@ type Service struct {
 	broker    *broker.Broker
 	bus       *events.Bus
 	projector *events.Projector
+	catalog   *catalog.Catalog
+	dispatch  *vendors.Dispatcher
+	poller    *vendors.Poller
 	http      *httpapi.Server
 	httpAddr  string
 	served    chan error
@@ -72,8 +77,33 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if s.projector, err = s.bus.StartProjector(ctx, reg); err != nil {
 		return nil, err
 	}
-	in, err := intake.New(intake.Config{Bus: s.bus, Logger: log, Registerer: reg})
+	if s.catalog, err = catalog.Build(ctx, cfg.Vendors, log); err != nil {
+		return nil, err
+	}
+	router, err := vendors.NewRouter(rules(cfg.Routes), cfg.Vendors.Enabled())
 	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	in, err := intake.New(intake.Config{Bus: s.bus, Logger: log, Registerer: reg, Route: router.Route})
+	if err != nil {
+		return nil, err
+	}
+	vm, err := vendors.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	if s.dispatch, err = vendors.StartDispatcher(ctx, vendors.DispatchConfig{
+		Bus: s.bus, Vendors: s.catalog.Vendors, Router: router,
+		Workers: cfg.Dispatch.Workers, MaxAttempts: cfg.Dispatch.MaxAttempts,
+		RetryInitial: cfg.Dispatch.RetryInitial.Std(), RetryMax: cfg.Dispatch.RetryMax.Std(), Lease: cfg.Dispatch.Lease.Std(),
+		Replicas: cfg.NATS.Stream.Replicas, Instance: instanceName(), Logger: log, Metrics: vm,
+	}); err != nil {
+		return nil, err
+	}
+	if s.poller, err = vendors.StartPoller(ctx, vendors.PollConfig{
+		Bus: s.bus, Vendors: s.catalog.Vendors, Settings: s.catalog.Poll,
+		Workers: cfg.Dispatch.PollWorkers, Logger: log, Metrics: vm,
+	}); err != nil {
 		return nil, err
 	}
 
@@ -92,6 +122,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 			Bus: s.bus, Intake: in, SourceName: cfg.Sources.HTTPDrop.Name, APIKeys: keys,
 			MaxDocumentBytes: cfg.HTTP.MaxDocumentBytes.Int64(), MaxRequestBytes: cfg.HTTP.MaxRequestBytes.Int64(),
 			MaxFiles: cfg.HTTP.MaxFiles, IdempotencyTTL: cfg.HTTP.IdempotencyTTL.Std(),
+			CheckRouting: router.Check, Enrich: s.dispatch.Enrich,
 			Logger: log, Registerer: reg,
 		})
 		if err != nil {
@@ -117,6 +148,21 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	log.Info("ingest is ready", "http", "http://"+s.httpAddr, "nats", s.broker.URL(), "embedded_nats", s.broker.Embedded(),
 		"stream", s.bus.Names().Stream(), "data_dir", cfg.DataDir)
 	return s, nil
+}
+
+func rules(routes []config.Route) []vendors.Rule {
+	out := make([]vendors.Rule, len(routes))
+	for i, r := range routes {
+		out[i] = vendors.Rule{Name: r.Name, SourceKind: r.Match.SourceKind, SourceName: r.Match.SourceName,
+			Filename: r.Match.Filename, ContentType: r.Match.ContentType, Vendors: r.Vendors}
+	}
+	return out
+}
+
+// instanceName tells instances apart in submission records.
+func instanceName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
 }
 
 // BrokerConfig is the NATS part of a configuration.
@@ -193,8 +239,18 @@ func (s *Service) stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("HTTP requests still running at the deadline: %w", err))
 		}
 	}
+	// Inputs are closed; let submissions and checks in hand finish, then stop the rest.
+	if s.dispatch != nil {
+		s.dispatch.Stop(ctx)
+	}
+	if s.poller != nil {
+		s.poller.Stop(ctx)
+	}
 	if s.projector != nil {
 		s.projector.Stop()
+	}
+	if s.catalog != nil {
+		s.catalog.Close(ctx)
 	}
 	if s.broker != nil {
 		s.broker.Close(ctx)

@@ -13,11 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ingest-dev/ingest"
 	"github.com/ingest-dev/ingest/adapters/httpdrop"
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/events"
@@ -35,6 +37,7 @@ func testConfig(t *testing.T) config.Config {
 	cfg.NATS.Embedded.Listen = "127.0.0.1:0"
 	cfg.HTTP.APIKeys = []string{key}
 	cfg.NATS.Embedded.MaxStore = 2 << 30
+	cfg.Routes = nil // documents stay received: these tests are about the backbone
 	return cfg
 }
 
@@ -297,4 +300,91 @@ func TestWaitsForExternalNATS(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "gave up waiting for NATS") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+// The README walkthrough, automated: the shipped configuration (sandbox vendors) takes an upload
+// to completed events, one per vendor it goes to.
+func TestSandboxWalkthroughEndsCompleted(t *testing.T) {
+	cfg, err := config.Parse(ingest.DefaultConfigYAML(), "config.yaml", func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	test := testConfig(t)
+	cfg.DataDir, cfg.HTTP.Listen, cfg.NATS.Embedded.Listen, cfg.HTTP.APIKeys = test.DataDir, test.HTTP.Listen, test.NATS.Embedded.Listen, test.HTTP.APIKeys
+	cfg.Vendors.Laigo.RateLimit = 0 // the documented 1/s would only make the test slow
+	for _, c := range []*config.VendorCommon{&cfg.Vendors.Laigo.VendorCommon, &cfg.Vendors.Gini.VendorCommon, &cfg.Vendors.Allspark.VendorCommon, &cfg.Vendors.DocuMine.VendorCommon} {
+		c.Poll.Initial = config.Duration(50 * time.Millisecond)
+	}
+	s := start(t, cfg)
+	path, _ := writePDF(t, 20<<10)
+	c := &httpdrop.Client{BaseURL: "http://" + s.HTTPAddr(), APIKey: key}
+
+	// The default route: gini.
+	resp, err := c.SubmitFile(ctxT(t), path, httpdrop.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := waitCompleted(t, s, resp.Documents[0].ID)
+	if len(doc.Vendors) != 1 || doc.Vendors["gini"] == nil || doc.Vendors["gini"].Ref == "" {
+		t.Fatalf("vendors %+v", doc.Vendors)
+	}
+
+	// All four at once.
+	all := []string{"laigo", "gini", "allspark", "documine"}
+	resp, err = c.SubmitFile(ctxT(t), path, httpdrop.SubmitOptions{Vendors: all})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc = waitCompleted(t, s, resp.Documents[0].ID)
+	for _, v := range all {
+		if vs := doc.Vendors[v]; vs == nil || vs.Status != events.StatusCompleted || vs.Attempts != 1 {
+			t.Errorf("%s: %+v", v, vs)
+		}
+	}
+	var mu sync.Mutex
+	completed := map[string]events.CompletedData{}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	go s.Bus().Follow(ctx, s.Bus().Names().KindSubjects(events.Completed), true, func(m jetstream.Msg) {
+		ev, _ := events.Decode(m.Data())
+		var cd events.CompletedData
+		if ev.Subject == resp.Documents[0].ID && ev.DecodeData(&cd) == nil {
+			mu.Lock()
+			completed[cd.Vendor] = cd
+			mu.Unlock()
+		}
+	})
+	eventstest.WaitFor(t, 10*time.Second, "four completed events", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(completed) == 4
+	})
+	cancel()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(completed["laigo"].Artifacts) != 1 || completed["laigo"].Text == "" {
+		t.Errorf("laigo result %+v", completed["laigo"])
+	}
+	for _, v := range all {
+		if len(completed[v].Raw) == 0 || len(completed[v].Fields) == 0 && v != "laigo" {
+			t.Errorf("%s: completed without raw or fields: %+v", v, completed[v])
+		}
+	}
+
+	// Naming a vendor that is not there is refused at the door.
+	_, err = c.SubmitFile(ctxT(t), path, httpdrop.SubmitOptions{Vendors: []string{"cradl"}})
+	var p *httpapi.Problem
+	if !errors.As(err, &p) || p.Status != 400 || !strings.Contains(p.Detail, "not enabled") {
+		t.Fatalf("unknown vendor: %v", err)
+	}
+}
+
+func waitCompleted(t *testing.T, s *service.Service, id string) events.Document {
+	t.Helper()
+	var doc events.Document
+	eventstest.WaitFor(t, 30*time.Second, "document "+id+" to complete", func() bool {
+		res, body := get(t, s.HTTPAddr(), "/v1/documents/"+id)
+		doc = events.Document{}
+		return res.StatusCode == 200 && json.Unmarshal(body, &doc) == nil && doc.Status == events.StatusCompleted
+	})
+	return doc
 }

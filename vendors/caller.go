@@ -94,7 +94,11 @@ func (c *Caller) Do(ctx context.Context, op string, build func(ctx context.Conte
 		}
 		req, err := build(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: build request: %w", c.cfg.Vendor, op, err)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, &Error{Vendor: c.cfg.Vendor, Op: op, NotSent: true, Err: err,
+				Message: fmt.Sprintf("could not prepare the request: %v", err)}
 		}
 		if c.cfg.Authorize != nil {
 			if err := c.cfg.Authorize(ctx, req); err != nil {

@@ -24,7 +24,9 @@ type Error struct {
 	Permanent bool
 	// RetryAfter is the vendor's Retry-After, zero when absent.
 	RetryAfter time.Duration
-	Err        error
+	// NotSent: the request never left (its body could not be opened): nothing reached the vendor.
+	NotSent bool
+	Err     error
 }
 
 func (e *Error) Error() string {
@@ -64,7 +66,7 @@ func RetryAfterOf(err error) time.Duration {
 func NoAnswer(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Status == 0 && !e.Permanent
+		return e.Status == 0 && !e.Permanent && !e.NotSent
 	}
 	return !errors.Is(err, context.Canceled)
 }

@@ -32,6 +32,9 @@ func (d *Drop) status(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if d.cfg.Enrich != nil {
+		d.cfg.Enrich(c.Request().Context(), &doc)
+	}
 	return c.JSON(http.StatusOK, doc)
 }
 

@@ -31,8 +31,14 @@ type Config struct {
 	MaxRequestBytes  int64
 	MaxFiles         int
 	IdempotencyTTL   time.Duration
-	Logger           *slog.Logger
-	Registerer       prometheus.Registerer
+	// CheckRouting refuses an upload that names a vendor or route this deployment does not have,
+	// at once with a 400, instead of accepting a document that can only fail. Nil: no check.
+	CheckRouting func(vendors []string, route string) error
+	// Enrich adds to a document's state what is not in its events (the dispatcher's attempts and
+	// last errors). Nil: the state as projected.
+	Enrich     func(ctx context.Context, doc *events.Document)
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Drop serves the document endpoints.

@@ -127,6 +127,14 @@ func (d *Drop) accept(c echo.Context, stage storeFunc, cl *claim) (err error) {
 	if err != nil {
 		return err
 	}
+	if d.cfg.CheckRouting != nil {
+		if err := d.cfg.CheckRouting(r.vendors, r.route); err != nil {
+			for _, st := range r.files {
+				d.in.Discard(ctx, st)
+			}
+			return d.refuse("bad_routing", httpapi.NewProblem(http.StatusBadRequest, "%v", err))
+		}
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
 	origin := intake.Origin{

@@ -1,0 +1,179 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+)
+
+// Vendors configures the document-AI vendors. Every vendor runs in sandbox by default: an
+// in-process simulator of its API, so that a fresh install works end to end without accounts.
+// Going to production is credentials plus sandbox: false.
+type Vendors struct {
+	Laigo    Laigo    `yaml:"laigo"`
+	Gini     Gini     `yaml:"gini"`
+	Allspark Allspark `yaml:"allspark"`
+	DocuMine DocuMine `yaml:"documine"`
+}
+
+// VendorCommon are the keys every vendor has.
+type VendorCommon struct {
+	Enabled bool `yaml:"enabled"`
+	// Sandbox starts the vendor's simulator in-process and sends documents there.
+	Sandbox bool `yaml:"sandbox"`
+	// BaseURL is the API root the documented paths are appended to.
+	BaseURL     string   `yaml:"base_url"`
+	Timeout     Duration `yaml:"timeout"`     // one request, upload included
+	RateLimit   float64  `yaml:"rate_limit"`  // requests per second; 0 = unlimited
+	Concurrency int      `yaml:"concurrency"` // requests in flight; 0 = unlimited
+	Poll        Poll     `yaml:"poll"`
+	// SandboxPendingPolls is how many status checks the simulator answers "not yet".
+	SandboxPendingPolls int `yaml:"sandbox_pending_polls"`
+}
+
+// Poll says how a vendor is asked whether it is done.
+type Poll struct {
+	Initial  Duration `yaml:"initial"`  // first delay after "not yet", doubling
+	Max      Duration `yaml:"max"`      // delay cap
+	Deadline Duration `yaml:"deadline"` // give up this long after submission
+}
+
+// Laigo smartICR.
+type Laigo struct {
+	VendorCommon  `yaml:",inline"`
+	TokenURL      string   `yaml:"token_url"`
+	ClientID      string   `yaml:"client_id"`
+	ClientSecret  string   `yaml:"client_secret"`
+	OutputFormats []string `yaml:"output_formats"`
+	LanguageHint  string   `yaml:"language_hint"`
+	FetchZIP      bool     `yaml:"fetch_zip"` // keep Laigo's ZIP (searchable PDF + text) as an artifact
+}
+
+// Gini: Basic client credentials with user_identifier (a backend), or username/password for a
+// user token from token_url.
+type Gini struct {
+	VendorCommon   `yaml:",inline"`
+	TokenURL       string `yaml:"token_url"`
+	ClientID       string `yaml:"client_id"`
+	ClientSecret   string `yaml:"client_secret"`
+	UserIdentifier string `yaml:"user_identifier"`
+	Username       string `yaml:"username"`
+	Password       string `yaml:"password"`
+	FetchLayout    bool   `yaml:"fetch_layout"` // text from the layout endpoint
+	DocType        string `yaml:"doc_type"`
+}
+
+// Allspark (ikarus.ai).
+type Allspark struct {
+	VendorCommon   `yaml:",inline"`
+	APIKey         string   `yaml:"api_key"`
+	DocumentType   string   `yaml:"document_type"`
+	DoneStatuses   []string `yaml:"done_statuses"`
+	FailedStatuses []string `yaml:"failed_statuses"`
+}
+
+// DocuMine. Its paths are not public; each is a template ({templateId}, {dossierId}, {fileId}).
+type DocuMine struct {
+	VendorCommon      `yaml:",inline"`
+	TokenURL          string `yaml:"token_url"`
+	ClientID          string `yaml:"client_id"`
+	ClientSecret      string `yaml:"client_secret"`
+	Username          string `yaml:"username"`
+	Password          string `yaml:"password"`
+	Tenant            string `yaml:"tenant"`
+	DossierTemplateID string `yaml:"dossier_template_id"`
+	DossierID         string `yaml:"dossier_id"`
+	UploadPath        string `yaml:"upload_path"`
+	StatusPath        string `yaml:"status_path"`
+	ComponentsPath    string `yaml:"components_path"`
+}
+
+func common(baseURL string) VendorCommon {
+	return VendorCommon{
+		Enabled: true, Sandbox: true, BaseURL: baseURL,
+		Timeout: Duration(5 * time.Minute), Concurrency: 4,
+		Poll:                Poll{Initial: Duration(time.Second), Max: Duration(time.Minute), Deadline: Duration(24 * time.Hour)},
+		SandboxPendingPolls: 1,
+	}
+}
+
+func defaultVendors() Vendors {
+	laigo := common("https://use.laigo.io")
+	laigo.RateLimit = 1 // documented: 1 request per second
+	return Vendors{
+		Laigo: Laigo{VendorCommon: laigo,
+			TokenURL:      "https://account.laigo.io/realms/SmartTools/protocol/openid-connect/token",
+			OutputFormats: []string{"PDF", "TEXT"}, FetchZIP: true},
+		Gini:     Gini{VendorCommon: common("https://api.gini.net"), TokenURL: "https://user.gini.net/oauth/token"},
+		Allspark: Allspark{VendorCommon: common("https://api-prod.ikarus.ai/api/v1"), DoneStatuses: []string{"completed"}, FailedStatuses: []string{"failed", "error"}},
+		DocuMine: DocuMine{VendorCommon: common("")},
+	}
+}
+
+// Enabled lists the names of the enabled vendors.
+func (v Vendors) Enabled() []string {
+	var out []string
+	for _, c := range []struct {
+		name string
+		on   bool
+	}{{"laigo", v.Laigo.Enabled}, {"gini", v.Gini.Enabled}, {"allspark", v.Allspark.Enabled}, {"documine", v.DocuMine.Enabled}} {
+		if c.on {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
+func (v Vendors) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("vendors.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	// need reports missing credentials of a vendor going to production.
+	need := func(vendor string, c VendorCommon, keys map[string]string) {
+		if !c.Enabled || c.Sandbox {
+			return
+		}
+		for k, val := range keys {
+			if val == "" {
+				bad(vendor+"."+k, "is required when sandbox is false (use ${ENV_VAR} to keep it out of the file)")
+			}
+		}
+	}
+	for name, c := range map[string]VendorCommon{"laigo": v.Laigo.VendorCommon, "gini": v.Gini.VendorCommon, "allspark": v.Allspark.VendorCommon, "documine": v.DocuMine.VendorCommon} {
+		if !c.Enabled {
+			continue
+		}
+		if !c.Sandbox {
+			if u, err := url.Parse(c.BaseURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+				bad(name+".base_url", "%q is not an http(s) URL", c.BaseURL)
+			}
+		}
+		if c.Timeout <= 0 {
+			bad(name+".timeout", "must be positive")
+		}
+		if c.RateLimit < 0 || c.Concurrency < 0 {
+			bad(name, "rate_limit and concurrency must not be negative")
+		}
+		if c.Poll.Initial <= 0 || c.Poll.Max < c.Poll.Initial || c.Poll.Deadline < c.Poll.Max {
+			bad(name+".poll", "want 0 < initial ≤ max ≤ deadline")
+		}
+		if c.SandboxPendingPolls < 0 {
+			bad(name+".sandbox_pending_polls", "must not be negative")
+		}
+	}
+	need("laigo", v.Laigo.VendorCommon, map[string]string{"client_id": v.Laigo.ClientID, "client_secret": v.Laigo.ClientSecret, "token_url": v.Laigo.TokenURL})
+	need("gini", v.Gini.VendorCommon, map[string]string{"client_id": v.Gini.ClientID, "client_secret": v.Gini.ClientSecret})
+	if g := v.Gini; g.Enabled && !g.Sandbox && (g.UserIdentifier == "") == (g.Username == "") {
+		bad("gini", "set either user_identifier (Basic client credentials, for a backend) or username and password (a user token), not both and not neither")
+	}
+	if g := v.Gini; g.Enabled && !g.Sandbox && g.Username != "" && g.Password == "" {
+		bad("gini.password", "is required with username")
+	}
+	need("allspark", v.Allspark.VendorCommon, map[string]string{"api_key": v.Allspark.APIKey})
+	need("documine", v.DocuMine.VendorCommon, map[string]string{
+		"client_id": v.DocuMine.ClientID, "username": v.DocuMine.Username, "password": v.DocuMine.Password,
+		"tenant": v.DocuMine.Tenant, "dossier_template_id": v.DocuMine.DossierTemplateID, "dossier_id": v.DocuMine.DossierID,
+	})
+	return errs
+}

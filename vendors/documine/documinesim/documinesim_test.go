@@ -1,0 +1,305 @@
+package documinesim_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ingest-dev/ingest/vendors/documine/documinesim"
+	"github.com/ingest-dev/ingest/vendors/simkit"
+)
+
+const (
+	files = "/api/dossier-templates/tpl/dossiers/dos/files"
+	token = "/auth/realms/acme/protocol/openid-connect/token"
+)
+
+func newSim(t *testing.T, pending int) (*documinesim.Server, *httptest.Server) {
+	t.Helper()
+	sim := documinesim.New(documinesim.Config{
+		ClientID: "ingest", ClientSecret: "s3cret", Tenant: "acme",
+		DossierTemplateID: "tpl", DossierID: "dos",
+		Users:        map[string]string{"svc": "pw"},
+		PendingPolls: pending, MaxBytes: 1024,
+	})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	return sim, srv
+}
+
+func postForm(t *testing.T, u string, form url.Values, basic bool) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if basic {
+		req.SetBasicAuth("ingest", "s3cret")
+	}
+	return do(t, req)
+}
+
+func do(t *testing.T, req *http.Request) (int, map[string]any) {
+	t.Helper()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var m map[string]any
+	body, _ := io.ReadAll(res.Body)
+	_ = json.Unmarshal(body, &m)
+	return res.StatusCode, m
+}
+
+func login(t *testing.T, srv *httptest.Server) (access, refresh string) {
+	t.Helper()
+	code, m := postForm(t, srv.URL+token, url.Values{"grant_type": {"password"}, "client_id": {"ingest"},
+		"client_secret": {"s3cret"}, "username": {"svc"}, "password": {"pw"}}, false)
+	if code != http.StatusOK {
+		t.Fatalf("login: %d %v", code, m)
+	}
+	return m["access_token"].(string), m["refresh_token"].(string)
+}
+
+func TestToken(t *testing.T) {
+	ok := url.Values{"client_id": {"ingest"}, "client_secret": {"s3cret"}}
+	with := func(kv ...string) url.Values {
+		v := url.Values{}
+		for k, vs := range ok {
+			v[k] = vs
+		}
+		for i := 0; i < len(kv); i += 2 {
+			if kv[i+1] == "" {
+				v.Del(kv[i])
+			} else {
+				v.Set(kv[i], kv[i+1])
+			}
+		}
+		return v
+	}
+	tests := []struct {
+		name     string
+		path     string
+		form     url.Values
+		basic    bool
+		wantCode int
+		wantErr  string
+	}{
+		{"password", token, with("grant_type", "password", "username", "svc", "password", "pw"), false, 200, ""},
+		{"wrong password", token, with("grant_type", "password", "username", "svc", "password", "nope"), false, 401, "invalid_grant"},
+		{"unknown user", token, with("grant_type", "password", "username", "bob", "password", "pw"), false, 401, "invalid_grant"},
+		{"wrong secret", token, with("grant_type", "password", "username", "svc", "password", "pw", "client_secret", "x"), false, 401, "invalid_client"},
+		{"client in Basic only", token, with("grant_type", "password", "username", "svc", "password", "pw", "client_id", "", "client_secret", ""), true, 401, "invalid_client"},
+		{"bad refresh token", token, with("grant_type", "refresh_token", "refresh_token", "sim-nope"), false, 400, "invalid_grant"},
+		{"client_credentials", token, with("grant_type", "client_credentials"), false, 400, "unsupported_grant_type"},
+		{"other realm", "/auth/realms/other/protocol/openid-connect/token", with("grant_type", "password", "username", "svc", "password", "pw"), false, 404, "Realm does not exist"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, srv := newSim(t, 0)
+			code, m := postForm(t, srv.URL+tt.path, tt.form, tt.basic)
+			if code != tt.wantCode {
+				t.Fatalf("status %d, want %d (%v)", code, tt.wantCode, m)
+			}
+			if tt.wantErr != "" && m["error"] != tt.wantErr {
+				t.Fatalf("error %v, want %s", m["error"], tt.wantErr)
+			}
+			if tt.wantErr == "" {
+				if m["expires_in"] != 300.0 || m["refresh_expires_in"] != 1800.0 || m["scope"] != "openid" || m["refresh_token"] == "" {
+					t.Fatalf("token answer %v", m)
+				}
+			}
+		})
+	}
+}
+
+func TestRefresh(t *testing.T) {
+	sim, srv := newSim(t, 0)
+	_, rt := login(t, srv)
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"ingest"}, "client_secret": {"s3cret"}}
+	if code, m := postForm(t, srv.URL+token, form, false); code != 200 {
+		t.Fatalf("refresh: %d %v", code, m)
+	}
+	sim.ExpireRefreshTokens()
+	if code, m := postForm(t, srv.URL+token, form, false); code != 400 || m["error"] != "invalid_grant" {
+		t.Fatalf("expired refresh: %d %v", code, m)
+	}
+	if sim.Logins() != 1 || sim.Refreshes() != 1 {
+		t.Fatalf("logins %d refreshes %d, want 1 and 1", sim.Logins(), sim.Refreshes())
+	}
+}
+
+// upload builds a request; the caller may spoil it.
+func upload(t *testing.T, srv *httptest.Server, access, field, name string, content []byte) *http.Request {
+	t.Helper()
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	fw, _ := mw.CreateFormFile(field, name)
+	_, _ = fw.Write(content)
+	_ = mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+files, &b)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+access)
+	req.Header.Set("X-TENANT-ID", "acme")
+	return req
+}
+
+var pdf = []byte("%PDF-1.7\n1 0 obj\n<<>>\nendobj\n%%EOF\n")
+
+func TestAPIChecks(t *testing.T) {
+	tests := []struct {
+		name     string
+		spoil    func(r *http.Request)
+		field    string
+		content  []byte
+		wantCode int
+		wantMsg  string
+	}{
+		{"accepted", nil, "file", pdf, 201, ""},
+		{"no token", func(r *http.Request) { r.Header.Del("Authorization") }, "file", pdf, 401, "authentication"},
+		{"unknown token", func(r *http.Request) { r.Header.Set("Authorization", "Bearer sim-x") }, "file", pdf, 401, "authentication"},
+		{"no tenant", func(r *http.Request) { r.Header.Del("X-TENANT-ID") }, "file", pdf, 403, "X-TENANT-ID"},
+		{"wrong tenant", func(r *http.Request) { r.Header.Set("X-TENANT-ID", "globex") }, "file", pdf, 403, "globex"},
+		{"unknown template", func(r *http.Request) { r.URL.Path = strings.Replace(r.URL.Path, "/tpl/", "/x/", 1) }, "file", pdf, 404, "template"},
+		{"unknown dossier", func(r *http.Request) { r.URL.Path = strings.Replace(r.URL.Path, "/dos/", "/x/", 1) }, "file", pdf, 404, "Dossier x"},
+		{"not PDF", nil, "file", []byte("PK\x03\x04 a docx"), 415, "PDF"},
+		{"too large", nil, "file", append(append([]byte{}, pdf...), make([]byte, 2000)...), 413, "1024 bytes"},
+		{"other field", nil, "document", pdf, 400, "'file'"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sim, srv := newSim(t, 0)
+			access, _ := login(t, srv)
+			req := upload(t, srv, access, tt.field, "a.pdf", tt.content)
+			if tt.spoil != nil {
+				tt.spoil(req)
+			}
+			code, m := do(t, req)
+			if code != tt.wantCode {
+				t.Fatalf("status %d, want %d (%v)", code, tt.wantCode, m)
+			}
+			if tt.wantMsg != "" {
+				msg, _ := m["message"].(string)
+				if !strings.Contains(msg, tt.wantMsg) || m["timestamp"] == nil {
+					t.Fatalf("body %v, want a message with %q and a timestamp", m, tt.wantMsg)
+				}
+			}
+			if n := len(sim.Ledger.All()); (code == 201) != (n == 1) {
+				t.Fatalf("ledger has %d uploads after status %d", n, code)
+			}
+		})
+	}
+}
+
+func get(t *testing.T, srv *httptest.Server, access, path string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+access)
+	req.Header.Set("X-TENANT-ID", "acme")
+	return do(t, req)
+}
+
+func TestLifecycle(t *testing.T) {
+	sim, srv := newSim(t, 3)
+	access, _ := login(t, srv)
+	code, m := do(t, upload(t, srv, access, "file", "inv.pdf", pdf))
+	if code != 201 {
+		t.Fatalf("upload %d %v", code, m)
+	}
+	id := m["fileId"].(string)
+	if code, _ := get(t, srv, access, files+"/"+id+"/components"); code != http.StatusConflict {
+		t.Fatalf("components before processing: %d, want 409", code)
+	}
+	var seen []string
+	for range 5 {
+		_, m := get(t, srv, access, files+"/"+id)
+		seen = append(seen, m["processingStatus"].(string))
+	}
+	if got, want := strings.Join(seen, " "), "UNPROCESSED PROCESSING PROCESSING PROCESSED PROCESSED"; got != want {
+		t.Fatalf("statuses %q, want %q", got, want)
+	}
+	code, m = get(t, srv, access, files+"/"+id+"/components")
+	rec := simkit.Recognise("inv.pdf", pdf)
+	if code != 200 || !strings.Contains(fmt.Sprint(m["components"]), rec.InvoiceNumber) {
+		t.Fatalf("components %d %v, want %s in them", code, m, rec.InvoiceNumber)
+	}
+	if !sim.SetStatus(id, "ERROR") || sim.SetStatus("nope", "ERROR") {
+		t.Fatal("SetStatus reports existence wrongly")
+	}
+	if _, m := get(t, srv, access, files+"/"+id); m["processingStatus"] != "ERROR" || m["fileErrorInfo"] == nil {
+		t.Fatalf("after SetStatus: %v", m)
+	}
+	if code, _ := get(t, srv, access, files+"/nope"); code != 404 {
+		t.Fatalf("unknown file: %d, want 404", code)
+	}
+	if code, _ := get(t, srv, access, files+"/"+id+"/components"); code != http.StatusConflict {
+		t.Fatalf("components of a failed file: %d, want 409", code)
+	}
+}
+
+func TestExpiredAccessToken(t *testing.T) {
+	sim, srv := newSim(t, 0)
+	access, _ := login(t, srv)
+	sim.Tokens.ExpireAll()
+	if code, _ := get(t, srv, access, files); code != 401 {
+		t.Fatalf("expired token: %d, want 401", code)
+	}
+}
+
+func TestFaultComesFirst(t *testing.T) {
+	sim, srv := newSim(t, 0)
+	sim.Faults.Add("list", simkit.Fault{Status: 503, Body: `{"message":"down"}`, RetryAfter: "3"})
+	// No token at all: the fault still wins, as a front proxy's 503 would.
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+files, nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 503 || res.Header.Get("Retry-After") != "3" {
+		t.Fatalf("got %d Retry-After %q", res.StatusCode, res.Header.Get("Retry-After"))
+	}
+}
+
+func TestConcurrentUploads(t *testing.T) {
+	sim, srv := newSim(t, 1)
+	access, _ := login(t, srv)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			content := append(append([]byte{}, pdf...), byte(i))
+			res, err := http.DefaultClient.Do(upload(t, srv, access, "file", fmt.Sprintf("f%d.pdf", i), content))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			var m map[string]string
+			_ = json.NewDecoder(res.Body).Decode(&m)
+			res.Body.Close()
+			_, _ = get(t, srv, access, files+"/"+m["fileId"])
+		})
+	}
+	wg.Wait()
+	var list []map[string]any
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+files, nil)
+	req.Header.Set("Authorization", "Bearer "+access)
+	req.Header.Set("X-TENANT-ID", "acme")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if err := json.NewDecoder(res.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 16 || len(sim.Ledger.All()) != 16 {
+		t.Fatalf("list has %d files, ledger %d, want 16", len(list), len(sim.Ledger.All()))
+	}
+}
