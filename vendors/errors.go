@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -164,4 +165,14 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 		d = t.Sub(now)
 	}
 	return min(max(d, 0), time.Hour)
+}
+
+// ParseHTTPURL checks a configured base or token URL: absolute, http or https, with a host. what
+// names it in the error ("base URL").
+func ParseHTTPURL(what, s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("the %s %q is not an absolute http(s) URL", what, s)
+	}
+	return u, nil
 }

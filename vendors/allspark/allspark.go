@@ -96,8 +96,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.BaseURL == "" {
 		cfg.BaseURL = DefaultBaseURL
 	}
-	u, err := url.Parse(cfg.BaseURL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+	u, err := vendors.ParseHTTPURL("base URL", cfg.BaseURL)
+	if err != nil || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("allspark: base URL %q is not an http(s) URL without query, like %s", cfg.BaseURL, DefaultBaseURL)
 	}
 	if len(cfg.DoneStatuses) == 0 {

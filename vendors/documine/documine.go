@@ -171,13 +171,13 @@ func (cfg Config) check() error {
 	need(cfg.Username, "Username", "a service user with a local DocuMine password")
 	need(cfg.Password, "Password", "the service user's local DocuMine password, not an SSO one")
 	if cfg.BaseURL != "" {
-		if u, err := url.Parse(cfg.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("BaseURL %q is not an http(s) URL", cfg.BaseURL))
+		if _, err := vendors.ParseHTTPURL("BaseURL", cfg.BaseURL); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if cfg.TokenURL != "" {
-		if u, err := url.Parse(cfg.TokenURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("TokenURL %q is not an http(s) URL", cfg.TokenURL))
+		if _, err := vendors.ParseHTTPURL("TokenURL", cfg.TokenURL); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, p := range []struct {

@@ -96,7 +96,7 @@ func TestNew(t *testing.T) {
 	}{
 		{"valid", func(*documine.Config) {}, ""},
 		{"no base URL", func(c *documine.Config) { c.BaseURL = "" }, "BaseURL is required"},
-		{"base URL not http", func(c *documine.Config) { c.BaseURL = "ftp://x" }, "not an http(s) URL"},
+		{"base URL not http", func(c *documine.Config) { c.BaseURL = "ftp://x" }, "not an absolute http(s) URL"},
 		{"no tenant", func(c *documine.Config) { c.Tenant = "" }, "Tenant is required"},
 		{"no template", func(c *documine.Config) { c.DossierTemplateID = "" }, "DossierTemplateID is required"},
 		{"no dossier", func(c *documine.Config) { c.DossierID = " " }, "DossierID is required"},

@@ -113,7 +113,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.ListPages == 0 {
 		cfg.ListPages = DefaultListPages
 	}
-	base, err := absoluteURL("base URL", cfg.BaseURL)
+	base, err := vendors.ParseHTTPURL("base URL", cfg.BaseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +154,7 @@ func New(cfg Config) (*Client, error) {
 			return nil
 		}
 	} else {
-		if _, err := absoluteURL("token URL", cfg.TokenURL); err != nil {
+		if _, err := vendors.ParseHTTPURL("token URL", cfg.TokenURL); err != nil {
 			return nil, err
 		}
 		tokenTimeout := timeout
@@ -174,17 +174,6 @@ func New(cfg Config) (*Client, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Client{cfg: cfg, base: base, caller: vendors.NewCaller(cc), log: log}, nil
-}
-
-func absoluteURL(what, s string) (*url.URL, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("gini: the %s %q is not a URL: %w", what, s, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("gini: the %s %q must be an absolute http(s) URL", what, s)
-	}
-	return u, nil
 }
 
 // Name is "gini".

@@ -113,11 +113,11 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Concurrency < 0 {
 		return nil, fmt.Errorf("laigo: concurrency %d is negative", cfg.Concurrency)
 	}
-	base, err := httpURL("base URL", cfg.BaseURL)
+	base, err := vendors.ParseHTTPURL("base URL", cfg.BaseURL)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := httpURL("token URL", cfg.TokenURL); err != nil {
+	if _, err := vendors.ParseHTTPURL("token URL", cfg.TokenURL); err != nil {
 		return nil, err
 	}
 	for _, p := range []string{cfg.UploadPath, cfg.ResultPath} {
@@ -448,17 +448,6 @@ func parseResult(body []byte) (vendors.Result, error) {
 		r.Fields = []events.Field{{Name: "page_count", Value: strconv.Itoa(pages)}}
 	}
 	return r, nil
-}
-
-func httpURL(what, s string) (*url.URL, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("laigo: %s %q: %w", what, s, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("laigo: %s %q must be an http(s) URL with a host", what, s)
-	}
-	return u, nil
 }
 
 func containsFold(s, sub string) bool {
