@@ -39,7 +39,9 @@ func TestSandboxCatalog(t *testing.T) {
 	// A sandbox client works against its simulator end to end.
 	ctx := context.Background()
 	doc := vendors.Document{ID: "d1", Filename: "a.pdf", ContentType: "application/pdf", Size: 9,
-		Open: func(context.Context) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("%PDF-1.7\n")), nil }}
+		Open: func(context.Context) (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader("%PDF-1.7\n")), nil
+		}}
 	for _, n := range names {
 		ref, err := c.Vendors[n].Submit(ctx, doc)
 		if err != nil || ref == "" {
