@@ -5,6 +5,7 @@
 //
 //	go run ./cmd/ingest-load -n 2000 -c 8 -size 100KiB
 //	go run ./cmd/ingest-load -rss -size 64MiB
+//	go run ./cmd/ingest-load -e2e -n 1000 -c 8 -size 20KiB -vendors laigo,gini,allspark,documine
 package main
 
 import (
@@ -38,6 +39,8 @@ func main() {
 	c := flag.Int("c", 8, "concurrent clients")
 	sizeFlag := flag.String("size", "100KiB", "document size")
 	rss := flag.Bool("rss", false, "measure peak RSS while one document of -size uploads")
+	e2e := flag.Bool("e2e", false, "measure upload → completed through the sandbox vendors")
+	vendorList := flag.String("vendors", "gini", "with -e2e: the vendors each document goes to")
 	flag.Parse()
 	size, err := config.ParseByteSize(*sizeFlag)
 	if err != nil {
@@ -50,14 +53,17 @@ func main() {
 			fail(fmt.Errorf("go build: %v\n%s", err, out))
 		}
 	}
-	svc, err := startService(*bin)
+	svc, err := startService(*bin, *e2e)
 	if err != nil {
 		fail(err)
 	}
 	defer svc.stop()
-	if *rss {
+	switch {
+	case *rss:
 		err = measureRSS(svc, size)
-	} else {
+	case *e2e:
+		err = measureE2E(svc, *n, *c, size, *vendorList)
+	default:
 		err = measureThroughput(svc, *n, *c, size)
 	}
 	if err != nil {
@@ -72,19 +78,36 @@ func fail(err error) {
 
 type service struct {
 	cmd     *exec.Cmd
+	exited  chan error
 	dir     string
 	httpURL string
 	natsURL string
 	key     string
 }
 
-func startService(bin string) (*service, error) {
+// sandboxAtOnce makes the simulators answer at once and lifts client-side limits, so that what is
+// measured is the pipeline.
+const sandboxAtOnce = `
+vendors:
+  laigo: {rate_limit: 0, concurrency: 16, sandbox_pending_polls: 0, poll: {initial: 10ms, max: 1s, deadline: 1h}}
+  gini: {concurrency: 16, sandbox_pending_polls: 0, poll: {initial: 10ms, max: 1s, deadline: 1h}}
+  allspark: {concurrency: 16, sandbox_pending_polls: 0, poll: {initial: 10ms, max: 1s, deadline: 1h}}
+  documine: {concurrency: 16, sandbox_pending_polls: 0, poll: {initial: 10ms, max: 1s, deadline: 1h}}
+dispatch: {workers: 16, poll_workers: 32}
+`
+
+func startService(bin string, e2e bool) (*service, error) {
 	dir, err := os.MkdirTemp("", "ingest-load-")
 	if err != nil {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "config.yaml")
 	cfg := fmt.Sprintf("data_dir: %s\nlog:\n  level: warn\nhttp:\n  listen: 127.0.0.1:0\n  api_keys: [load-test-key-0123456789]\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n", filepath.Join(dir, "data"))
+	if e2e {
+		cfg += sandboxAtOnce
+	} else {
+		cfg += "routes: []\n" // documents stay received: the drop alone is measured
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -94,8 +117,17 @@ func startService(bin string) (*service, error) {
 		return nil, err
 	}
 	s := &service{cmd: cmd, dir: dir, key: "load-test-key-0123456789"}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	s.exited = exited
 	deadline := time.Now().Add(30 * time.Second)
 	for {
+		select {
+		case err := <-exited:
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("ingest exited at start: %v", err)
+		default:
+		}
 		b, err := os.ReadFile(filepath.Join(dir, "data", "runtime.json"))
 		if err == nil {
 			var rt struct {
@@ -117,7 +149,7 @@ func startService(bin string) (*service, error) {
 
 func (s *service) stop() {
 	_ = s.cmd.Process.Signal(os.Interrupt)
-	_ = s.cmd.Wait()
+	<-s.exited
 	os.RemoveAll(s.dir)
 }
 
@@ -146,23 +178,39 @@ func (d *document) Read(p []byte) (int, error) {
 }
 
 func upload(client *http.Client, s *service, body io.Reader, size int64) error {
-	req, err := http.NewRequest(http.MethodPost, s.httpURL+"/v1/documents?filename=load.pdf", body)
+	_, err := uploadTo(client, s, body, size, "")
+	return err
+}
+
+// uploadTo uploads a document (to the named vendors, if any) and returns its id.
+func uploadTo(client *http.Client, s *service, body io.Reader, size int64, vendors string) (string, error) {
+	u := s.httpURL + "/v1/documents?filename=load.pdf"
+	if vendors != "" {
+		u += "&vendor=" + vendors
+	}
+	req, err := http.NewRequest(http.MethodPost, u, body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	req.ContentLength = size
 	req.Header.Set("Authorization", "Bearer "+s.key)
 	req.Header.Set("Content-Type", "application/pdf")
 	res, err := client.Do(req)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	if res.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("upload: %s %s", res.Status, b)
+		return "", fmt.Errorf("upload: %s %s", res.Status, b)
 	}
-	return nil
+	var out struct {
+		Documents []struct{ ID string } `json:"documents"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil || len(out.Documents) != 1 {
+		return "", fmt.Errorf("upload: unexpected answer %s", b)
+	}
+	return out.Documents[0].ID, nil
 }
 
 // run performs n operations on c workers and reports rate and latency percentiles.
