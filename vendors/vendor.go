@@ -72,3 +72,22 @@ type Artifact struct {
 	ContentType string
 	Open        func(ctx context.Context) (io.ReadCloser, error)
 }
+
+// Finisher is implemented by vendors that want to hear that a result was taken (Cradl: PATCH
+// the execution to "completed", as its own integrations do). The poller calls it after the
+// completed event is durable; an error is only logged.
+type Finisher interface {
+	Finish(ctx context.Context, ref string) error
+}
+
+// CallbackVendor is implemented by vendors that call us back when they are done.
+type CallbackVendor interface {
+	// CallbackIDs reads the vendor's identifiers out of a callback body, trusting nothing else in
+	// it and doing no I/O (it runs while the vendor waits for our answer). An error means the body
+	// is not a callback of this vendor.
+	CallbackIDs(body []byte) ([]string, error)
+	// RefOf maps an identifier from a callback to the reference Submit returned: often the same,
+	// sometimes found through the vendor's API (an execution started by e-mail). "" means the
+	// identifier is not one of ours.
+	RefOf(ctx context.Context, id string) (string, error)
+}
