@@ -25,8 +25,9 @@ type Config struct {
 	Vendors Vendors `yaml:"vendors"`
 	// Routes send documents to vendors: the first whose match fits wins. A sender may name
 	// vendors or a route instead.
-	Routes   []Route  `yaml:"routes"`
-	Dispatch Dispatch `yaml:"dispatch"`
+	Routes    []Route   `yaml:"routes"`
+	Dispatch  Dispatch  `yaml:"dispatch"`
+	Callbacks Callbacks `yaml:"callbacks"`
 	// ShutdownTimeout bounds a graceful stop: in-flight uploads get this long to finish.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -120,6 +121,16 @@ type Match struct {
 	ContentType string `yaml:"content_type"` // glob on the sniffed type: "image/*"
 }
 
+// Callbacks configures the endpoints vendors call when they are done.
+type Callbacks struct {
+	// PublicURL is this service as vendors reach it (https://ingest.example.com): the URLs
+	// printed for vendor consoles, and what signed callbacks are checked against.
+	PublicURL    string   `yaml:"public_url"`
+	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// ParkWindow: a callback for a document not known yet is kept trying this long.
+	ParkWindow Duration `yaml:"park_window"`
+}
+
 // Dispatch tunes the dispatcher and the poller.
 type Dispatch struct {
 	Workers      int      `yaml:"workers"`       // documents dispatched at once
@@ -164,6 +175,7 @@ func Default() Config {
 			Workers: 8, PollWorkers: 16, MaxAttempts: 10,
 			RetryInitial: Duration(2 * time.Second), RetryMax: Duration(5 * time.Minute), Lease: Duration(10 * time.Minute),
 		},
+		Callbacks: Callbacks{MaxBodyBytes: 10 << 20, ParkWindow: Duration(10 * time.Minute)},
 	}
 }
 
@@ -307,6 +319,17 @@ func (c *Config) Validate() []error {
 				bad(key+".vendors", "vendor %q is not enabled (enabled: %s)", v, strings.Join(enabled, ", "))
 			}
 		}
+	}
+	if u := c.Callbacks.PublicURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http") || (pu.Path != "" && pu.Path != "/") {
+			bad("callbacks.public_url", "%q should be scheme and host only, like https://ingest.example.com", u)
+		}
+	}
+	if c.Callbacks.MaxBodyBytes < 1024 {
+		bad("callbacks.max_body_bytes", "must be at least 1KiB")
+	}
+	if c.Callbacks.ParkWindow.Std() < time.Second {
+		bad("callbacks.park_window", "must be at least 1s")
 	}
 	d := c.Dispatch
 	if d.Workers < 1 || d.PollWorkers < 1 {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"time"
 )
@@ -63,9 +64,36 @@ type Gini struct {
 	DocType        string `yaml:"doc_type"`
 }
 
+// Callback configures a vendor that calls us back when it is done.
+type Callback struct {
+	// CallbackToken enables POST /v1/callbacks/<vendor>/<token>: the secret in the URL given to
+	// the vendor (at least 16 characters; use ${ENV}).
+	CallbackToken string `yaml:"callback_token"`
+	// CallbackAllowCIDRs, when set, are the only addresses callbacks are taken from.
+	CallbackAllowCIDRs []string `yaml:"callback_allow_cidrs"`
+	// CallbackPollAfter: with callbacks on, a submission is polled only if no callback settled
+	// it within this time (polling is the safety net for a lost callback).
+	CallbackPollAfter Duration `yaml:"callback_poll_after"`
+}
+
+func (c Callback) validate(vendor string, bad func(key, format string, args ...any)) {
+	if c.CallbackToken != "" && len(c.CallbackToken) < 16 {
+		bad(vendor+".callback_token", "is %d characters; use at least 16 (for example: openssl rand -hex 24)", len(c.CallbackToken))
+	}
+	for i, cidr := range c.CallbackAllowCIDRs {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			bad(fmt.Sprintf("%s.callback_allow_cidrs[%d]", vendor, i), "%q is not an address range like 203.0.113.0/24", cidr)
+		}
+	}
+	if c.CallbackPollAfter < 0 {
+		bad(vendor+".callback_poll_after", "must not be negative")
+	}
+}
+
 // Allspark (ikarus.ai).
 type Allspark struct {
 	VendorCommon   `yaml:",inline"`
+	Callback       `yaml:",inline"`
 	APIKey         string   `yaml:"api_key"`
 	DocumentType   string   `yaml:"document_type"`
 	DoneStatuses   []string `yaml:"done_statuses"`
@@ -104,8 +132,9 @@ func defaultVendors() Vendors {
 		Laigo: Laigo{VendorCommon: laigo,
 			TokenURL:      "https://account.laigo.io/realms/SmartTools/protocol/openid-connect/token",
 			OutputFormats: []string{"PDF", "TEXT"}, FetchZIP: true},
-		Gini:     Gini{VendorCommon: common("https://api.gini.net"), TokenURL: "https://user.gini.net/oauth/token"},
-		Allspark: Allspark{VendorCommon: common("https://api-prod.ikarus.ai/api/v1"), DoneStatuses: []string{"completed"}, FailedStatuses: []string{"failed", "error"}},
+		Gini: Gini{VendorCommon: common("https://api.gini.net"), TokenURL: "https://user.gini.net/oauth/token"},
+		Allspark: Allspark{VendorCommon: common("https://api-prod.ikarus.ai/api/v1"), DoneStatuses: []string{"completed"}, FailedStatuses: []string{"failed", "error"},
+			Callback: Callback{CallbackAllowCIDRs: []string{}, CallbackPollAfter: Duration(15 * time.Minute)}},
 		DocuMine: DocuMine{VendorCommon: common("")},
 	}
 }
@@ -170,6 +199,7 @@ func (v Vendors) validate() []error {
 	if g := v.Gini; g.Enabled && !g.Sandbox && g.Username != "" && g.Password == "" {
 		bad("gini.password", "is required with username")
 	}
+	v.Allspark.Callback.validate("allspark", bad)
 	need("allspark", v.Allspark.VendorCommon, map[string]string{"api_key": v.Allspark.APIKey})
 	need("documine", v.DocuMine.VendorCommon, map[string]string{
 		"client_id": v.DocuMine.ClientID, "username": v.DocuMine.Username, "password": v.DocuMine.Password,

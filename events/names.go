@@ -65,3 +65,10 @@ func ValidToken(s string) bool {
 	}
 	return true
 }
+
+// CallbackSubject is where vendor callbacks are parked (what "received") and audited ("unmatched"):
+// <root>.callback.<what>.<vendor>. They are in the stream for the record, but are not document
+// events.
+func (n Names) CallbackSubject(what, vendor string) string {
+	return n.Namespace + ".callback." + what + "." + vendor
+}

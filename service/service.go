@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/ingest-dev/ingest/adapters/httpdrop"
 	"github.com/ingest-dev/ingest/broker"
+	"github.com/ingest-dev/ingest/callbacks"
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/httpapi"
@@ -37,6 +39,7 @@ type Service struct {
 	catalog   *catalog.Catalog
 	dispatch  *vendors.Dispatcher
 	poller    *vendors.Poller
+	callbacks *callbacks.Receiver
 	http      *httpapi.Server
 	httpAddr  string
 	served    chan error
@@ -92,11 +95,15 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
+	refs, err := vendors.OpenRefIndex(ctx, s.bus, cfg.NATS.Stream.Replicas)
+	if err != nil {
+		return nil, err
+	}
 	if s.dispatch, err = vendors.StartDispatcher(ctx, vendors.DispatchConfig{
 		Bus: s.bus, Vendors: s.catalog.Vendors, Router: router,
 		Workers: cfg.Dispatch.Workers, MaxAttempts: cfg.Dispatch.MaxAttempts,
 		RetryInitial: cfg.Dispatch.RetryInitial.Std(), RetryMax: cfg.Dispatch.RetryMax.Std(), Lease: cfg.Dispatch.Lease.Std(),
-		Replicas: cfg.NATS.Stream.Replicas, Instance: instanceName(), Logger: log, Metrics: vm,
+		Replicas: cfg.NATS.Stream.Replicas, Instance: instanceName(), Logger: log, Metrics: vm, Refs: refs,
 	}); err != nil {
 		return nil, err
 	}
@@ -130,6 +137,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		}
 		drop.Register(s.http.Echo())
 	}
+	if err := s.startCallbacks(ctx, cfg, refs, reg); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
@@ -148,6 +158,49 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	log.Info("ingest is ready", "http", "http://"+s.httpAddr, "nats", s.broker.URL(), "embedded_nats", s.broker.Embedded(),
 		"stream", s.bus.Names().Stream(), "data_dir", cfg.DataDir)
 	return s, nil
+}
+
+// startCallbacks opens the callback endpoint of every vendor that has a callback token.
+func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *vendors.RefIndex, reg prometheus.Registerer) error {
+	var eps []callbacks.Endpoint
+	add := func(name string, cb config.Callback, cradlSecret string) error {
+		if cb.CallbackToken == "" || s.catalog.Vendors[name] == nil {
+			return nil
+		}
+		parser, ok := s.catalog.Vendors[name].(vendors.CallbackVendor)
+		if !ok {
+			return fmt.Errorf("vendors.%s: this vendor does not call back", name)
+		}
+		ep := callbacks.Endpoint{Vendor: name, Token: cb.CallbackToken, CradlSecret: cradlSecret, Parser: parser}
+		for _, c := range cb.CallbackAllowCIDRs {
+			ep.AllowCIDRs = append(ep.AllowCIDRs, netip.MustParsePrefix(c)) // validated with the config
+		}
+		eps = append(eps, ep)
+		return nil
+	}
+	if err := add("allspark", cfg.Vendors.Allspark.Callback, ""); err != nil {
+		return err
+	}
+	if len(eps) == 0 {
+		return nil
+	}
+	var err error
+	s.callbacks, err = callbacks.New(ctx, callbacks.Config{
+		Bus: s.bus, Endpoints: eps, PublicURL: cfg.Callbacks.PublicURL, MaxBody: cfg.Callbacks.MaxBodyBytes.Int64(),
+		ParkWindow: cfg.Callbacks.ParkWindow.Std(), Poller: s.poller, Refs: refs, Replicas: cfg.NATS.Stream.Replicas,
+		Logger: s.log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.callbacks.Start(); err != nil {
+		return err
+	}
+	s.callbacks.Register(s.http.Echo())
+	for vendor, url := range s.callbacks.URLs() {
+		s.log.Info(fmt.Sprintf("callback URL for %s (paste it into the vendor's console): %s", vendor, url), "vendor", vendor)
+	}
+	return nil
 }
 
 func rules(routes []config.Route) []vendors.Rule {
@@ -240,6 +293,9 @@ func (s *Service) stop(ctx context.Context) error {
 		}
 	}
 	// Inputs are closed; let submissions and checks in hand finish, then stop the rest.
+	if s.callbacks != nil {
+		s.callbacks.Stop()
+	}
 	if s.dispatch != nil {
 		s.dispatch.Stop(ctx)
 	}

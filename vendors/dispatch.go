@@ -31,7 +31,9 @@ type DispatchConfig struct {
 	Lease    time.Duration
 	Replicas int
 	Instance string // names this process in submission records
-	Logger   *slog.Logger
+	// Refs, when set, records each vendor reference for callbacks to find their document.
+	Refs   *RefIndex
+	Logger *slog.Logger
 	// Metrics is shared by the dispatcher and the poller; nil means unregistered ones.
 	Metrics *Metrics
 }
@@ -323,6 +325,12 @@ func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, rout
 }
 
 func (d *Dispatcher) announceSubmitted(ctx context.Context, rd events.ReceivedData, route, name string, rec submission) error {
+	// The index first: a callback may arrive as soon as the vendor has the document.
+	if d.cfg.Refs != nil {
+		if err := d.cfg.Refs.Put(ctx, name, rec.Ref, rd.DocumentID); err != nil {
+			return err
+		}
+	}
 	return d.ann.announce(ctx, events.Submitted, rd.DocumentID, name, rec.SubmittedAt, events.SubmittedData{
 		DocumentID: rd.DocumentID, Vendor: name, VendorRef: rec.Ref, SubmittedAt: rec.SubmittedAt,
 		Attempts: rec.Attempts, Reconciled: rec.Reconciled, Route: route,

@@ -19,6 +19,9 @@ type PollSettings struct {
 	Initial  time.Duration // first delay after "not yet" (default 1 s), doubling
 	Max      time.Duration // delay cap (default 1 min)
 	Deadline time.Duration // give up this long after submission (default 24 h)
+	// CallbackGrace: a vendor that calls back is first asked this long after submission; zero
+	// for vendors that do not call back.
+	CallbackGrace time.Duration
 }
 
 func (p PollSettings) withDefaults() PollSettings {
@@ -109,36 +112,63 @@ func (p *Poller) handle(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	log := p.log.With("doc_id", sd.DocumentID, "vendor", sd.Vendor)
 	attempt := 1
 	if md, err := m.Metadata(); err == nil {
 		attempt = int(md.NumDelivered)
 	}
 	settings := p.cfg.Settings[sd.Vendor].withDefaults()
-	retry := func(err error, hint time.Duration) {
-		d := backoff(attempt, settings.Initial, settings.Max, hint)
-		if err != nil {
-			log.Warn("vendor check failed; trying again", "retry_in", d.String(), "err", err)
-		}
-		_ = m.NakWithDelay(d)
+	// A vendor that calls back gets time to do so before we ask; polling is the safety net.
+	if age := p.now().Sub(sd.SubmittedAt); attempt == 1 && settings.CallbackGrace > age {
+		_ = m.NakWithDelay(settings.CallbackGrace - age)
+		return
+	}
+	finished, retryIn, err := p.settle(ctx, sd, attempt)
+	if finished {
+		_ = m.Ack()
+		return
+	}
+	if err != nil {
+		p.log.Warn("vendor check failed; trying again", "doc_id", sd.DocumentID, "vendor", sd.Vendor, "retry_in", retryIn.String(), "err", err)
+	}
+	_ = m.NakWithDelay(retryIn)
+}
+
+// Settle looks at a submitted document now (a vendor called back to say it is done) and
+// finishes it if the vendor agrees. finished is false with a delay when it should be looked at
+// again.
+func (p *Poller) Settle(ctx context.Context, docID, vendor string) (finished bool, retryIn time.Duration, err error) {
+	doc, err := p.cfg.Bus.States().Get(ctx, docID)
+	if err != nil {
+		return false, time.Second, err
+	}
+	vs := doc.Vendors[vendor]
+	if vs == nil || vs.Ref == "" {
+		return false, time.Second, fmt.Errorf("document %s has no %s submission yet", docID, vendor)
+	}
+	sd := events.SubmittedData{DocumentID: docID, Vendor: vendor, VendorRef: vs.Ref, SubmittedAt: vs.SubmittedAt}
+	return p.settle(ctx, sd, 1)
+}
+
+// settle asks the vendor about one submission and publishes the outcome: completed (with the
+// result) or failed. finished reports that nothing is left to do for it.
+func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt int) (finished bool, retryIn time.Duration, err error) {
+	settings := p.cfg.Settings[sd.Vendor].withDefaults()
+	again := func(err error, hint time.Duration) (bool, time.Duration, error) {
+		return false, backoff(attempt, settings.Initial, settings.Max, hint), err
 	}
 	doc, err := p.cfg.Bus.States().Get(ctx, sd.DocumentID)
 	if err == nil {
 		if vs := doc.Vendors[sd.Vendor]; vs != nil && (vs.Status == events.StatusCompleted || vs.Status == events.StatusFailed) {
-			_ = m.Ack() // finished already (a callback came first, or this is a redelivery)
-			return
+			return true, 0, nil // finished already (a callback came first, or this is a redelivery)
 		}
 	}
 	v := p.cfg.Vendors[sd.Vendor]
 	if v == nil {
 		// Another instance may have this vendor configured; this one cannot help.
-		log.Error("submitted to a vendor that is not configured here")
-		_ = m.NakWithDelay(time.Minute)
-		return
+		return false, time.Minute, fmt.Errorf("submitted to vendor %q, which is not configured here", sd.Vendor)
 	}
 	if age := p.now().Sub(sd.SubmittedAt); age > settings.Deadline {
-		p.finishFailed(ctx, m, sd, fmt.Sprintf("no result %s after submission (poll deadline %s)", age.Round(time.Second), settings.Deadline), "deadline")
-		return
+		return p.fail(ctx, sd, fmt.Sprintf("no result %s after submission (poll deadline %s)", age.Round(time.Second), settings.Deadline), "deadline")
 	}
 
 	start := p.now()
@@ -147,24 +177,20 @@ func (p *Poller) handle(ctx context.Context, m jetstream.Msg) {
 	switch {
 	case err != nil && IsPermanent(err):
 		p.m.polls.WithLabelValues(sd.Vendor, "error").Inc()
-		p.finishFailed(ctx, m, sd, messageOf(err), "check")
-		return
+		return p.fail(ctx, sd, messageOf(err), "check")
 	case err != nil:
 		p.m.polls.WithLabelValues(sd.Vendor, "error").Inc()
-		retry(err, RetryAfterOf(err))
-		return
+		return again(err, RetryAfterOf(err))
 	case !prog.Done:
 		p.m.polls.WithLabelValues(sd.Vendor, "pending").Inc()
-		retry(nil, prog.RetryAfter)
-		return
+		return again(nil, prog.RetryAfter)
 	case prog.Failed:
 		p.m.polls.WithLabelValues(sd.Vendor, "done").Inc()
 		msg := prog.Error
 		if msg == "" {
 			msg = "the vendor reports an error for this document"
 		}
-		p.finishFailed(ctx, m, sd, msg, "vendor")
-		return
+		return p.fail(ctx, sd, msg, "vendor")
 	}
 	p.m.polls.WithLabelValues(sd.Vendor, "done").Inc()
 
@@ -173,11 +199,9 @@ func (p *Poller) handle(ctx context.Context, m jetstream.Msg) {
 	p.m.calls.WithLabelValues(sd.Vendor, "result").Observe(time.Since(start).Seconds())
 	if err != nil {
 		if IsPermanent(err) {
-			p.finishFailed(ctx, m, sd, messageOf(err), "result")
-		} else {
-			retry(err, RetryAfterOf(err))
+			return p.fail(ctx, sd, messageOf(err), "result")
 		}
-		return
+		return again(err, RetryAfterOf(err))
 	}
 	data := events.CompletedData{
 		DocumentID: sd.DocumentID, Vendor: sd.Vendor, VendorRef: sd.VendorRef,
@@ -186,39 +210,40 @@ func (p *Poller) handle(ctx context.Context, m jetstream.Msg) {
 	for _, a := range res.Artifacts {
 		stored, err := p.storeArtifact(ctx, sd, a)
 		if err != nil {
-			retry(fmt.Errorf("store result file %s: %w", a.Name, err), RetryAfterOf(err))
-			return
+			return again(fmt.Errorf("store result file %s: %w", a.Name, err), RetryAfterOf(err))
 		}
 		data.Artifacts = append(data.Artifacts, stored)
 	}
-	data, err = fitCompleted(ctx, p.cfg.Bus, data)
-	if err != nil {
-		retry(err, 0)
-		return
+	if data, err = fitCompleted(ctx, p.cfg.Bus, data); err != nil {
+		return again(err, 0)
 	}
 	if err := p.ann.announce(ctx, events.Completed, sd.DocumentID, sd.Vendor, data.CompletedAt, data); err != nil {
-		retry(err, 0)
-		return
+		return again(err, 0)
 	}
 	p.m.completed.WithLabelValues(sd.Vendor).Inc()
 	if !doc.ReceivedAt.IsZero() {
 		p.m.latency.WithLabelValues(sd.Vendor).Observe(data.CompletedAt.Sub(doc.ReceivedAt).Seconds())
 	}
-	log.Info("document completed", "ref", sd.VendorRef, "fields", len(data.Fields), "artifacts", len(data.Artifacts))
-	_ = m.Ack()
+	p.log.Info("document completed", "doc_id", sd.DocumentID, "vendor", sd.Vendor, "ref", sd.VendorRef,
+		"fields", len(data.Fields), "artifacts", len(data.Artifacts))
+	if f, ok := v.(Finisher); ok {
+		if err := f.Finish(ctx, sd.VendorRef); err != nil {
+			p.log.Warn("vendor was not told the result was taken", "doc_id", sd.DocumentID, "vendor", sd.Vendor, "err", err)
+		}
+	}
+	return true, 0, nil
 }
 
-func (p *Poller) finishFailed(ctx context.Context, m jetstream.Msg, sd events.SubmittedData, msg, reason string) {
+func (p *Poller) fail(ctx context.Context, sd events.SubmittedData, msg, reason string) (bool, time.Duration, error) {
 	p.log.Warn("document failed at the vendor", "doc_id", sd.DocumentID, "vendor", sd.Vendor, "reason", reason, "error", msg)
 	err := p.ann.announce(ctx, events.Failed, sd.DocumentID, sd.Vendor, p.now(), events.FailedData{
 		DocumentID: sd.DocumentID, Vendor: sd.Vendor, VendorRef: sd.VendorRef, Error: msg, Permanent: true, FailedAt: p.now(),
 	})
 	if err != nil {
-		_ = m.NakWithDelay(time.Second)
-		return
+		return false, time.Second, err
 	}
 	p.m.failed.WithLabelValues(sd.Vendor, reason).Inc()
-	_ = m.Ack()
+	return true, 0, nil
 }
 
 // storeArtifact streams a result file into the Object Store under a key of our making.

@@ -131,6 +131,11 @@ func Build(ctx context.Context, cfg config.Vendors, log *slog.Logger) (_ *Catalo
 		if err := add("allspark", a.VendorCommon, v, err); err != nil {
 			return nil, err
 		}
+		if a.CallbackToken != "" {
+			p := c.Poll["allspark"]
+			p.CallbackGrace = a.CallbackPollAfter.Std()
+			c.Poll["allspark"] = p
+		}
 	}
 	if d := cfg.DocuMine; d.Enabled {
 		dc := documine.Config{

@@ -1,0 +1,305 @@
+// Package callbacks receives vendors' "done" calls: POST /v1/callbacks/{vendor}/{token}. A
+// callback proves itself (a secret in its URL, optionally a source address allow-list and a
+// signature), is parked in JetStream at once, and is answered 202 within milliseconds. A consumer
+// then maps the vendor's ids to our document and fetches the authoritative result from the
+// vendor's API with our credentials: nothing in a callback body is trusted beyond identifiers.
+package callbacks
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/httpapi"
+	"github.com/ingest-dev/ingest/vendors"
+)
+
+// Endpoint is one vendor's callback endpoint.
+type Endpoint struct {
+	Vendor string
+	// Token is the secret path element; required.
+	Token string
+	// AllowCIDRs, when not empty, are the only source addresses accepted.
+	AllowCIDRs []netip.Prefix
+	// CradlSecret enables Cradl's HMAC signature check; unsigned callbacks are then refused.
+	CradlSecret string
+	// Parser reads the vendor's identifiers out of a body.
+	Parser vendors.CallbackVendor
+}
+
+// Config configures the receiver.
+type Config struct {
+	Bus       *events.Bus
+	Endpoints []Endpoint
+	// PublicURL is the scheme and host vendors call (https://ingest.example.com): the URLs to
+	// paste into vendor consoles, and what Cradl signs.
+	PublicURL string
+	// MaxBody bounds a callback body (default 10 MiB): 413 beyond.
+	MaxBody int64
+	// ParkWindow is how long a callback whose document is not known yet (it came before our own
+	// submitted record) is kept trying before it is recorded as unmatched (default 10 min).
+	ParkWindow time.Duration
+	Poller     *vendors.Poller
+	Refs       *vendors.RefIndex
+	Replicas   int
+	Workers    int // callbacks resolved at once (default 8)
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Receiver is the callback endpoints and the consumer behind them.
+type Receiver struct {
+	cfg       Config
+	endpoints map[string]Endpoint
+	nonces    jetstream.KeyValue
+	cons      jetstream.Consumer
+	cc        jetstream.ConsumeContext
+	log       *slog.Logger
+	now       func() time.Time
+	received  *prometheus.CounterVec // vendor, outcome
+	resolved  *prometheus.CounterVec // vendor, outcome
+	inflight  chan struct{}
+	wait      func()
+}
+
+// maxInlineBody is the largest body kept inside the parked record; larger ones go to the Object
+// Store (events are limited to 1 MiB).
+const maxInlineBody = 256 << 10
+
+// New provisions the nonce bucket and the resolver's consumer. Start begins resolving.
+func New(ctx context.Context, cfg Config) (*Receiver, error) {
+	if cfg.Bus == nil || cfg.Poller == nil || cfg.Refs == nil {
+		return nil, errors.New("callbacks: Bus, Poller and Refs are required")
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 10 << 20
+	}
+	if cfg.ParkWindow <= 0 {
+		cfg.ParkWindow = 10 * time.Minute
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Receiver{cfg: cfg, endpoints: map[string]Endpoint{}, log: cfg.Logger, now: time.Now,
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_callbacks_received_total", Help: "Callback requests by vendor and answer (accepted, refused_*).",
+		}, []string{"vendor", "outcome"}),
+		resolved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_callbacks_resolved_total", Help: "Parked callbacks by vendor and outcome (completed, already_done, unmatched, left_to_polling).",
+		}, []string{"vendor", "outcome"}),
+	}
+	for _, e := range cfg.Endpoints {
+		if len(e.Token) < 16 {
+			return nil, fmt.Errorf("callbacks: vendors.%s.callback_token must be at least 16 characters", e.Vendor)
+		}
+		if e.Parser == nil {
+			return nil, fmt.Errorf("callbacks: vendor %s cannot read callbacks", e.Vendor)
+		}
+		r.endpoints[e.Vendor] = e
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{r.received, r.resolved} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("register metrics: %w", err)
+			}
+		}
+	}
+	names := cfg.Bus.Names()
+	var err error
+	// Nonces are remembered a little longer than the timestamp window: a replay must find them.
+	r.nonces, err = cfg.Bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: names.Bucket("callback-nonces"), Description: "signed callback nonces seen (replay protection)",
+		Storage: jetstream.FileStorage, TTL: 2*maxSkew + time.Minute, History: 1, Replicas: max(cfg.Replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision nonce bucket: %w", err)
+	}
+	r.cons, err = cfg.Bus.JetStream().CreateOrUpdateConsumer(ctx, names.Stream(), jetstream.ConsumerConfig{
+		Durable:       names.Durable("callbacks"),
+		Description:   "resolves parked vendor callbacks into completed events",
+		FilterSubject: names.Namespace + ".callback.received.>",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxDeliver:    -1, // the park window ends retries
+		MaxAckPending: cfg.Workers * 4,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create callback consumer: %w", err)
+	}
+	return r, nil
+}
+
+// URLs are the callback URLs to give each vendor.
+func (r *Receiver) URLs() map[string]string {
+	out := map[string]string{}
+	base := r.cfg.PublicURL
+	if base == "" {
+		base = "http://<this host>"
+	}
+	for v, e := range r.endpoints {
+		out[v] = fmt.Sprintf("%s/v1/callbacks/%s/%s", trimSlash(base), v, e.Token)
+	}
+	return out
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// Register adds the endpoint to the server.
+func (r *Receiver) Register(e *echo.Echo) {
+	e.POST("/v1/callbacks/:vendor/:token", r.receive)
+}
+
+// notFound is the answer for every callback that does not prove itself by its URL or address:
+// the same as for a path that does not exist, so that endpoints cannot be probed.
+func notFound(c echo.Context) error {
+	return httpapi.NewProblem(http.StatusNotFound, "there is no endpoint %s %s", c.Request().Method, c.Request().URL.Path)
+}
+
+func (r *Receiver) receive(c echo.Context) error {
+	vendor := c.Param("vendor")
+	ep, ok := r.endpoints[vendor]
+	if !ok || subtle.ConstantTimeCompare([]byte(c.Param("token")), []byte(ep.Token)) != 1 {
+		r.received.WithLabelValues("unknown", "refused_token").Inc()
+		return notFound(c)
+	}
+	count := func(outcome string) { r.received.WithLabelValues(vendor, outcome).Inc() }
+	if len(ep.AllowCIDRs) > 0 {
+		addr, err := netip.ParseAddr(c.RealIP())
+		if err != nil || !allowed(ep.AllowCIDRs, addr.Unmap()) {
+			count("refused_address")
+			r.log.Warn("callback from an address outside the allow-list", "vendor", vendor, "remote", c.RealIP())
+			return notFound(c)
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, r.cfg.MaxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		count("refused_size")
+		return httpapi.NewProblem(http.StatusRequestEntityTooLarge, "the callback body is larger than %d bytes", r.cfg.MaxBody).WithLimit(r.cfg.MaxBody)
+	case err != nil:
+		count("refused_body")
+		return httpapi.NewProblem(http.StatusBadRequest, "the callback body could not be read: %v", err)
+	}
+	signed := false
+	if ep.CradlSecret != "" {
+		nonce, err := verifyCradl(ep.CradlSecret, c.Request(), r.publicURL(c), body, r.now())
+		if err != nil {
+			count("refused_signature")
+			r.log.Warn("callback with a bad signature", "vendor", vendor, "remote", c.RealIP(), "err", err)
+			return httpapi.NewProblem(http.StatusUnauthorized, "%v", err)
+		}
+		if err := r.rememberNonce(c.Request().Context(), vendor, nonce); err != nil {
+			count("refused_replay")
+			return err
+		}
+		signed = true
+	}
+	if !json.Valid(body) {
+		count("refused_json")
+		return httpapi.NewProblem(http.StatusBadRequest, "the callback body is not JSON")
+	}
+	ids, err := ep.Parser.CallbackIDs(body)
+	if err != nil || len(ids) == 0 {
+		count("refused_payload")
+		return httpapi.NewProblem(http.StatusBadRequest, "the callback carries no %s identifier we can read: %v", vendor, err)
+	}
+	if err := r.park(c.Request().Context(), vendor, ids, c.RealIP(), signed, body); err != nil {
+		count("unavailable")
+		r.log.Error("could not park a callback", "vendor", vendor, "err", err)
+		return httpapi.NewProblem(http.StatusServiceUnavailable, "the callback could not be recorded; please send it again").WithHeader("Retry-After", "30")
+	}
+	count("accepted")
+	return c.JSON(http.StatusAccepted, map[string]any{"status": "accepted", "ids": ids})
+}
+
+// publicURL is scheme and host as the vendor called us: the configured public URL, else what the
+// request says.
+func (r *Receiver) publicURL(c echo.Context) string {
+	if r.cfg.PublicURL != "" {
+		return r.cfg.PublicURL
+	}
+	return c.Scheme() + "://" + c.Request().Host
+}
+
+func allowed(nets []netip.Prefix, a netip.Addr) bool {
+	for _, n := range nets {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Receiver) rememberNonce(ctx context.Context, vendor, nonce string) error {
+	sum := sha256.Sum256([]byte(vendor + "\x00" + nonce))
+	if _, err := r.nonces.Create(ctx, hex.EncodeToString(sum[:16]), []byte(vendor)); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return httpapi.NewProblem(http.StatusConflict, "this callback's nonce was seen before: a replay")
+		}
+		return httpapi.NewProblem(http.StatusServiceUnavailable, "the callback could not be checked; please send it again").WithHeader("Retry-After", "30")
+	}
+	return nil
+}
+
+// Parked is a callback waiting to be resolved: in the stream for the record, with the body (or a
+// key to it) for inspection.
+type Parked struct {
+	Vendor        string          `json:"vendor"`
+	IDs           []string        `json:"ids"`
+	ReceivedAt    time.Time       `json:"received_at"`
+	Remote        string          `json:"remote"`
+	Signed        bool            `json:"signed"`
+	BodySHA256    string          `json:"body_sha256"`
+	Body          json.RawMessage `json:"body,omitempty"`
+	BodyObjectKey string          `json:"body_object_key,omitempty"`
+}
+
+// park writes the callback to the stream. Its id is the body's digest, so a vendor repeating a
+// callback within the duplicate window parks it once.
+func (r *Receiver) park(ctx context.Context, vendor string, ids []string, remote string, signed bool, body []byte) error {
+	sum := sha256.Sum256(append([]byte(vendor+"\x00"), body...))
+	digest := hex.EncodeToString(sum[:])
+	p := Parked{Vendor: vendor, IDs: ids, ReceivedAt: r.now().UTC(), Remote: remote, Signed: signed, BodySHA256: digest}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if len(body) <= maxInlineBody {
+		p.Body = body
+	} else {
+		p.BodyObjectKey = "callbacks/" + vendor + "/" + digest
+		if _, err := r.cfg.Bus.Blobs().Put(ctx, p.BodyObjectKey, bytes.NewReader(body), map[string]string{"content-type": "application/json"}); err != nil {
+			return err
+		}
+	}
+	data, _ := json.Marshal(p)
+	ev := events.Event{
+		SpecVersion: events.SpecVersion, ID: "callback-" + digest[:32], Source: "/callbacks/" + vendor,
+		Type: "ingest.callback.received", Subject: ids[0], Time: p.ReceivedAt, DataContentType: "application/json", Data: data,
+	}
+	_, err := r.cfg.Bus.Publish(ctx, r.cfg.Bus.Names().CallbackSubject("received", vendor), ev)
+	return err
+}

@@ -1,0 +1,302 @@
+package callbacks_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ingest-dev/ingest/callbacks"
+	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/events/eventstest"
+	"github.com/ingest-dev/ingest/httpapi"
+	"github.com/ingest-dev/ingest/intake"
+	"github.com/ingest-dev/ingest/vendors"
+	"github.com/ingest-dev/ingest/vendors/allspark"
+	"github.com/ingest-dev/ingest/vendors/allspark/allsparksim"
+)
+
+const (
+	token  = "allspark-callback-token-0123"
+	secret = "cradl-webhook-secret"
+)
+
+type rig struct {
+	t   *testing.T
+	bus *events.Bus
+	in  *intake.Intake
+	url string
+}
+
+type opts struct {
+	grace      time.Duration // before polling looks without a callback
+	parkWindow time.Duration
+	cidrs      []netip.Prefix
+}
+
+func newRig(t *testing.T, o opts) *rig {
+	t.Helper()
+	ctx := context.Background()
+	bus := eventstest.Bus(t, eventstest.Embedded(t))
+	p, err := bus.StartProjector(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	sim := httptest.NewServer(allsparksim.New(allsparksim.Config{APIKey: "key"}))
+	t.Cleanup(sim.Close)
+	client, err := allspark.New(allspark.Config{BaseURL: sim.URL + allsparksim.Prefix, APIKey: "key", FetchOCR: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs := map[string]vendors.Vendor{"allspark": client, "cradl": fakeCradl{}}
+	router, _ := vendors.NewRouter([]vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}, []string{"allspark", "cradl"})
+	in, _ := intake.New(intake.Config{Bus: bus, Route: router.Route})
+	refs, err := vendors.OpenRefIndex(ctx, bus, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := vendors.StartDispatcher(ctx, vendors.DispatchConfig{Bus: bus, Vendors: vs, Router: router, Refs: refs, RetryInitial: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Stop(ctx) })
+	grace := o.grace
+	if grace == 0 {
+		grace = time.Hour // only a callback can complete the document
+	}
+	poller, err := vendors.StartPoller(ctx, vendors.PollConfig{Bus: bus, Vendors: vs, Settings: map[string]vendors.PollSettings{
+		"allspark": {Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond, CallbackGrace: grace},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { poller.Stop(ctx) })
+	recv, err := callbacks.New(ctx, callbacks.Config{
+		Bus: bus, Poller: poller, Refs: refs, MaxBody: 64 << 10, ParkWindow: o.parkWindow,
+		Endpoints: []callbacks.Endpoint{
+			{Vendor: "allspark", Token: token, AllowCIDRs: o.cidrs, Parser: client},
+			{Vendor: "cradl", Token: token, CradlSecret: secret, Parser: fakeCradl{}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(recv.Stop)
+	srv, _ := httpapi.New(httpapi.Config{})
+	recv.Register(srv.Echo())
+	ts := httptest.NewServer(srv.Echo())
+	t.Cleanup(ts.Close)
+	return &rig{t: t, bus: bus, in: in, url: ts.URL}
+}
+
+// fakeCradl reads {"executionId": …}: enough to exercise signed callbacks.
+type fakeCradl struct{ vendors.Vendor }
+
+func (fakeCradl) Name() string { return "cradl" }
+func (fakeCradl) CallbackIDs(body []byte) ([]string, error) {
+	var v struct{ ExecutionID string }
+	if err := json.Unmarshal(body, &v); err != nil || v.ExecutionID == "" {
+		return nil, fmt.Errorf("no execution id")
+	}
+	return []string{v.ExecutionID}, nil
+}
+func (fakeCradl) RefOf(_ context.Context, id string) (string, error) { return id, nil }
+
+func (r *rig) post(path string, body []byte, hdr http.Header) (int, string) {
+	r.t.Helper()
+	req, _ := http.NewRequest("POST", r.url+path, bytes.NewReader(body))
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+func (r *rig) receive(name string) intake.Staged {
+	r.t.Helper()
+	st, err := r.in.Stage(context.Background(), intake.NewDocumentID(), name, strings.NewReader("%PDF-1.7\n"+name), 1<<20)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := r.in.Commit(context.Background(), st, intake.Origin{Source: events.SourceRef{Kind: "http", Name: "api"}}); err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+func (r *rig) waitVendor(id string, want events.Status) events.Document {
+	r.t.Helper()
+	var doc events.Document
+	eventstest.WaitFor(r.t, 15*time.Second, "allspark "+string(want), func() bool {
+		d, err := r.bus.States().Get(context.Background(), id)
+		doc = d
+		return err == nil && d.Vendors["allspark"] != nil && d.Vendors["allspark"].Status == want
+	})
+	return doc
+}
+
+// count returns how many messages the stream holds on subject.
+func (r *rig) count(subject string) int {
+	ctx := context.Background()
+	s, _ := r.bus.JetStream().Stream(ctx, r.bus.Names().Stream())
+	info, _ := s.Info(ctx, jetstreamSubjects(subject))
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n
+}
+
+func caseBody(id any) []byte {
+	b, _ := json.Marshal(map[string]any{"case_id": id, "status": "completed", "files": []any{}})
+	return b
+}
+
+func TestCallbackCompletesOnceDespiteRepeats(t *testing.T) {
+	r := newRig(t, opts{})
+	st := r.receive("a.pdf")
+	doc := r.waitVendor(st.DocumentID, events.StatusSubmitted)
+	ref := doc.Vendors["allspark"].Ref
+	for i := 0; i < 3; i++ { // the vendor repeats itself, as string and as number
+		body := caseBody(ref)
+		if i == 1 {
+			n, _ := strconv.Atoi(ref)
+			body = caseBody(n)
+		}
+		if status, b := r.post("/v1/callbacks/allspark/"+token, body, nil); status != http.StatusAccepted {
+			t.Fatalf("callback: %d %s", status, b)
+		}
+	}
+	r.waitVendor(st.DocumentID, events.StatusCompleted)
+	eventstest.WaitFor(t, 5*time.Second, "callbacks resolved", func() bool { return r.count(r.bus.Names().Root() + ".callback.>") >= 2 })
+	if n := r.count(fmt.Sprintf("%s.document.completed.allspark", r.bus.Names().Root())); n != 1 {
+		t.Fatalf("%d completed events", n)
+	}
+}
+
+func TestCallbackBeforeSubmittedIsNotLost(t *testing.T) {
+	r := newRig(t, opts{})
+	// The simulator numbers cases from 1: the callback for case 1 arrives before the document.
+	if status, b := r.post("/v1/callbacks/allspark/"+token, caseBody(1), nil); status != http.StatusAccepted {
+		t.Fatalf("%d %s", status, b)
+	}
+	st := r.receive("early.pdf")
+	r.waitVendor(st.DocumentID, events.StatusCompleted)
+}
+
+func TestLostCallbackPollingCompletes(t *testing.T) {
+	r := newRig(t, opts{grace: 200 * time.Millisecond})
+	st := r.receive("quiet.pdf")
+	r.waitVendor(st.DocumentID, events.StatusCompleted)
+}
+
+func TestForgedCallbacks(t *testing.T) {
+	r := newRig(t, opts{parkWindow: 300 * time.Millisecond})
+	st := r.receive("victim.pdf")
+	r.waitVendor(st.DocumentID, events.StatusSubmitted)
+	cases := []struct {
+		name   string
+		path   string
+		body   []byte
+		status int
+	}{
+		{"wrong token", "/v1/callbacks/allspark/" + strings.Repeat("x", len(token)), caseBody(1), 404},
+		{"token prefix", "/v1/callbacks/allspark/" + token[:10], caseBody(1), 404},
+		{"unknown vendor", "/v1/callbacks/gini/" + token, caseBody(1), 404},
+		{"oversized", "/v1/callbacks/allspark/" + token, append([]byte(`{"case_id":1,"pad":"`), append(bytes.Repeat([]byte("x"), 70<<10), '"', '}')...), 413},
+		{"invalid JSON", "/v1/callbacks/allspark/" + token, []byte(`{"case_id":`), 400},
+		{"no case id", "/v1/callbacks/allspark/" + token, []byte(`{"status":"completed"}`), 400},
+		{"hostile case id", "/v1/callbacks/allspark/" + token, caseBody("1/../../admin"), 400},
+	}
+	for _, c := range cases {
+		if status, b := r.post(c.path, c.body, nil); status != c.status {
+			t.Errorf("%s: %d %s, want %d", c.name, status, b, c.status)
+		}
+	}
+	// A well-formed callback for a case that is not ours (another tenant's): accepted, never
+	// completes anything, recorded as unmatched.
+	if status, _ := r.post("/v1/callbacks/allspark/"+token, caseBody(999999), nil); status != 202 {
+		t.Fatalf("unknown case: %d", status)
+	}
+	eventstest.WaitFor(t, 10*time.Second, "the unmatched record", func() bool { return r.count(r.bus.Names().Root() + ".callback.unmatched.>") == 1 })
+	if d, _ := r.bus.States().Get(context.Background(), st.DocumentID); d.Status == events.StatusCompleted {
+		t.Fatal("a forged callback completed a document")
+	}
+}
+
+func TestAllowList(t *testing.T) {
+	r := newRig(t, opts{cidrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	if status, _ := r.post("/v1/callbacks/allspark/"+token, caseBody(1), nil); status != 404 {
+		t.Fatalf("from outside the allow-list: %d", status)
+	}
+}
+
+// sign computes Cradl's signature the way its receiver does, written out independently of the
+// receiver's code.
+func sign(method, url string, h http.Header, body []byte) string {
+	s := strings.ToUpper(method) + url + "x-cradl-nonce:" + h.Get("X-Cradl-Nonce") + "x-cradl-timestamp:" + h.Get("X-Cradl-Timestamp") + string(body)
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(s))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func TestCradlSignatures(t *testing.T) {
+	r := newRig(t, opts{})
+	path := "/v1/callbacks/cradl/" + token
+	body := []byte(`{"executionId":"las:workflow-execution:abc"}`)
+	signed := func(ts time.Time, nonce string, mutate func(http.Header)) http.Header {
+		h := http.Header{}
+		h.Set("X-Cradl-Timestamp", strconv.FormatInt(ts.Unix(), 10))
+		h.Set("X-Cradl-Nonce", nonce)
+		h.Set("X-Cradl-SignedHeaders", "x-cradl-timestamp,x-cradl-nonce")
+		h.Set("X-Cradl-Signature", sign("POST", r.url+path, h, body))
+		if mutate != nil {
+			mutate(h)
+		}
+		return h
+	}
+	now := time.Now()
+	cases := []struct {
+		name   string
+		hdr    http.Header
+		status int
+	}{
+		{"good", signed(now, "n1", nil), 202},
+		{"replayed nonce", signed(now, "n1", nil), 409},
+		{"bad signature", signed(now, "n2", func(h http.Header) { h.Set("X-Cradl-Signature", strings.Repeat("ab", 32)) }), 401},
+		{"stale timestamp", signed(now.Add(-6*time.Minute), "n3", nil), 401},
+		{"future timestamp", signed(now.Add(6*time.Minute), "n4", nil), 401},
+		{"timestamp not signed", signed(now, "n5", func(h http.Header) { h.Set("X-Cradl-SignedHeaders", "x-cradl-nonce") }), 401},
+		{"unsigned", http.Header{}, 401},
+	}
+	for _, c := range cases {
+		if status, b := r.post(path, body, c.hdr); status != c.status {
+			t.Errorf("%s: %d %s, want %d", c.name, status, b, c.status)
+		}
+	}
+	// The body is signed: the same headers over another body fail.
+	h := signed(now, "n6", nil)
+	if status, _ := r.post(path, []byte(`{"executionId":"las:workflow-execution:other"}`), h); status != 401 {
+		t.Errorf("tampered body: %d", status)
+	}
+}

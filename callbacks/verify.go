@@ -1,0 +1,81 @@
+package callbacks
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Signature errors; each is answered 401 except a replayed nonce (409).
+var (
+	errUnsigned    = errors.New("the callback is not signed (X-Cradl-Signature and its companions are missing)")
+	errBadSig      = errors.New("the signature does not match")
+	errStale       = errors.New("the timestamp is outside the 5 minute window")
+	errUnsignedHdr = errors.New("X-Cradl-SignedHeaders must include x-cradl-timestamp and x-cradl-nonce")
+)
+
+// maxSkew is how far a signed callback's timestamp may be from our clock.
+const maxSkew = 5 * time.Minute
+
+// cradlCanonical is the string Cradl signs, as its own receiver (n8n-nodes-cradlai verifySignature)
+// reads it: upper-case method, the full URL as the sender called it, then for each signed header
+// in sorted order "name:value" with the name in lower case, then the raw body — no separators.
+// publicURL replaces scheme and host: behind a proxy the request we see is not the one Cradl made.
+func cradlCanonical(method, publicURL, requestURI string, h http.Header, signed []string, body []byte) string {
+	var b strings.Builder
+	b.WriteString(strings.ToUpper(method))
+	b.WriteString(strings.TrimRight(publicURL, "/"))
+	b.WriteString(requestURI)
+	for _, name := range signed {
+		b.WriteString(name)
+		b.WriteByte(':')
+		b.WriteString(h.Get(name))
+	}
+	b.Write(body)
+	return b.String()
+}
+
+// verifyCradl checks a signed Cradl webhook: the HMAC-SHA256 over the canonical string, the
+// timestamp window, and that timestamp and nonce are among the signed headers (else a replay could
+// carry new ones). It returns the nonce for the replay check.
+func verifyCradl(secret string, r *http.Request, publicURL string, body []byte, now time.Time) (nonce string, err error) {
+	sig := strings.TrimSpace(r.Header.Get("X-Cradl-Signature"))
+	ts := strings.TrimSpace(r.Header.Get("X-Cradl-Timestamp"))
+	nonce = strings.TrimSpace(r.Header.Get("X-Cradl-Nonce"))
+	list := r.Header.Get("X-Cradl-SignedHeaders")
+	if sig == "" || ts == "" || nonce == "" || list == "" {
+		return "", errUnsigned
+	}
+	var signed []string
+	for _, n := range strings.Split(list, ",") {
+		if n = strings.ToLower(strings.TrimSpace(n)); n != "" {
+			signed = append(signed, n)
+		}
+	}
+	slices.Sort(signed)
+	if !slices.Contains(signed, "x-cradl-timestamp") || !slices.Contains(signed, "x-cradl-nonce") {
+		return "", errUnsignedHdr
+	}
+	want := hmac.New(sha256.New, []byte(secret))
+	want.Write([]byte(cradlCanonical(r.Method, publicURL, r.URL.RequestURI(), r.Header, signed, body)))
+	got, err := hex.DecodeString(strings.ToLower(sig))
+	if err != nil || !hmac.Equal(got, want.Sum(nil)) {
+		return "", errBadSig
+	}
+	// The timestamp is trusted only once the signature holds.
+	secs, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return "", fmt.Errorf("%w (%q is not unix seconds)", errStale, ts)
+	}
+	if d := now.Sub(time.Unix(secs, 0)); d > maxSkew || d < -maxSkew {
+		return "", errStale
+	}
+	return nonce, nil
+}

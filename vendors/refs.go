@@ -1,0 +1,59 @@
+package vendors
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ingest-dev/ingest/events"
+)
+
+// RefIndex maps a vendor's reference (case id, execution id) back to our document: what a
+// callback needs, since vendors call back with their ids, not ours.
+type RefIndex struct{ kv jetstream.KeyValue }
+
+// OpenRefIndex provisions the index bucket.
+func OpenRefIndex(ctx context.Context, bus *events.Bus, replicas int) (*RefIndex, error) {
+	name := bus.Names().Bucket("refs")
+	kv, err := bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      name,
+		Description: "vendor reference → document id",
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+		History:     1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision key-value bucket %s: %w", name, err)
+	}
+	return &RefIndex{kv: kv}, nil
+}
+
+// refKey hashes the reference: vendors' ids hold characters Key-Value keys may not (las:…, /).
+func refKey(vendor, ref string) string {
+	sum := sha256.Sum256([]byte(ref))
+	return vendor + "." + hex.EncodeToString(sum[:16])
+}
+
+// Put records that ref at vendor is document docID.
+func (x *RefIndex) Put(ctx context.Context, vendor, ref, docID string) error {
+	if _, err := x.kv.Put(ctx, refKey(vendor, ref), []byte(docID)); err != nil {
+		return fmt.Errorf("index %s reference: %w", vendor, err)
+	}
+	return nil
+}
+
+// Lookup returns the document of ref at vendor, "" when the reference is not ours.
+func (x *RefIndex) Lookup(ctx context.Context, vendor, ref string) (string, error) {
+	e, err := x.kv.Get(ctx, refKey(vendor, ref))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up %s reference: %w", vendor, err)
+	}
+	return string(e.Value()), nil
+}
