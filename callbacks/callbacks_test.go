@@ -188,7 +188,7 @@ func TestCallbackCompletesOnceDespiteRepeats(t *testing.T) {
 		}
 	}
 	r.waitVendor(st.DocumentID, events.StatusCompleted)
-	eventstest.WaitFor(t, 5*time.Second, "callbacks resolved", func() bool { return r.count(r.bus.Names().Root() + ".callback.>") >= 2 })
+	eventstest.WaitFor(t, 5*time.Second, "callbacks resolved", func() bool { return r.count(r.bus.Names().Root()+".callback.>") >= 2 })
 	if n := r.count(fmt.Sprintf("%s.document.completed.allspark", r.bus.Names().Root())); n != 1 {
 		t.Fatalf("%d completed events", n)
 	}
@@ -238,7 +238,7 @@ func TestForgedCallbacks(t *testing.T) {
 	if status, _ := r.post("/v1/callbacks/allspark/"+token, caseBody(999999), nil); status != 202 {
 		t.Fatalf("unknown case: %d", status)
 	}
-	eventstest.WaitFor(t, 10*time.Second, "the unmatched record", func() bool { return r.count(r.bus.Names().Root() + ".callback.unmatched.>") == 1 })
+	eventstest.WaitFor(t, 10*time.Second, "the unmatched record", func() bool { return r.count(r.bus.Names().Root()+".callback.unmatched.>") == 1 })
 	if d, _ := r.bus.States().Get(context.Background(), st.DocumentID); d.Status == events.StatusCompleted {
 		t.Fatal("a forged callback completed a document")
 	}
