@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ingest-dev/ingest/callbacks"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
@@ -159,7 +161,7 @@ func (r *rig) waitVendor(id string, want events.Status) events.Document {
 func (r *rig) count(subject string) int {
 	ctx := context.Background()
 	s, _ := r.bus.JetStream().Stream(ctx, r.bus.Names().Stream())
-	info, _ := s.Info(ctx, jetstreamSubjects(subject))
+	info, _ := s.Info(ctx, jetstream.WithSubjectFilter(subject))
 	n := 0
 	for _, c := range info.State.Subjects {
 		n += int(c)
