@@ -6,6 +6,7 @@
 //	go run ./cmd/ingest-load -n 2000 -c 8 -size 100KiB
 //	go run ./cmd/ingest-load -rss -size 64MiB
 //	go run ./cmd/ingest-load -e2e -n 1000 -c 8 -size 20KiB -vendors laigo,gini,allspark,documine
+//	go run ./cmd/ingest-load -callbacks -n 20000 -c 50
 package main
 
 import (
@@ -41,6 +42,7 @@ func main() {
 	rss := flag.Bool("rss", false, "measure peak RSS while one document of -size uploads")
 	e2e := flag.Bool("e2e", false, "measure upload → completed through the sandbox vendors")
 	vendorList := flag.String("vendors", "gini", "with -e2e: the vendors each document goes to")
+	cb := flag.Bool("callbacks", false, "measure the Allspark callback endpoint (-n callbacks from -c senders)")
 	flag.Parse()
 	size, err := config.ParseByteSize(*sizeFlag)
 	if err != nil {
@@ -53,7 +55,14 @@ func main() {
 			fail(fmt.Errorf("go build: %v\n%s", err, out))
 		}
 	}
-	svc, err := startService(*bin, *e2e)
+	extra := "routes: []\n" // documents stay received: the drop alone is measured
+	switch {
+	case *e2e:
+		extra = sandboxAtOnce
+	case *cb:
+		extra = "vendors: {allspark: {callback_token: " + callbackToken + "}}\n"
+	}
+	svc, err := startService(*bin, extra)
 	if err != nil {
 		fail(err)
 	}
@@ -63,6 +72,8 @@ func main() {
 		err = measureRSS(svc, size)
 	case *e2e:
 		err = measureE2E(svc, *n, *c, size, *vendorList)
+	case *cb:
+		err = measureCallbacks(svc, *n, *c)
 	default:
 		err = measureThroughput(svc, *n, *c, size)
 	}
@@ -96,18 +107,16 @@ vendors:
 dispatch: {workers: 16, poll_workers: 32}
 `
 
-func startService(bin string, e2e bool) (*service, error) {
+const callbackToken = "load-callback-token-0123456789"
+
+func startService(bin, extraConfig string) (*service, error) {
 	dir, err := os.MkdirTemp("", "ingest-load-")
 	if err != nil {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "config.yaml")
 	cfg := fmt.Sprintf("data_dir: %s\nlog:\n  level: warn\nhttp:\n  listen: 127.0.0.1:0\n  api_keys: [load-test-key-0123456789]\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n", filepath.Join(dir, "data"))
-	if e2e {
-		cfg += sandboxAtOnce
-	} else {
-		cfg += "routes: []\n" // documents stay received: the drop alone is measured
-	}
+	cfg += extraConfig
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
