@@ -24,22 +24,30 @@ var (
 // maxSkew is how far a signed callback's timestamp may be from our clock.
 const maxSkew = 5 * time.Minute
 
-// cradlCanonical is the string Cradl signs, as its own receiver (n8n-nodes-cradlai verifySignature)
-// reads it: upper-case method, the full URL as the sender called it, then for each signed header
-// in sorted order "name:value" with the name in lower case, then the raw body — no separators.
-// publicURL replaces scheme and host: behind a proxy the request we see is not the one Cradl made.
-func cradlCanonical(method, publicURL, requestURI string, h http.Header, signed []string, body []byte) string {
+// cradlCanonical is the string Cradl signs, as its own receiver (n8n-nodes-cradlai
+// verifySignature) reads it: upper-case method, the full URL as the sender called it, then for
+// each name of X-Cradl-SignedHeaders — split at commas and sorted as written — "name:value" with
+// the name in lower case, then the raw body; no separators. publicURL replaces scheme and host:
+// behind a proxy the request we see is not the one Cradl made. A signed header that is missing
+// is an error there, and here.
+func cradlCanonical(method, publicURL, requestURI string, h http.Header, signedList string, body []byte) (string, error) {
+	names := strings.Split(signedList, ",")
+	slices.Sort(names)
 	var b strings.Builder
 	b.WriteString(strings.ToUpper(method))
 	b.WriteString(strings.TrimRight(publicURL, "/"))
 	b.WriteString(requestURI)
-	for _, name := range signed {
-		b.WriteString(name)
+	for _, name := range names {
+		v, ok := h[http.CanonicalHeaderKey(name)]
+		if !ok || len(v) == 0 {
+			return "", fmt.Errorf("%w: signed header %q is missing", errBadSig, name)
+		}
+		b.WriteString(strings.ToLower(name))
 		b.WriteByte(':')
-		b.WriteString(h.Get(name))
+		b.WriteString(v[0])
 	}
 	b.Write(body)
-	return b.String()
+	return b.String(), nil
 }
 
 // verifyCradl checks a signed Cradl webhook: the HMAC-SHA256 over the canonical string, the
@@ -55,16 +63,17 @@ func verifyCradl(secret string, r *http.Request, publicURL string, body []byte, 
 	}
 	var signed []string
 	for _, n := range strings.Split(list, ",") {
-		if n = strings.ToLower(strings.TrimSpace(n)); n != "" {
-			signed = append(signed, n)
-		}
+		signed = append(signed, strings.ToLower(strings.TrimSpace(n)))
 	}
-	slices.Sort(signed)
 	if !slices.Contains(signed, "x-cradl-timestamp") || !slices.Contains(signed, "x-cradl-nonce") {
 		return "", errUnsignedHdr
 	}
+	canonical, err := cradlCanonical(r.Method, publicURL, r.URL.RequestURI(), r.Header, list, body)
+	if err != nil {
+		return "", err
+	}
 	want := hmac.New(sha256.New, []byte(secret))
-	want.Write([]byte(cradlCanonical(r.Method, publicURL, r.URL.RequestURI(), r.Header, signed, body)))
+	want.Write([]byte(canonical))
 	got, err := hex.DecodeString(strings.ToLower(sig))
 	if err != nil || !hmac.Equal(got, want.Sum(nil)) {
 		return "", errBadSig

@@ -15,6 +15,7 @@ type Vendors struct {
 	Gini     Gini     `yaml:"gini"`
 	Allspark Allspark `yaml:"allspark"`
 	DocuMine DocuMine `yaml:"documine"`
+	Cradl    Cradl    `yaml:"cradl"`
 }
 
 // VendorCommon are the keys every vendor has.
@@ -100,6 +101,34 @@ type Allspark struct {
 	FailedStatuses []string `yaml:"failed_statuses"`
 }
 
+// Cradl (classic API). Mode predictions runs a model on each document; workflow starts a
+// workflow execution; email mails the document to the workflow's address (an execution per
+// attachment). Completion comes by webhook (callback_token, webhook_secret) or by polling.
+type Cradl struct {
+	VendorCommon  `yaml:",inline"`
+	Callback      `yaml:",inline"`
+	TokenURL      string `yaml:"token_url"`
+	ClientID      string `yaml:"client_id"`
+	ClientSecret  string `yaml:"client_secret"`
+	Mode          string `yaml:"mode"`
+	ModelID       string `yaml:"model_id"`
+	WorkflowID    string `yaml:"workflow_id"`
+	WorkflowEmail string `yaml:"workflow_email"`
+	// WebhookSecret checks Cradl's signed webhooks; empty accepts unsigned (legacy) exports.
+	WebhookSecret string `yaml:"webhook_secret"`
+	SMTP          SMTP   `yaml:"smtp"`
+}
+
+// SMTP is the mail server the e-mail mode sends through.
+type SMTP struct {
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"` // 0: 587 for starttls, 465 for tls
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	From     string `yaml:"from"`
+	TLS      string `yaml:"tls"` // starttls, tls (implicit) or none (never in production)
+}
+
 // DocuMine. Its paths are not public; each is a template ({templateId}, {dossierId}, {fileId}).
 type DocuMine struct {
 	VendorCommon      `yaml:",inline"`
@@ -136,6 +165,9 @@ func defaultVendors() Vendors {
 		Allspark: Allspark{VendorCommon: common("https://api-prod.ikarus.ai/api/v1"), DoneStatuses: []string{"completed"}, FailedStatuses: []string{"failed", "error"},
 			Callback: Callback{CallbackAllowCIDRs: []string{}, CallbackPollAfter: Duration(15 * time.Minute)}},
 		DocuMine: DocuMine{VendorCommon: common("")},
+		Cradl: Cradl{VendorCommon: common("https://api.lucidtech.ai/v1"), TokenURL: "https://auth.lucidtech.ai/oauth2/token",
+			Mode: "workflow", Callback: Callback{CallbackAllowCIDRs: []string{}, CallbackPollAfter: Duration(15 * time.Minute)},
+			SMTP: SMTP{TLS: "starttls"}},
 	}
 }
 
@@ -145,7 +177,7 @@ func (v Vendors) Enabled() []string {
 	for _, c := range []struct {
 		name string
 		on   bool
-	}{{"laigo", v.Laigo.Enabled}, {"gini", v.Gini.Enabled}, {"allspark", v.Allspark.Enabled}, {"documine", v.DocuMine.Enabled}} {
+	}{{"laigo", v.Laigo.Enabled}, {"gini", v.Gini.Enabled}, {"allspark", v.Allspark.Enabled}, {"documine", v.DocuMine.Enabled}, {"cradl", v.Cradl.Enabled}} {
 		if c.on {
 			out = append(out, c.name)
 		}
@@ -169,7 +201,7 @@ func (v Vendors) validate() []error {
 			}
 		}
 	}
-	for name, c := range map[string]VendorCommon{"laigo": v.Laigo.VendorCommon, "gini": v.Gini.VendorCommon, "allspark": v.Allspark.VendorCommon, "documine": v.DocuMine.VendorCommon} {
+	for name, c := range map[string]VendorCommon{"laigo": v.Laigo.VendorCommon, "gini": v.Gini.VendorCommon, "allspark": v.Allspark.VendorCommon, "documine": v.DocuMine.VendorCommon, "cradl": v.Cradl.VendorCommon} {
 		if !c.Enabled {
 			continue
 		}
@@ -205,5 +237,31 @@ func (v Vendors) validate() []error {
 		"client_id": v.DocuMine.ClientID, "username": v.DocuMine.Username, "password": v.DocuMine.Password,
 		"tenant": v.DocuMine.Tenant, "dossier_template_id": v.DocuMine.DossierTemplateID, "dossier_id": v.DocuMine.DossierID,
 	})
+	c := v.Cradl
+	c.Callback.validate("cradl", bad)
+	if c.WebhookSecret != "" && c.CallbackToken == "" {
+		bad("cradl.webhook_secret", "needs callback_token (the webhook URL is /v1/callbacks/cradl/<callback_token>)")
+	}
+	switch c.Mode {
+	case "predictions", "workflow", "email":
+	default:
+		bad("cradl.mode", "%q is not one of predictions, workflow, email", c.Mode)
+	}
+	switch c.SMTP.TLS {
+	case "starttls", "tls", "none":
+	default:
+		bad("cradl.smtp.tls", "%q is not one of starttls, tls, none", c.SMTP.TLS)
+	}
+	if c.Enabled && !c.Sandbox {
+		need("cradl", c.VendorCommon, map[string]string{"client_id": c.ClientID, "client_secret": c.ClientSecret, "token_url": c.TokenURL})
+		switch c.Mode {
+		case "predictions":
+			need("cradl", c.VendorCommon, map[string]string{"model_id": c.ModelID})
+		case "workflow":
+			need("cradl", c.VendorCommon, map[string]string{"workflow_id": c.WorkflowID})
+		case "email":
+			need("cradl", c.VendorCommon, map[string]string{"workflow_id": c.WorkflowID, "smtp.host": c.SMTP.Host, "smtp.from": c.SMTP.From})
+		}
+	}
 	return errs
 }

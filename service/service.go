@@ -181,6 +181,9 @@ func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *v
 	if err := add("allspark", cfg.Vendors.Allspark.Callback, ""); err != nil {
 		return err
 	}
+	if err := add("cradl", cfg.Vendors.Cradl.Callback, cfg.Vendors.Cradl.WebhookSecret); err != nil {
+		return err
+	}
 	if len(eps) == 0 {
 		return nil
 	}

@@ -371,7 +371,7 @@ func TestSandboxWalkthroughEndsCompleted(t *testing.T) {
 	}
 
 	// Naming a vendor that is not there is refused at the door.
-	_, err = c.SubmitFile(ctxT(t), path, httpdrop.SubmitOptions{Vendors: []string{"cradl"}})
+	_, err = c.SubmitFile(ctxT(t), path, httpdrop.SubmitOptions{Vendors: []string{"abbyy"}})
 	var p *httpapi.Problem
 	if !errors.As(err, &p) || p.Status != 400 || !strings.Contains(p.Detail, "not enabled") {
 		t.Fatalf("unknown vendor: %v", err)
@@ -427,4 +427,28 @@ func TestAllsparkCallbackWiring(t *testing.T) {
 		t.Fatalf("callback: %d", res.StatusCode)
 	}
 	waitCompleted(t, s, id)
+}
+
+// Cradl's e-mail mode in sandbox: the document is mailed to the simulated workflow's SMTP
+// receiver, which starts an execution; polling finds it and completes the document.
+func TestCradlEmailSandbox(t *testing.T) {
+	cfg, err := config.Parse(ingest.DefaultConfigYAML(), "config.yaml", func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	test := testConfig(t)
+	cfg.DataDir, cfg.HTTP.Listen, cfg.NATS.Embedded.Listen, cfg.HTTP.APIKeys = test.DataDir, test.HTTP.Listen, test.NATS.Embedded.Listen, test.HTTP.APIKeys
+	cfg.Vendors.Cradl.Mode = "email"
+	cfg.Vendors.Cradl.Poll.Initial = config.Duration(50 * time.Millisecond)
+	s := start(t, cfg)
+	path, _ := writePDF(t, 3000)
+	c := &httpdrop.Client{BaseURL: "http://" + s.HTTPAddr(), APIKey: key}
+	resp, err := c.SubmitFile(ctxT(t), path, httpdrop.SubmitOptions{Vendors: []string{"cradl"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := waitCompleted(t, s, resp.Documents[0].ID)
+	if ref := doc.Vendors["cradl"].Ref; !strings.HasPrefix(ref, "mail:") {
+		t.Fatalf("ref %q", ref)
+	}
 }

@@ -10,12 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/allspark"
 	"github.com/ingest-dev/ingest/vendors/allspark/allsparksim"
+	"github.com/ingest-dev/ingest/vendors/cradl"
+	"github.com/ingest-dev/ingest/vendors/cradl/cradlsim"
 	"github.com/ingest-dev/ingest/vendors/documine"
 	"github.com/ingest-dev/ingest/vendors/documine/documinesim"
 	"github.com/ingest-dev/ingest/vendors/gini"
@@ -31,6 +34,7 @@ type Catalog struct {
 	// Sandboxes are the simulators' base URLs by vendor (sandbox mode only).
 	Sandboxes map[string]string
 	servers   []*http.Server
+	closers   []func()
 }
 
 // Sandbox credentials: what the simulators accept and the clients send in sandbox mode.
@@ -43,6 +47,10 @@ const (
 	sandboxTenant   = "sandbox"
 	sandboxTemplate = "sandbox-template"
 	sandboxDossier  = "sandbox-dossier"
+	sandboxModel    = "las:organization:cradl/las:model:invoice"
+	sandboxWorkflow = "las:workflow:sandbox"
+	// sandboxWorkflowEmail is the simulated workflow's address.
+	sandboxWorkflowEmail = "workflow@sandbox.cradl.local"
 )
 
 // Build makes a client for every enabled vendor, starting simulators for those in sandbox mode.
@@ -164,6 +172,50 @@ func Build(ctx context.Context, cfg config.Vendors, log *slog.Logger) (_ *Catalo
 			return nil, err
 		}
 	}
+	if cr := cfg.Cradl; cr.Enabled {
+		cc := cradl.Config{
+			BaseURL: cr.BaseURL, TokenURL: cr.TokenURL, ClientID: cr.ClientID, ClientSecret: cr.ClientSecret,
+			Mode: cr.Mode, ModelID: cr.ModelID, WorkflowID: cr.WorkflowID, WorkflowEmail: cr.WorkflowEmail,
+			SMTP: cradl.SMTPConfig{Host: cr.SMTP.Host, Port: cr.SMTP.Port, Username: cr.SMTP.Username,
+				Password: cr.SMTP.Password, From: cr.SMTP.From, TLS: cr.SMTP.TLS},
+			Timeout: cr.Timeout.Std(), RateLimit: cr.RateLimit, Concurrency: cr.Concurrency, Logger: log,
+		}
+		if cr.Sandbox {
+			sim, err := cradlsim.New(cradlsim.Config{
+				ClientID: sandboxClient, ClientSecret: sandboxSecret, PendingPolls: cr.SandboxPendingPolls,
+				ModelID: sandboxModel, WorkflowID: sandboxWorkflow, WorkflowEmail: sandboxWorkflowEmail,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("vendors.cradl: sandbox: %w", err)
+			}
+			url, err := sandbox("cradl", sim)
+			if err != nil {
+				return nil, err
+			}
+			cc.BaseURL, cc.TokenURL, cc.ClientID, cc.ClientSecret = url, url+"/oauth2/token", sandboxClient, sandboxSecret
+			cc.ModelID, cc.WorkflowID, cc.WorkflowEmail = sandboxModel, sandboxWorkflow, sandboxWorkflowEmail
+			if cr.Mode == "email" {
+				// The sandbox's mail goes to the simulator's own SMTP receiver, in clear on loopback.
+				addr, stop, err := sim.ListenSMTP("127.0.0.1:0")
+				if err != nil {
+					return nil, fmt.Errorf("vendors.cradl: sandbox SMTP: %w", err)
+				}
+				c.closers = append(c.closers, stop)
+				host, port, _ := net.SplitHostPort(addr)
+				p, _ := strconv.Atoi(port)
+				cc.SMTP = cradl.SMTPConfig{Host: host, Port: p, From: "ingest@sandbox.local", TLS: "none"}
+			}
+		}
+		v, err := cradl.New(cc)
+		if err := add("cradl", cr.VendorCommon, v, err); err != nil {
+			return nil, err
+		}
+		if cr.CallbackToken != "" {
+			p := c.Poll["cradl"]
+			p.CallbackGrace = cr.CallbackPollAfter.Std()
+			c.Poll["cradl"] = p
+		}
+	}
 	return c, nil
 }
 
@@ -191,4 +243,8 @@ func (c *Catalog) Close(ctx context.Context) {
 		}
 	}
 	c.servers = nil
+	for _, stop := range c.closers {
+		stop()
+	}
+	c.closers = nil
 }

@@ -27,7 +27,7 @@ func TestSandboxCatalog(t *testing.T) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	if strings.Join(names, ",") != "allspark,documine,gini,laigo" || len(c.Sandboxes) != 4 {
+	if strings.Join(names, ",") != "allspark,cradl,documine,gini,laigo" || len(c.Sandboxes) != 5 {
 		t.Fatalf("vendors %v, sandboxes %v", names, c.Sandboxes)
 	}
 	if !strings.Contains(logs.String(), "SANDBOX") {
@@ -57,7 +57,7 @@ func TestSandboxCatalog(t *testing.T) {
 func TestProductionCatalogUsesConfiguredEndpoints(t *testing.T) {
 	cfg := config.Default().Vendors
 	cfg.Laigo.Sandbox, cfg.Laigo.ClientID, cfg.Laigo.ClientSecret = false, "id", "secret"
-	cfg.Gini.Enabled, cfg.Allspark.Enabled, cfg.DocuMine.Enabled = false, false, false
+	cfg.Gini.Enabled, cfg.Allspark.Enabled, cfg.DocuMine.Enabled, cfg.Cradl.Enabled = false, false, false, false
 	c, err := catalog.Build(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
