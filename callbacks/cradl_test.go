@@ -1,0 +1,113 @@
+package callbacks_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ingest-dev/ingest/callbacks"
+	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/events/eventstest"
+	"github.com/ingest-dev/ingest/httpapi"
+	"github.com/ingest-dev/ingest/intake"
+	"github.com/ingest-dev/ingest/vendors"
+	"github.com/ingest-dev/ingest/vendors/cradl"
+	"github.com/ingest-dev/ingest/vendors/cradl/cradlsim"
+)
+
+// Cradl's own webhook, signed (and unsigned where no secret is configured), completes a
+// workflow execution that polling would never see finish.
+func TestCradlWebhookEndToEnd(t *testing.T) {
+	for _, webhookSecret := range []string{secret, ""} {
+		name := "signed"
+		if webhookSecret == "" {
+			name = "unsigned"
+		}
+		t.Run(name, func(t *testing.T) { cradlWebhook(t, webhookSecret) })
+	}
+}
+
+func cradlWebhook(t *testing.T, webhookSecret string) {
+	ctx := context.Background()
+	// Our server's URL must be known to the simulator before our routes exist.
+	var handler atomic.Pointer[http.Handler]
+	ours := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }))
+	defer ours.Close()
+	sim, err := cradlsim.New(cradlsim.Config{ClientID: "id", ClientSecret: "cs", WorkflowID: "wf", PendingPolls: 1 << 20,
+		Webhook: cradlsim.WebhookConfig{URL: ours.URL + "/v1/callbacks/cradl/" + token, Secret: webhookSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	simSrv := httptest.NewServer(sim)
+	defer simSrv.Close()
+	client, err := cradl.New(cradl.Config{BaseURL: simSrv.URL, TokenURL: simSrv.URL + "/oauth2/token", ClientID: "id", ClientSecret: "cs",
+		Mode: cradl.ModeWorkflow, WorkflowID: "wf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bus := eventstest.Bus(t, eventstest.Embedded(t))
+	p, _ := bus.StartProjector(ctx, nil)
+	defer p.Stop()
+	vs := map[string]vendors.Vendor{"cradl": client}
+	router, _ := vendors.NewRouter([]vendors.Rule{{Name: "d", Vendors: []string{"cradl"}}}, []string{"cradl"})
+	in, _ := intake.New(intake.Config{Bus: bus, Route: router.Route})
+	refs, _ := vendors.OpenRefIndex(ctx, bus, 1)
+	d, err := vendors.StartDispatcher(ctx, vendors.DispatchConfig{Bus: bus, Vendors: vs, Router: router, Refs: refs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop(ctx)
+	poller, _ := vendors.StartPoller(ctx, vendors.PollConfig{Bus: bus, Vendors: vs,
+		Settings: map[string]vendors.PollSettings{"cradl": {CallbackGrace: time.Hour}}})
+	defer poller.Stop(ctx)
+	recv, err := callbacks.New(ctx, callbacks.Config{Bus: bus, Poller: poller, Refs: refs, PublicURL: ours.URL,
+		Endpoints: []callbacks.Endpoint{{Vendor: "cradl", Token: token, CradlSecret: webhookSecret, Parser: client}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Stop()
+	srv, _ := httpapi.New(httpapi.Config{})
+	recv.Register(srv.Echo())
+	var h http.Handler = srv.Echo()
+	handler.Store(&h)
+
+	st, err := in.Stage(ctx, intake.NewDocumentID(), "invoice.pdf", strings.NewReader("%PDF-1.7\ninvoice"), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Commit(ctx, st, intake.Origin{Source: events.SourceRef{Kind: "http", Name: "api"}}); err != nil {
+		t.Fatal(err)
+	}
+	var ref string
+	eventstest.WaitFor(t, 10*time.Second, "the execution to start", func() bool {
+		doc, err := bus.States().Get(ctx, st.DocumentID)
+		if err == nil && doc.Vendors["cradl"] != nil {
+			ref = doc.Vendors["cradl"].Ref
+		}
+		return ref != ""
+	})
+	if err := sim.CompleteExecution(ref); err != nil { // Cradl finishes and calls us
+		t.Fatalf("webhook delivery: %v", err)
+	}
+	eventstest.WaitFor(t, 10*time.Second, "completion by webhook", func() bool {
+		doc, err := bus.States().Get(ctx, st.DocumentID)
+		return err == nil && doc.Status == events.StatusCompleted
+	})
+	// Cradl was told the result was taken, as its own integrations do.
+	eventstest.WaitFor(t, 5*time.Second, "the execution to be marked completed", func() bool {
+		for _, e := range sim.Executions() {
+			if e.ExecutionID == ref {
+				return e.Status == "completed"
+			}
+		}
+		return false
+	})
+}
