@@ -84,6 +84,24 @@ func New(cfg Config) (*Intake, error) {
 // NewDocumentID returns a fresh document id: a UUIDv7, so ids sort by arrival.
 func NewDocumentID() string { return uuid.Must(uuid.NewV7()).String() }
 
+// DerivedDocumentID is a document id for a source item that can come around again (a mail
+// fetched again after a crash, a file listed again): the same item always gets the same id, so
+// its received event is recognised as a repeat. It keeps the UUIDv7 layout, with at (the item's
+// own time: a mail's arrival, a file's modification) as its timestamp and the rest from a hash of
+// key (account/UIDVALIDITY/UID/part, folder/path/etag).
+func DerivedDocumentID(at time.Time, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	var u uuid.UUID
+	ms := uint64(max(at.UnixMilli(), 0))
+	for i := 0; i < 6; i++ {
+		u[i] = byte(ms >> (40 - 8*i))
+	}
+	copy(u[6:], sum[:10])
+	u[6] = 0x70 | u[6]&0x0f // version 7
+	u[8] = 0x80 | u[8]&0x3f // RFC 9562 variant
+	return u.String()
+}
+
 // ObjectKey is where a document's bytes are stored. It is built from the id alone, never from
 // anything a sender chose.
 func ObjectKey(docID string) string { return "documents/" + docID }
@@ -298,4 +316,62 @@ func SanitizeFilename(name, docID, ext string) string {
 		name = stem[:cut] + fext
 	}
 	return name
+}
+
+// Rejection is an input that cannot become a document: a mail over the limits, a file of a type
+// no vendor reads. It is announced as a rejected event so that someone can look, with the original
+// bytes kept in the Object Store when there are any.
+type Rejection struct {
+	DocumentID string // NewDocumentID(), or one derived from the source item
+	Origin     Origin
+	Filename   string
+	Reason     string // short code: too_large, unsupported_type, malformed, limits
+	Detail     string // a sentence for people
+	// Raw, when not nil, is stored under "rejected/<id>" (streamed, up to MaxRawBytes).
+	Raw         io.Reader
+	MaxRawBytes int64
+	ContentType string
+}
+
+// Reject stores the raw bytes (if any) and announces the rejection; like Commit it returns once
+// the event is durable, and rejecting the same id again publishes nothing new.
+func (in *Intake) Reject(ctx context.Context, r Rejection) (events.Document, error) {
+	eventID := r.DocumentID + ".rejected"
+	if doc, err := in.bus.States().Get(ctx, r.DocumentID); err == nil && hasEvent(doc, eventID) {
+		return doc, nil
+	}
+	data := events.RejectedData{
+		DocumentID: r.DocumentID, Source: r.Origin.Source, Filename: SanitizeFilename(r.Filename, r.DocumentID, ""),
+		Reason: r.Reason, Detail: r.Detail, Metadata: r.Origin.Metadata, RejectedAt: in.now().UTC(), ContentType: r.ContentType,
+	}
+	if r.Raw != nil {
+		limit := r.MaxRawBytes
+		if limit <= 0 {
+			limit = 256 << 20
+		}
+		key := "rejected/" + r.DocumentID
+		info, err := in.bus.Blobs().Put(ctx, key, io.LimitReader(r.Raw, limit), map[string]string{"reason": r.Reason})
+		if err != nil {
+			return events.Document{}, fmt.Errorf("keep the rejected bytes: %w", err)
+		}
+		data.ObjectKey, data.Size = key, info.Size
+	}
+	subject, err := in.bus.Names().Subject(events.Rejected, r.Origin.Source.Kind)
+	if err != nil {
+		return events.Document{}, err
+	}
+	ev, err := events.NewEvent(events.Rejected, eventID, events.SourceURI(r.Origin.Source.Kind, r.Origin.Source.Name), r.DocumentID, data.RejectedAt, data)
+	if err != nil {
+		return events.Document{}, err
+	}
+	if _, err := in.bus.Publish(ctx, subject, ev); err != nil {
+		return events.Document{}, err
+	}
+	in.log.WarnContext(ctx, "input rejected", "doc_id", r.DocumentID, "source", r.Origin.Source.Kind+"/"+r.Origin.Source.Name,
+		"reason", r.Reason, "detail", r.Detail)
+	doc, _, err := in.bus.States().Apply(context.WithoutCancel(ctx), ev)
+	if err != nil {
+		in.log.WarnContext(ctx, "document state not written yet; the projector will", "doc_id", r.DocumentID, "err", err)
+	}
+	return doc, nil
 }

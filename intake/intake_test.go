@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ingest-dev/ingest/events"
@@ -152,3 +153,52 @@ func TestStageStreams(t *testing.T) {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+func TestReject(t *testing.T) {
+	in, bus := newIntake(t)
+	id := intake.NewDocumentID()
+	origin := intake.Origin{Source: events.SourceRef{Kind: "imap", Name: "invoices"}, Metadata: map[string]string{"message_id": "<x@y>"}}
+	raw := strings.Repeat("From: a\r\n\r\nbody", 100)
+	doc, err := in.Reject(ctxT(t), intake.Rejection{DocumentID: id, Origin: origin, Filename: "mail.eml",
+		Reason: "limits", Detail: "the mail nests 101 levels deep; the limit is 20", Raw: strings.NewReader(raw)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc.Status != events.StatusRejected || !strings.Contains(doc.Error, "101 levels") {
+		t.Fatalf("state %+v", doc)
+	}
+	r, info, err := bus.Blobs().Open(ctxT(t), "rejected/"+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r)
+	r.Close()
+	if string(b) != raw || info.Size != int64(len(raw)) {
+		t.Fatal("raw bytes not kept")
+	}
+	if _, err := in.Reject(ctxT(t), intake.Rejection{DocumentID: id, Origin: origin, Reason: "limits"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := streamMsgs(t, bus); n != 1 {
+		t.Fatalf("%d events for one rejection", n)
+	}
+}
+
+func TestDerivedDocumentID(t *testing.T) {
+	at := time.Date(2026, 11, 27, 9, 30, 0, 0, time.UTC)
+	a := intake.DerivedDocumentID(at, "invoices/1234/17/2")
+	if a != intake.DerivedDocumentID(at, "invoices/1234/17/2") {
+		t.Fatal("not deterministic")
+	}
+	if a == intake.DerivedDocumentID(at, "invoices/1234/17/3") {
+		t.Fatal("different parts share an id")
+	}
+	u, err := uuid.Parse(a)
+	if err != nil || u.Version() != 7 || u.Variant() != uuid.RFC4122 {
+		t.Fatalf("%s: version %d variant %v err %v", a, u.Version(), u.Variant(), err)
+	}
+	sec, nsec := u.Time().UnixTime()
+	if got := time.Unix(sec, nsec).UTC(); !got.Equal(at) {
+		t.Fatalf("timestamp %s, want %s", got, at)
+	}
+}
