@@ -97,7 +97,9 @@ type HTTP struct {
 
 // Sources lists the inputs.
 type Sources struct {
-	HTTPDrop HTTPDrop `yaml:"http_drop"`
+	HTTPDrop HTTPDrop       `yaml:"http_drop"`
+	IMAP     []IMAPSource   `yaml:"imap"`
+	WebDAV   []WebDAVSource `yaml:"webdav"`
 }
 
 // HTTPDrop is the POST /v1/documents source.
@@ -168,7 +170,7 @@ func Default() Config {
 			IdleTimeout:       Duration(2 * time.Minute),
 			IdempotencyTTL:    Duration(24 * time.Hour),
 		},
-		Sources: Sources{HTTPDrop: HTTPDrop{Enabled: true, Name: "api"}},
+		Sources: Sources{HTTPDrop: HTTPDrop{Enabled: true, Name: "api"}, IMAP: []IMAPSource{}, WebDAV: []WebDAVSource{}},
 		Vendors: defaultVendors(),
 		Routes:  []Route{{Name: "default", Vendors: []string{"gini"}}},
 		Dispatch: Dispatch{
@@ -295,6 +297,7 @@ func (c *Config) Validate() []error {
 		bad("sources.http_drop.name", "%q must be 1-32 characters of a-z, 0-9, _ or -, starting with a letter", c.Sources.HTTPDrop.Name)
 	}
 	errs = append(errs, c.Vendors.validate()...)
+	c.validateSources(bad)
 	enabled := c.Vendors.Enabled()
 	seen := map[string]bool{}
 	for i, r := range c.Routes {

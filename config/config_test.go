@@ -122,6 +122,16 @@ func TestParseProblems(t *testing.T) {
 			[]string{"routes[0].match.filename", "routes[0].vendors: names no vendor"}},
 		{"poll delays out of order", "vendors:\n  gini:\n    poll: {initial: 2m, max: 1m}\n", nil,
 			[]string{"vendors.gini.poll"}},
+		{"imap source without credentials", "sources:\n  imap:\n    - name: invoices\n      host: mail.example.com\n      username: u\n", nil,
+			[]string{"sources.imap[0]: set either password or oauth2"}},
+		{"imap after with an unknown word", "sources:\n  imap:\n    - {name: a, host: h, username: u, password: p, after: archive}\n", nil,
+			[]string{`after: "archive" is not one of`}},
+		{"imap bad regex and unknown vendor", "sources:\n  imap:\n    - {name: a, host: h, username: u, password: p, vendor: abbyy, filters: {subject: \"(\"}}\n", nil,
+			[]string{"sources.imap[0].filters.subject", `vendor "abbyy" is not enabled`}},
+		{"webdav needs an http url and folder after", "sources:\n  webdav:\n    - {name: scans, url: ftp://x, after: seen}\n", nil,
+			[]string{"sources.webdav[0].url", `"seen" does not apply to a folder`}},
+		{"duplicate source names", "sources:\n  webdav:\n    - {name: s, url: http://h/dav/}\n    - {name: s, url: http://h/dav2/}\n", nil,
+			[]string{`sources.webdav[1].name: "s" is used twice`}},
 		{"syntax error", "http:\n  listen: [unclosed\n", nil,
 			[]string{"line"}},
 		{"top level is not a mapping", "- a\n- b\n", nil,
@@ -178,6 +188,39 @@ routes:
 	}
 	if !cfg.Vendors.Laigo.Sandbox || cfg.Vendors.Laigo.RateLimit != 1 {
 		t.Fatalf("laigo defaults lost: %+v", cfg.Vendors.Laigo)
+	}
+}
+
+func TestSources(t *testing.T) {
+	yml := `
+sources:
+  imap:
+    - name: invoices
+      host: imap.example.com
+      username: invoices@example.com
+      oauth2: {token_url: "https://login.example.com/token", client_id: c, refresh_token: "${RT}"}
+      vendor: gini, laigo
+      after: {move: Done}
+      filters: {subject: "(?i)rechnung", filename: "*.pdf", min_size: 1KiB}
+  webdav:
+    - name: scans
+      url: https://cloud.example.com/remote.php/dav/files/scanner/in/
+      username: scanner
+      password: pw
+      vendor: [allspark]
+`
+	cfg, err := config.Parse([]byte(yml), "t", envMap(map[string]string{"RT": "refresh-1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := cfg.Sources.IMAP[0]
+	if m.Port != 993 || m.TLS != "implicit" || m.Mailbox != "INBOX" || m.After != (config.After{Action: "move", Target: "Done"}) ||
+		len(m.Vendor) != 2 || m.Vendor[1] != "laigo" || m.OAuth2.RefreshToken != "refresh-1" || m.Filters.MinSize != 1024 {
+		t.Fatalf("imap %+v", m)
+	}
+	w := cfg.Sources.WebDAV[0]
+	if w.After != (config.After{Action: "move", Target: "processed/"}) || w.PollInterval.Std() != 30*time.Second || len(w.Vendor) != 1 {
+		t.Fatalf("webdav %+v", w)
 	}
 }
 
