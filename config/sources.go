@@ -38,7 +38,7 @@ type IMAPSource struct {
 // IMAPOAuth2 gets XOAUTH2/OAUTHBEARER tokens (Gmail, Microsoft 365): from a command, a file, or a
 // refresh token that the service keeps rotating.
 type IMAPOAuth2 struct {
-	TokenCommand string   `yaml:"token_command"` // run through sh -c; stdout is the access token
+	TokenCommand []string `yaml:"token_command"` // argv, no shell: [helper, --account, x]; stdout is the token
 	TokenFile    string   `yaml:"token_file"`    // re-read before each login
 	TokenURL     string   `yaml:"token_url"`
 	ClientID     string   `yaml:"client_id"`
@@ -48,7 +48,7 @@ type IMAPOAuth2 struct {
 }
 
 func (o IMAPOAuth2) set() bool {
-	return o.TokenCommand != "" || o.TokenFile != "" || o.RefreshToken != ""
+	return len(o.TokenCommand) > 0 || o.TokenFile != "" || o.RefreshToken != ""
 }
 
 // IMAPFilters choose the mails (and attachments) to take; a mail that matches nothing is left

@@ -40,6 +40,7 @@ type Service struct {
 	dispatch  *vendors.Dispatcher
 	poller    *vendors.Poller
 	callbacks *callbacks.Receiver
+	sources   *sources
 	http      *httpapi.Server
 	httpAddr  string
 	served    chan error
@@ -119,7 +120,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		IdleTimeout:       cfg.HTTP.IdleTimeout.Std(),
 		Logger:            log,
 		Registry:          reg,
-		Ready:             s.broker.Ready,
+		Ready: func(ctx context.Context) error {
+			if err := s.broker.Ready(ctx); err != nil {
+				return err
+			}
+			return s.sources.ready()
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -138,6 +144,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		drop.Register(s.http.Echo())
 	}
 	if err := s.startCallbacks(ctx, cfg, refs, reg); err != nil {
+		return nil, err
+	}
+	if err := s.startSources(ctx, cfg, in, reg); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
@@ -296,6 +305,9 @@ func (s *Service) stop(ctx context.Context) error {
 		}
 	}
 	// Inputs are closed; let submissions and checks in hand finish, then stop the rest.
+	if s.sources != nil {
+		s.sources.stop(ctx)
+	}
 	if s.callbacks != nil {
 		s.callbacks.Stop()
 	}

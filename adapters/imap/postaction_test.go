@@ -1,0 +1,146 @@
+package imap_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+
+	imapsrc "github.com/ingest-dev/ingest/adapters/imap"
+	"github.com/ingest-dev/ingest/events/eventstest"
+)
+
+var (
+	capsFull        = goimap.CapSet{goimap.CapIMAP4rev1: {}, goimap.CapIMAP4rev2: {}}
+	capsNoMove      = goimap.CapSet{goimap.CapIMAP4rev1: {}, goimap.CapUIDPlus: {}}
+	capsNoMoveNoUID = goimap.CapSet{goimap.CapIMAP4rev1: {}}
+)
+
+// postActionCase is one post-action with what the mailbox must look like afterwards. Every case
+// has, besides the mail to ingest ("Invoice"), a mail the user marked \Deleted ("Trash") with
+// nothing to ingest: it must survive every action (no plain EXPUNGE, ever).
+type postActionCase struct {
+	name  string
+	caps  goimap.CapSet
+	after imapsrc.After
+	// check returns what is wrong with INBOX and the Done folder ("" when right).
+	check func(inbox, done []msgState) string
+}
+
+func postActionCases() []postActionCase {
+	return []postActionCase{
+		{"seen", capsFull, imapsrc.After{Action: imapsrc.ActionSeen}, func(in, done []msgState) string {
+			return expect(in, "Invoice", goimap.FlagSeen)
+		}},
+		{"flag", capsFull, imapsrc.After{Action: imapsrc.ActionFlag, Keyword: "$Ingested"}, func(in, done []msgState) string {
+			if s := expect(in, "Invoice", "$Ingested"); s != "" {
+				return s
+			}
+			return expectNot(in, "Invoice", goimap.FlagSeen)
+		}},
+		{"delete", capsFull, imapsrc.After{Action: imapsrc.ActionDelete}, func(in, done []msgState) string {
+			return absent(in, "Invoice")
+		}},
+		{"delete without UIDPLUS only marks", capsNoMoveNoUID, imapsrc.After{Action: imapsrc.ActionDelete}, func(in, done []msgState) string {
+			return expect(in, "Invoice", goimap.FlagDeleted)
+		}},
+		{"move, creating the folder", capsFull, imapsrc.After{Action: imapsrc.ActionMove, Folder: "Done"}, func(in, done []msgState) string {
+			return first(absent(in, "Invoice"), present(done, "Invoice"))
+		}},
+		{"move without MOVE: COPY and UID EXPUNGE", capsNoMove, imapsrc.After{Action: imapsrc.ActionMove, Folder: "Done"}, func(in, done []msgState) string {
+			return first(absent(in, "Invoice"), present(done, "Invoice"))
+		}},
+		{"move without MOVE and UIDPLUS: COPY and \\Deleted", capsNoMoveNoUID, imapsrc.After{Action: imapsrc.ActionMove, Folder: "Done"}, func(in, done []msgState) string {
+			return first(expect(in, "Invoice", goimap.FlagDeleted), present(done, "Invoice"))
+		}},
+		{"none", capsFull, imapsrc.After{Action: imapsrc.ActionNone}, func(in, done []msgState) string {
+			return first(expectNot(in, "Invoice", goimap.FlagSeen), expectNot(in, "Invoice", goimap.FlagDeleted))
+		}},
+	}
+}
+
+func TestPostActions(t *testing.T) {
+	for _, tt := range postActionCases() {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			srv := startMemServer(t, memOptions{caps: tt.caps})
+			srv.appendMail(t, "INBOX", message{subject: "Trash", id: "trash@x"}.build(), goimap.FlagDeleted)
+			srv.appendMail(t, "INBOX", simple("Invoice"))
+			cfg := e.config(srv.addr)
+			cfg.After = tt.after
+			r := start(t, cfg)
+			e.waitReceived(1, 10*time.Second)
+			look := func() string {
+				in := mailbox(t, srv.addr, testUser, testPass, "INBOX")
+				done := mailbox(t, srv.addr, testUser, testPass, "Done")
+				// Whatever the action, the user's own deleted mail is still there.
+				return first(tt.check(in, done), expect(in, "Trash", goimap.FlagDeleted))
+			}
+			eventstest.WaitFor(t, 10*time.Second, "the post-action", func() bool {
+				return look() == "" && e.counter("ingest_imap_mails_seen_total", nil) == 2
+			})
+			r.stop()
+			if problem := look(); problem != "" {
+				t.Error(problem)
+			}
+			if n := e.published(); n != 1 {
+				t.Errorf("published %d documents, want 1", n)
+			}
+		})
+	}
+}
+
+func find(ms []msgState, subject string) *msgState {
+	i := slices.IndexFunc(ms, func(m msgState) bool { return m.subject == subject })
+	if i < 0 {
+		return nil
+	}
+	return &ms[i]
+}
+
+func expect(ms []msgState, subject string, f goimap.Flag) string {
+	m := find(ms, subject)
+	switch {
+	case m == nil:
+		return fmt.Sprintf("%q is missing", subject)
+	case !m.has(f):
+		return fmt.Sprintf("%q lacks %s (flags %v)", subject, f, m.flags)
+	}
+	return ""
+}
+
+func expectNot(ms []msgState, subject string, f goimap.Flag) string {
+	m := find(ms, subject)
+	switch {
+	case m == nil:
+		return fmt.Sprintf("%q is missing", subject)
+	case m.has(f):
+		return fmt.Sprintf("%q has %s (flags %v)", subject, f, m.flags)
+	}
+	return ""
+}
+
+func absent(ms []msgState, subject string) string {
+	if find(ms, subject) != nil {
+		return fmt.Sprintf("%q is still there", subject)
+	}
+	return ""
+}
+
+func present(ms []msgState, subject string) string {
+	if find(ms, subject) == nil {
+		return fmt.Sprintf("%q is not there", subject)
+	}
+	return ""
+}
+
+func first(problems ...string) string {
+	for _, p := range problems {
+		if p != "" {
+			return p
+		}
+	}
+	return ""
+}

@@ -1,0 +1,334 @@
+package imap
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+// session is one connection with the mailbox selected. It is driven from one goroutine; only the
+// unilateral-data handler runs on go-imap's reader goroutine, and it only signals wake.
+type session struct {
+	w    *Watcher
+	c    *imapclient.Client
+	wake chan struct{} // EXISTS arrived: look for new mail
+	cp   checkpoint
+}
+
+// runSession connects, selects the mailbox and watches it until ctx ends or the connection fails.
+// healthy is called once the mailbox is selected.
+func (w *Watcher) runSession(ctx context.Context, healthy func()) error {
+	s := &session{w: w, wake: make(chan struct{}, 1)}
+	handler := &imapclient.UnilateralDataHandler{
+		// Runs on the reader goroutine, which must never wait on us: a non-blocking signal only.
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				select {
+				case s.wake <- struct{}{}:
+				default:
+				}
+			}
+		},
+	}
+	c, err := w.dial(ctx, handler)
+	if err != nil {
+		return err
+	}
+	s.c = c
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	if err := s.selectMailbox(ctx); err != nil {
+		return err
+	}
+	if w.cfg.After.Action == ActionMove {
+		if err := s.ensureFolder(w.cfg.After.Folder); err != nil {
+			return err
+		}
+	}
+	healthy()
+	if err := s.cycle(ctx); err != nil {
+		return err
+	}
+	return s.watch(ctx)
+}
+
+// selectMailbox selects the mailbox and reconciles the checkpoint with its UIDVALIDITY.
+func (s *session) selectMailbox(ctx context.Context) error {
+	cfg := s.w.cfg
+	sel, err := s.c.Select(cfg.Mailbox, nil).Wait()
+	if err != nil {
+		if isCode(err, goimap.ResponseCodeNonExistent) {
+			return fmt.Errorf("the mailbox %q does not exist on %s: %w", cfg.Mailbox, cfg.Host, err)
+		}
+		return fmt.Errorf("select the mailbox %q: %w", cfg.Mailbox, err)
+	}
+	if sel.UIDValidity == 0 {
+		return fmt.Errorf("the server gave the mailbox %q no UIDVALIDITY, without which mails cannot be tracked", cfg.Mailbox)
+	}
+	s.checkFlags(sel.PermanentFlags)
+	// Read again on every (re)connection: another instance may have moved it while it held the
+	// lease.
+	cp, err := s.w.store.load(ctx)
+	if err != nil {
+		return err
+	}
+	if cp.UIDValidity != sel.UIDValidity {
+		if cp.UIDValidity != 0 {
+			s.w.log.Warn("the mailbox's UIDVALIDITY changed (it was recreated or restored): reading it all again; documents ingested before are recognised by Message-ID and checksum and not announced again",
+				"old_uidvalidity", cp.UIDValidity, "new_uidvalidity", sel.UIDValidity)
+		}
+		cp = checkpoint{UIDValidity: sel.UIDValidity, rev: cp.rev}
+		if err := s.w.store.save(ctx, &cp); err != nil {
+			return err
+		}
+	}
+	s.cp = cp
+	return nil
+}
+
+// checkFlags warns when the keywords we set would not stick.
+func (s *session) checkFlags(permanent []goimap.Flag) {
+	if slices.Contains(permanent, goimap.FlagWildcard) {
+		return
+	}
+	for _, k := range []goimap.Flag{RejectedKeyword, goimap.Flag(s.w.cfg.After.Keyword)} {
+		if k != "" && (k == RejectedKeyword || s.w.cfg.After.Action == ActionFlag) && !slices.Contains(permanent, k) {
+			s.w.warnOnce("keyword-"+string(k), "the mailbox does not keep new keywords; this one will not be set", "keyword", k)
+		}
+	}
+}
+
+// watch waits for new mail (IDLE, or polling), with a full pass every CatchUpInterval.
+func (s *session) watch(ctx context.Context) error {
+	cfg := s.w.cfg
+	idle := !cfg.NoIdle && s.c.Caps().Has(goimap.CapIdle)
+	s.w.infoOnce(fmt.Sprintf("mode-%v", idle), "watching the mailbox", "idle", idle, "poll_interval", cfg.PollInterval, "catch_up_interval", cfg.CatchUpInterval)
+	catchUp := time.NewTicker(cfg.CatchUpInterval)
+	defer catchUp.Stop()
+	for {
+		var full bool
+		var err error
+		if idle {
+			full, err = s.idle(ctx, catchUp.C)
+		} else {
+			full, err = s.poll(ctx, catchUp.C)
+		}
+		if err != nil {
+			return err
+		}
+		if full {
+			// Select again: a mailbox recreated under us shows as a new UIDVALIDITY.
+			if err := s.selectMailbox(ctx); err != nil {
+				return err
+			}
+		}
+		if err := s.cycle(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// idle returns when there is something to look at: new mail (true: a catch-up is due as well).
+// IDLE is re-issued every IdleRestart, which also proves the connection still carries data.
+func (s *session) idle(ctx context.Context, catchUp <-chan time.Time) (full bool, err error) {
+	restart := time.NewTimer(s.w.cfg.IdleRestart)
+	defer restart.Stop()
+	for {
+		select {
+		case <-s.wake: // EXISTS during the last pass
+			return false, nil
+		default:
+		}
+		cmd, err := s.c.Idle()
+		if err != nil {
+			return false, fmt.Errorf("start IDLE: %w", err)
+		}
+		again := false
+		select {
+		case <-s.wake:
+		case <-catchUp:
+			full = true
+		case <-restart.C:
+			again = true
+			restart.Reset(s.w.cfg.IdleRestart)
+		case <-ctx.Done():
+		case <-s.c.Closed():
+		}
+		if err := cmd.Close(); err != nil {
+			return false, fmt.Errorf("end IDLE: %w", err)
+		}
+		if err := cmd.Wait(); err != nil {
+			return false, fmt.Errorf("IDLE: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		if !again {
+			return full, nil
+		}
+	}
+}
+
+// poll waits PollInterval (or for a catch-up) and asks the server what is new with a NOOP.
+func (s *session) poll(ctx context.Context, catchUp <-chan time.Time) (full bool, err error) {
+	t := time.NewTimer(s.w.cfg.PollInterval)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.wake:
+	case <-catchUp:
+		full = true
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-s.c.Closed():
+		return false, fmt.Errorf("the server closed the connection")
+	}
+	if err := s.c.Noop().Wait(); err != nil {
+		return false, fmt.Errorf("NOOP: %w", err)
+	}
+	return full, nil
+}
+
+// cycle processes every mail after the checkpoint, in UID order, in fetch batches. Each mail is
+// done — documents announced, post-action run, checkpoint moved — before the next one; mails
+// the server's search filtered out are passed over with the checkpoint.
+func (s *session) cycle(ctx context.Context) error {
+	select {
+	case <-s.wake: // whatever it announced, this pass sees
+	default:
+	}
+	uids, err := newUIDs(s.c, s.cp.LastUID+1)
+	if err != nil || len(uids) == 0 {
+		return err
+	}
+	mode := s.w.searchMode
+	matched, err := s.w.searchPlan.matching(s.c, uids, &s.w.searchMode)
+	if err != nil {
+		return err
+	}
+	if s.w.searchMode != mode {
+		s.w.warnOnce(fmt.Sprintf("search-%d", s.w.searchMode), "the server refused part of the search; those filters are applied after downloading instead",
+			"level", []string{"full", "ascii-only", "uids-only"}[s.w.searchMode])
+	}
+	cur := &cursor{uids: uids, m: s.w.metrics}
+	for len(matched) > 0 {
+		batch := matched[:min(fetchBatch, len(matched))]
+		matched = matched[len(batch):]
+		mails, err := fetchMails(s.c, batch, "")
+		if err != nil {
+			return err
+		}
+		err = s.handleBatch(ctx, batch, mails, cur)
+		for _, m := range mails {
+			m.raw.Close()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	cur.passOver(uids[len(uids)-1] + 1)
+	return s.advance(ctx, uids[len(uids)-1])
+}
+
+// cursor walks a pass's UIDs, counting those the server's search passed over.
+type cursor struct {
+	uids []goimap.UID
+	next int // uids[next:] are not done yet
+	m    *metrics
+}
+
+func (c *cursor) passOver(below goimap.UID) {
+	for ; c.next < len(c.uids) && c.uids[c.next] < below; c.next++ {
+		c.m.seen.Inc()
+		c.m.skipped.WithLabelValues("filtered").Inc()
+	}
+}
+
+func (c *cursor) take(uid goimap.UID) {
+	c.passOver(uid)
+	if c.next < len(c.uids) && c.uids[c.next] == uid {
+		c.next++
+		c.m.seen.Inc()
+	}
+}
+
+// handleBatch processes the fetched mails of batch in order.
+func (s *session) handleBatch(ctx context.Context, batch []goimap.UID, mails []*fetched, cur *cursor) error {
+	for _, uid := range batch {
+		i := slices.IndexFunc(mails, func(f *fetched) bool { return f.uid == uid })
+		if i < 0 {
+			if err := s.missing(uid); err != nil {
+				return err
+			}
+		} else if err := s.handle(ctx, mails[i]); err != nil {
+			return err
+		}
+		cur.take(uid)
+		if err := s.advance(ctx, uid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *session) handle(ctx context.Context, f *fetched) error {
+	out, err := s.w.process(ctx, f, s.cp.UIDValidity)
+	if err != nil {
+		return err
+	}
+	log := s.w.log.With("uid", f.uid)
+	switch out {
+	case ingested:
+		if err := s.afterIngest(f.uid); err != nil {
+			return err
+		}
+		s.w.metrics.processed.Inc()
+		log.Info("mail processed", "post_action", s.w.cfg.After.Action)
+	case rejected:
+		if err := s.afterReject(f.uid); err != nil {
+			return err
+		}
+		s.w.metrics.rejected.Inc()
+		log.Warn("mail rejected and flagged; moving on", "keyword", RejectedKeyword)
+	case filtered:
+		s.w.metrics.skipped.WithLabelValues("filtered").Inc()
+	case empty:
+		s.w.metrics.skipped.WithLabelValues("no_documents").Inc()
+		log.Info("mail has nothing to ingest; left as it is")
+	}
+	return nil
+}
+
+// missing handles a mail the FETCH did not return: gone (expunged meanwhile) is fine; still
+// there means the server's answer was not understood, and the mail is not passed over.
+func (s *session) missing(uid goimap.UID) error {
+	data, err := s.c.UIDSearch(&goimap.SearchCriteria{UID: []goimap.UIDSet{goimap.UIDSetNum(uid)}}, nil).Wait()
+	if err != nil {
+		return fmt.Errorf("check on mail %d: %w", uid, err)
+	}
+	if slices.Contains(data.AllUIDs(), uid) {
+		return fmt.Errorf("the server did not return mail %d although it exists; it will be tried again", uid)
+	}
+	s.w.log.Info("mail disappeared before it could be fetched", "uid", uid)
+	return nil
+}
+
+// advance moves the checkpoint to uid.
+func (s *session) advance(ctx context.Context, uid goimap.UID) error {
+	if uint32(uid) <= s.cp.LastUID {
+		return nil
+	}
+	cp := s.cp
+	cp.LastUID = uint32(uid)
+	if err := s.w.store.save(context.WithoutCancel(ctx), &cp); err != nil {
+		return err
+	}
+	s.cp = cp
+	return nil
+}
