@@ -49,6 +49,9 @@ type Service struct {
 // Start brings everything up. It returns once the service takes documents, or with the first
 // problem in words an operator can act on.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service, err error) {
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, &config.Problems{Source: "the given configuration", List: errorStrings(errs)}
+	}
 	s := &Service{cfg: cfg, log: log, served: make(chan error, 1)}
 	defer func() {
 		if err != nil {
@@ -213,6 +216,14 @@ func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *v
 		s.log.Info(fmt.Sprintf("callback URL for %s (paste it into the vendor's console): %s", vendor, url), "vendor", vendor)
 	}
 	return nil
+}
+
+func errorStrings(errs []error) []string {
+	out := make([]string, len(errs))
+	for i, e := range errs {
+		out[i] = e.Error()
+	}
+	return out
 }
 
 func rules(routes []config.Route) []vendors.Rule {
