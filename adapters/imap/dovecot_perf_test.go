@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -118,4 +122,53 @@ func BenchmarkIngestDovecot(b *testing.B) {
 	}
 	b.ReportMetric(float64(mails*b.N)/total.Seconds(), "mails/s")
 	b.ReportMetric(float64(mails*b.N)*200/1024/total.Seconds(), "MiB/s")
+
+	// The ceiling for fetching over IMAP, in the same run: mbsync pulling the same mailbox into
+	// a local Maildir.
+	if _, err := exec.LookPath("mbsync"); err != nil {
+		b.Log("mbsync not installed (Debian isync): no comparison")
+		return
+	}
+	host, port, _ := net.SplitHostPort(d.addr)
+	local := b.TempDir()
+	rc := filepath.Join(local, "mbsyncrc")
+	conf := fmt.Sprintf(`IMAPAccount bench
+Host %s
+Port %s
+User %s
+Pass %s
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore remote
+Account bench
+
+MaildirStore local
+Path %s/
+Inbox %s/INBOX
+SubFolders Verbatim
+
+Channel pull
+Far :remote:Bench0
+Near :local:Bench0
+Create Near
+Sync Pull
+SyncState *
+`, host, port, testUser, testPass, local, local)
+	if err := os.WriteFile(rc, []byte(conf), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	began := time.Now()
+	out, err := exec.Command("mbsync", "-c", rc, "-q", "pull").CombinedOutput()
+	if err != nil {
+		b.Fatalf("mbsync: %v\n%s", err, out)
+	}
+	took := time.Since(began)
+	files, _ := filepath.Glob(filepath.Join(local, "Bench0", "cur", "*"))
+	newFiles, _ := filepath.Glob(filepath.Join(local, "Bench0", "new", "*"))
+	if n := len(files) + len(newFiles); n != mails {
+		b.Fatalf("mbsync pulled %d mails, want %d", n, mails)
+	}
+	b.ReportMetric(float64(mails)/took.Seconds(), "mbsync_mails/s")
+	b.Logf("ingest: %s for %d mails; mbsync: %s", (total / time.Duration(b.N)).Round(time.Millisecond), mails, took.Round(time.Millisecond))
 }
