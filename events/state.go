@@ -130,7 +130,7 @@ func (s *States) Apply(ctx context.Context, ev Event) (Document, bool, error) {
 		if err == nil {
 			return doc, true, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !isWrongLastSequence(err) {
+		if !IsConflict(err) {
 			return Document{}, false, fmt.Errorf("write state of %s: %w", id, err)
 		}
 		// Someone else wrote first: read again and re-apply.
@@ -138,9 +138,12 @@ func (s *States) Apply(ctx context.Context, ev Event) (Document, bool, error) {
 	return Document{}, false, fmt.Errorf("write state of %s: too much contention", id)
 }
 
-func isWrongLastSequence(err error) bool {
+// IsConflict reports whether a Key-Value compare-and-set write lost its race: Create found the
+// key there, or Update found another revision. The server may say so in either of two ways.
+func IsConflict(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // apply folds one event in; it reports whether the document changed.

@@ -102,7 +102,7 @@ func (m *Manager) hold(ctx context.Context, key string, rev uint64, work func(ct
 		case <-t.C:
 			nrev, err := m.kv.Update(wctx, key, []byte(m.owner), rev)
 			if err != nil {
-				if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSequence(err) {
+				if errors.Is(err, jetstream.ErrKeyNotFound) || events.IsConflict(err) {
 					m.log.Warn("lease lost (this instance stalled or the store expired it); stopping work", "lease", key, "err", err)
 					cancel()
 					<-done
@@ -114,9 +114,4 @@ func (m *Manager) hold(ctx context.Context, key string, rev uint64, work func(ct
 			rev = nrev
 		}
 	}
-}
-
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }

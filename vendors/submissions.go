@@ -84,7 +84,7 @@ func (s *submissions) put(ctx context.Context, docID, vendor string, r submissio
 	} else {
 		nrev, err = s.kv.Update(ctx, subKey(docID, vendor), body, rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSequence(err) {
+	if events.IsConflict(err) {
 		return 0, errLost
 	}
 	if err != nil {
@@ -94,11 +94,6 @@ func (s *submissions) put(ctx context.Context, docID, vendor string, r submissio
 }
 
 var errLost = errors.New("another worker changed the submission record first")
-
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
 
 // forDocument returns the records of one document by vendor.
 func (s *submissions) forDocument(ctx context.Context, docID string) (map[string]submission, error) {

@@ -104,7 +104,7 @@ func (s *store) save(ctx context.Context, cp *checkpoint) error {
 	} else {
 		rev, err = s.checkpoints.Update(ctx, s.key, body, cp.rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSequence(err) {
+	if events.IsConflict(err) {
 		return errCheckpointMoved
 	}
 	if err != nil {
@@ -112,11 +112,6 @@ func (s *store) save(ctx context.Context, cp *checkpoint) error {
 	}
 	cp.rev = rev
 	return nil
-}
-
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // contentKey identifies one document's content within one mail independently of UIDs: the mail's

@@ -94,7 +94,8 @@ func Namespace(t testing.TB, nc *nats.Conn) string {
 	return ns
 }
 
-// Purge deletes everything a namespace provisioned.
+// Purge deletes everything a namespace provisioned: its stream and every bucket named after it
+// (documents, state, and those later packages add: submissions, refs, leases, checkpoints…).
 func Purge(nc *nats.Conn, namespace string) {
 	if nc.IsClosed() {
 		return
@@ -107,10 +108,18 @@ func Purge(nc *nats.Conn, namespace string) {
 	defer cancel()
 	names := events.Names{Namespace: namespace}
 	_ = js.DeleteStream(ctx, names.Stream())
-	_ = js.DeleteObjectStore(ctx, names.DocumentsBucket())
-	_ = js.DeleteKeyValue(ctx, names.StateBucket())
-	for _, purpose := range []string{"idempotency"} {
-		_ = js.DeleteKeyValue(ctx, names.Bucket(purpose))
+	prefix := namespace + "-"
+	kvs := js.KeyValueStoreNames(ctx)
+	for name := range kvs.Name() {
+		if strings.HasPrefix(name, prefix) {
+			_ = js.DeleteKeyValue(ctx, name)
+		}
+	}
+	objs := js.ObjectStoreNames(ctx)
+	for name := range objs.Name() {
+		if strings.HasPrefix(name, prefix) {
+			_ = js.DeleteObjectStore(ctx, name)
+		}
 	}
 }
 
