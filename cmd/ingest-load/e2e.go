@@ -57,33 +57,15 @@ func measureE2E(s *service, n, c int, size int64, vendorList string) error {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}}
 	starts := make([]time.Time, n)
 	ids := make([]string, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var upErr error
-	var once sync.Once
 	begin := time.Now()
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				starts[i] = time.Now()
-				id, err := uploadTo(client, s, newDocument(size), size, vendorList)
-				if err != nil {
-					once.Do(func() { upErr = err })
-					return
-				}
-				ids[i] = id
-			}
-		}()
-	}
-	wg.Wait()
-	if upErr != nil {
-		return upErr
+	err = parallel(n, c, func(i int) error {
+		starts[i] = time.Now()
+		id, err := uploadTo(client, s, newDocument(size), size, vendorList)
+		ids[i] = id
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	uploaded := time.Since(begin)
 	deadline := time.Now().Add(5 * time.Minute)

@@ -222,36 +222,49 @@ func uploadTo(client *http.Client, s *service, body io.Reader, size int64, vendo
 	return out.Documents[0].ID, nil
 }
 
-// run performs n operations on c workers and reports rate and latency percentiles.
-func run(name string, n, c int, op func() error) error {
-	lat := make([]time.Duration, n)
+// parallel calls op(i) for every i in [0, n) on c workers; the first error stops them all and is
+// returned.
+func parallel(n, c int, op func(i int) error) error {
 	var next atomic.Int64
 	var firstErr error
 	var once sync.Once
+	var failed atomic.Bool
 	var wg sync.WaitGroup
-	start := time.Now()
 	for range c {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
+			for !failed.Load() {
 				i := int(next.Add(1)) - 1
 				if i >= n {
 					return
 				}
-				t0 := time.Now()
-				if err := op(); err != nil {
-					once.Do(func() { firstErr = err })
+				if err := op(i); err != nil {
+					once.Do(func() { firstErr = err; failed.Store(true) })
 					return
 				}
-				lat[i] = time.Since(t0)
 			}
 		}()
 	}
 	wg.Wait()
+	return firstErr
+}
+
+// run performs n operations on c workers and reports rate and latency percentiles.
+func run(name string, n, c int, op func() error) error {
+	lat := make([]time.Duration, n)
+	start := time.Now()
+	err := parallel(n, c, func(i int) error {
+		t0 := time.Now()
+		if err := op(); err != nil {
+			return err
+		}
+		lat[i] = time.Since(t0)
+		return nil
+	})
 	total := time.Since(start)
-	if firstErr != nil {
-		return fmt.Errorf("%s: %w", name, firstErr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(float64(len(lat))*p))] }
