@@ -65,6 +65,22 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
+	// The port first: a second instance on the same address fails before it starts watching
+	// anything.
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("http.listen %s is already in use (is ingest running already? `ingest status` finds it); choose another address", cfg.HTTP.Listen)
+		}
+		return nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	s.httpAddr = ln.Addr().String()
+	serving := false
+	defer func() {
+		if !serving {
+			ln.Close()
+		}
+	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -152,14 +168,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err := s.startSources(ctx, cfg, in, reg); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("http.listen %s is already in use (is ingest running already? `ingest status` finds it); choose another address", cfg.HTTP.Listen)
-		}
-		return nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
-	}
-	s.httpAddr = ln.Addr().String()
+	serving = true
 	go func() { s.served <- s.http.Serve(ln) }()
 
 	if err := writeRuntime(cfg.DataDir, Runtime{
