@@ -30,6 +30,10 @@ type Config struct {
 	Callbacks Callbacks `yaml:"callbacks"`
 	// ShutdownTimeout bounds a graceful stop: in-flight uploads get this long to finish.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// HeartbeatTTL: how long an instance counts as alive after its last heartbeat, and so how
+	// soon another instance takes over the submissions and Idempotency-Key claims of one that
+	// died.
+	HeartbeatTTL Duration `yaml:"heartbeat_ttl"`
 }
 
 // Log configures log/slog.
@@ -140,9 +144,12 @@ type Dispatch struct {
 	MaxAttempts  int      `yaml:"max_attempts"`  // submission attempts per vendor before failing
 	RetryInitial Duration `yaml:"retry_initial"` // first retry delay, doubling
 	RetryMax     Duration `yaml:"retry_max"`
-	// Lease: how long an unfinished submission belongs to its worker before it is presumed dead
-	// and reconciled with the vendor.
+	// Lease: how long an unfinished submission belongs to its worker, even while the worker's
+	// instance is alive, before it is presumed stuck and reconciled with the vendor.
 	Lease Duration `yaml:"lease"`
+	// InDoubtTimeout: how long a submission the vendor cannot tell us about is asked about again
+	// before it fails for an operator to decide.
+	InDoubtTimeout Duration `yaml:"in_doubt_timeout"`
 }
 
 // Default returns the configuration used for every key the file leaves out.
@@ -151,6 +158,7 @@ func Default() Config {
 		DataDir:         "./data",
 		Log:             Log{Level: "info", Format: "auto"},
 		ShutdownTimeout: Duration(8 * time.Second),
+		HeartbeatTTL:    Duration(10 * time.Second),
 		NATS: NATS{
 			Embedded:  Embedded{Listen: "127.0.0.1:4222", MaxStore: 10 << 30, MaxMemory: 256 << 20},
 			Namespace: "ingest",
@@ -176,6 +184,7 @@ func Default() Config {
 		Dispatch: Dispatch{
 			Workers: 8, PollWorkers: 16, MaxAttempts: 10,
 			RetryInitial: Duration(2 * time.Second), RetryMax: Duration(5 * time.Minute), Lease: Duration(10 * time.Minute),
+			InDoubtTimeout: Duration(time.Hour),
 		},
 		Callbacks: Callbacks{MaxBodyBytes: 10 << 20, ParkWindow: Duration(10 * time.Minute)},
 	}
@@ -199,6 +208,9 @@ func (c *Config) Validate() []error {
 	case "auto", "text", "json":
 	default:
 		bad("log.format", "%q is not one of auto, text, json", c.Log.Format)
+	}
+	if c.HeartbeatTTL.Std() < 2*time.Second || c.HeartbeatTTL.Std() > 5*time.Minute {
+		bad("heartbeat_ttl", "must be between 2s and 5m")
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
@@ -346,6 +358,9 @@ func (c *Config) Validate() []error {
 	}
 	if d.Lease.Std() < time.Minute {
 		bad("dispatch.lease", "must be at least 1m (longer than a vendor upload takes)")
+	}
+	if d.InDoubtTimeout.Std() < time.Minute {
+		bad("dispatch.in_doubt_timeout", "must be at least 1m")
 	}
 	return errs
 }

@@ -63,6 +63,9 @@ type Gini struct {
 	Password       string `yaml:"password"`
 	FetchLayout    bool   `yaml:"fetch_layout"` // text from the layout endpoint
 	DocType        string `yaml:"doc_type"`
+	// ListNewestFirst: the account's document list is known to come newest first, so that a
+	// crashed submission can be ruled out without reading the whole list.
+	ListNewestFirst bool `yaml:"list_newest_first"`
 }
 
 // Callback configures a vendor that calls us back when it is done.

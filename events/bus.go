@@ -27,13 +27,14 @@ type Config struct {
 // Bus is the provisioned backbone of one deployment: the event stream, the document bytes and the
 // document states.
 type Bus struct {
-	js      jetstream.JetStream
-	names   Names
-	stream  jetstream.Stream
-	blobs   *Blobs
-	states  *States
-	log     *slog.Logger
-	metrics busMetrics
+	js       jetstream.JetStream
+	names    Names
+	replicas int
+	stream   jetstream.Stream
+	blobs    *Blobs
+	states   *States
+	log      *slog.Logger
+	metrics  busMetrics
 }
 
 type busMetrics struct {
@@ -107,12 +108,13 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 	}
 
 	b := &Bus{
-		js:     js,
-		names:  names,
-		stream: stream,
-		blobs:  newBlobs(obs, js.Conn()),
-		states: &States{kv: kv},
-		log:    cfg.Logger,
+		js:       js,
+		names:    names,
+		replicas: cfg.Replicas,
+		stream:   stream,
+		blobs:    newBlobs(obs, js.Conn()),
+		states:   &States{kv: kv},
+		log:      cfg.Logger,
 		metrics: busMetrics{
 			published: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "ingest_events_published_total", Help: "Events acknowledged by JetStream, by type.",

@@ -56,6 +56,10 @@ type VendorState struct {
 	// not from events: retries are not events.
 	Attempts  int    `json:"attempts,omitempty"`
 	LastError string `json:"last_error,omitempty"`
+	// InDoubt: a submission was interrupted and the vendor cannot tell yet whether it has the
+	// document; Candidates are its jobs that may be it.
+	InDoubt    bool     `json:"in_doubt,omitempty"`
+	Candidates []string `json:"candidates,omitempty"`
 }
 
 // HistoryEntry is one event that touched the document.

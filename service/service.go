@@ -25,6 +25,7 @@ import (
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/httpapi"
 	"github.com/ingest-dev/ingest/intake"
+	"github.com/ingest-dev/ingest/liveness"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/catalog"
 )
@@ -35,6 +36,8 @@ type Service struct {
 	log       *slog.Logger
 	broker    *broker.Broker
 	bus       *events.Bus
+	live      *liveness.Registry
+	stopLive  func()
 	projector *events.Projector
 	catalog   *catalog.Catalog
 	dispatch  *vendors.Dispatcher
@@ -97,6 +100,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if s.bus, err = s.provision(ctx, js, reg); err != nil {
 		return nil, err
 	}
+	if err := s.startHeartbeat(ctx, cfg); err != nil {
+		return nil, err
+	}
 	if s.projector, err = s.bus.StartProjector(ctx, reg); err != nil {
 		return nil, err
 	}
@@ -123,7 +129,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		Bus: s.bus, Vendors: s.catalog.Vendors, Router: router,
 		Workers: cfg.Dispatch.Workers, MaxAttempts: cfg.Dispatch.MaxAttempts,
 		RetryInitial: cfg.Dispatch.RetryInitial.Std(), RetryMax: cfg.Dispatch.RetryMax.Std(), Lease: cfg.Dispatch.Lease.Std(),
-		Replicas: cfg.NATS.Stream.Replicas, Instance: instanceName(), Logger: log, Metrics: vm, Refs: refs,
+		InDoubtTimeout: cfg.Dispatch.InDoubtTimeout.Std(), Liveness: s.live, Logger: log, Metrics: vm, Refs: refs,
 	}); err != nil {
 		return nil, err
 	}
@@ -244,10 +250,21 @@ func rules(routes []config.Route) []vendors.Rule {
 	return out
 }
 
-// instanceName tells instances apart in submission records.
-func instanceName() string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s/%d", host, os.Getpid())
+// startHeartbeat makes this instance known as alive before it claims any work, and keeps it so
+// until the end of stop: claims it makes name it, and others take them over once it is gone.
+func (s *Service) startHeartbeat(ctx context.Context, cfg config.Config) error {
+	live, err := liveness.New(ctx, liveness.Config{Bus: s.bus, TTL: cfg.HeartbeatTTL.Std(), Logger: s.log})
+	if err != nil {
+		return err
+	}
+	if err := live.Beat(ctx); err != nil {
+		return err
+	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); _ = live.Run(hctx) }()
+	s.live, s.stopLive = live, func() { cancel(); <-done }
+	return nil
 }
 
 // BrokerConfig is the NATS part of a configuration.
@@ -342,6 +359,11 @@ func (s *Service) stop(ctx context.Context) error {
 	}
 	if s.catalog != nil {
 		s.catalog.Close(ctx)
+	}
+	// Last before NATS goes: with the heartbeat gone, whatever this instance still held is taken
+	// over by the others at once.
+	if s.stopLive != nil {
+		s.stopLive()
 	}
 	if s.broker != nil {
 		s.broker.Close(ctx)

@@ -180,7 +180,7 @@ func Multipart(ctx context.Context, doc Document, fileField string, fields [][2]
 		}
 	}
 	h := textproto.MIMEHeader{}
-	h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q; filename=%q`, fileField, asciiFilename(doc.Filename)))
+	h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q; filename=%q`, fileField, asciiFilename(UploadName(doc))))
 	h.Set("Content-Type", doc.ContentType)
 	if _, err := mw.CreatePart(h); err != nil {
 		return nil, "", 0, err

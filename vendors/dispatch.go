@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,16 +28,29 @@ type DispatchConfig struct {
 	MaxAttempts  int
 	RetryInitial time.Duration // first retry delay (default 2 s), doubling
 	RetryMax     time.Duration // retry delay cap (default 5 min)
-	// Lease is how long an in-flight submission belongs to the worker that began it; past it, the
-	// attempt is presumed dead and reconciled (default 10 min: longer than any upload).
-	Lease    time.Duration
-	Replicas int
-	Instance string // names this process in submission records
+	// Lease is how long an in-flight submission belongs to the worker that began it even while
+	// its instance lives; past it, the attempt is presumed stuck and reconciled (default 10 min:
+	// longer than any upload). An instance that dies loses its submissions at once (Liveness).
+	Lease time.Duration
+	// InDoubtTimeout is how long a submission the vendor cannot tell us about (Find answered
+	// Unknown or failed) is retried before the pair fails for an operator to decide (default 1 h).
+	InDoubtTimeout time.Duration
+	// Liveness tells which instances are running; it names this one in submission records. Nil:
+	// an in-flight submission of another worker waits for Lease.
+	Liveness Liveness
 	// Refs, when set, records each vendor reference for callbacks to find their document.
 	Refs   *RefIndex
 	Logger *slog.Logger
 	// Metrics is shared by the dispatcher and the poller; nil means unregistered ones.
 	Metrics *Metrics
+}
+
+// Liveness is what the dispatcher needs to know of running instances (see package liveness).
+type Liveness interface {
+	Self() string
+	// Alive reports whether an instance has a current heartbeat; an error means "could not tell".
+	Alive(ctx context.Context, instance string) (bool, error)
+	TTL() time.Duration
 }
 
 // Dispatcher submits each received document to its vendors exactly once, through a durable
@@ -48,6 +63,9 @@ type Dispatcher struct {
 	m    *Metrics
 	w    *worker
 	now  func() time.Time
+	// active are the submissions this instance is making now (subKey): a record that names this
+	// instance but is not among them was left behind by a write that failed.
+	active sync.Map
 }
 
 var (
@@ -57,7 +75,8 @@ var (
 
 const (
 	// ackWait only has to cover a stalled worker: handlers keep their message with InProgress.
-	ackWait          = time.Minute
+	// It is also how soon the messages of a crashed instance come back, so it is short.
+	ackWait          = 10 * time.Second
 	dispatchConsumer = "dispatch"
 	pollConsumer     = "poll"
 )
@@ -82,6 +101,9 @@ func StartDispatcher(ctx context.Context, cfg DispatchConfig) (*Dispatcher, erro
 	if cfg.Lease <= 0 {
 		cfg.Lease = 10 * time.Minute
 	}
+	if cfg.InDoubtTimeout <= 0 {
+		cfg.InDoubtTimeout = time.Hour
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -89,7 +111,7 @@ func StartDispatcher(ctx context.Context, cfg DispatchConfig) (*Dispatcher, erro
 	if m == nil {
 		m, _ = NewMetrics(nil)
 	}
-	subs, err := openSubmissions(ctx, cfg.Bus, cfg.Replicas)
+	subs, err := openSubmissions(ctx, cfg.Bus)
 	if err != nil {
 		return nil, err
 	}
@@ -194,8 +216,11 @@ func (d *Dispatcher) dispatch(ctx context.Context, rd events.ReceivedData, route
 			return d.retryIfErr(d.announceSubmitted(ctx, rd, route, name, rec))
 		case rev != 0 && rec.State == stateFailed:
 			return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, rec.LastError))
-		case rev != 0 && rec.State == stateInFlight && !rec.InDoubt && now.Sub(rec.Started) < d.cfg.Lease:
-			return d.cfg.Lease - now.Sub(rec.Started), errBusy
+		case rev != 0 && rec.State == stateInFlight && !rec.InDoubt:
+			if wait, busy := d.owned(ctx, rd.DocumentID, name, rec); busy {
+				return wait, errBusy
+			}
+			return d.reconcile(ctx, rd, route, v, rec, rev)
 		case rev != 0 && rec.State == stateInFlight:
 			return d.reconcile(ctx, rd, route, v, rec, rev)
 		case rev != 0 && rec.State == stateRetry && now.Before(rec.NotBefore):
@@ -214,8 +239,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, rd events.ReceivedData, route
 		if v == nil {
 			return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, fmt.Sprintf("vendor %q is not configured on this instance", name)))
 		}
-		claim := submission{State: stateInFlight, Attempts: rec.Attempts + 1, Started: now, Owner: d.cfg.Instance, LastError: rec.LastError}
-		nrev, err := d.subs.put(ctx, rd.DocumentID, name, claim, rev)
+		nrev, claim, err := d.claim(ctx, rd.DocumentID, name, rec, rev)
 		if errors.Is(err, errLost) {
 			continue // another worker claimed it: look again
 		}
@@ -224,6 +248,58 @@ func (d *Dispatcher) dispatch(ctx context.Context, rd events.ReceivedData, route
 		}
 		return d.submit(ctx, rd, route, v, claim, nrev)
 	}
+}
+
+// owned says whether an in-flight submission still belongs to a live worker, and when to look
+// again if so. It does while the worker's instance has a heartbeat (and the attempt is within
+// the lease); the moment the heartbeat is gone, the submission is anyone's to settle.
+func (d *Dispatcher) owned(ctx context.Context, docID, vendor string, rec submission) (time.Duration, bool) {
+	age := d.now().Sub(rec.Started)
+	if age >= d.cfg.Lease {
+		return 0, false // stuck past any upload's time, even if its instance lives
+	}
+	lv := d.cfg.Liveness
+	if lv == nil {
+		return d.cfg.Lease - age, true
+	}
+	if rec.Owner == lv.Self() {
+		if _, ok := d.active.Load(subKey(docID, vendor)); ok {
+			return min(d.cfg.Lease-age, lv.TTL()), true
+		}
+		return 0, false // ours, but no worker of ours is on it: its last write was lost
+	}
+	alive, err := lv.Alive(ctx, rec.Owner)
+	if err != nil {
+		// Could not tell: look again soon, never take over on a guess.
+		d.log.Warn("cannot tell whether the instance submitting a document is alive; waiting",
+			"doc_id", docID, "vendor", vendor, "owner", rec.Owner, "err", err)
+		return lv.TTL(), true
+	}
+	if alive {
+		return min(d.cfg.Lease-age, lv.TTL()), true
+	}
+	d.log.Info("the instance submitting a document is gone; taking the submission over",
+		"doc_id", docID, "vendor", vendor, "owner", rec.Owner)
+	return 0, false
+}
+
+// claim writes a new in-flight attempt over rec (at rev, 0: none).
+func (d *Dispatcher) claim(ctx context.Context, docID, vendor string, rec submission, rev uint64) (uint64, submission, error) {
+	now := d.now()
+	c := submission{State: stateInFlight, Attempts: rec.Attempts + 1, Started: now, FirstStarted: rec.FirstStarted,
+		Owner: d.self(), LastError: rec.LastError}
+	if c.FirstStarted.IsZero() {
+		c.FirstStarted = now
+	}
+	nrev, err := d.subs.put(ctx, docID, vendor, c, rev)
+	return nrev, c, err
+}
+
+func (d *Dispatcher) self() string {
+	if d.cfg.Liveness != nil {
+		return d.cfg.Liveness.Self()
+	}
+	return ""
 }
 
 func (d *Dispatcher) retryIfErr(err error) (time.Duration, error) {
@@ -247,22 +323,36 @@ func (d *Dispatcher) document(rd events.ReceivedData) Document {
 
 func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route string, v Vendor, rec submission, rev uint64) (time.Duration, error) {
 	name := v.Name()
+	key := subKey(rd.DocumentID, name)
+	d.active.Store(key, struct{}{})
+	defer d.active.Delete(key)
+	doc := d.document(rd)
+	doc.Tag = NewTag(rd.DocumentID, rec.Attempts)
 	start := d.now()
-	ref, err := v.Submit(ctx, d.document(rd))
+	ref, err := v.Submit(ctx, doc)
 	d.m.calls.WithLabelValues(name, "submit").Observe(time.Since(start).Seconds())
 	// Record the outcome even when we are being stopped: it is what the next worker needs.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	switch {
 	case err == nil:
 		d.m.submissions.WithLabelValues(name, "submitted").Inc()
-		rec.State, rec.Ref, rec.SubmittedAt, rec.LastError, rec.InDoubt = stateSubmitted, ref, d.now(), "", false
-		if _, perr := d.subs.put(wctx, rd.DocumentID, name, rec, rev); perr != nil {
-			// Someone took the attempt over while the vendor was slow: both may have submitted.
-			d.log.Error("submission record changed during the upload; the vendor may have the document twice",
-				"doc_id", rd.DocumentID, "vendor", name, "ref", ref, "err", perr)
+		want := rec
+		want.State, want.Ref, want.SubmittedAt, want.LastError, want.InDoubt = stateSubmitted, ref, d.now(), "", false
+		got, perr := d.settle(wctx, rd.DocumentID, name, want, rev)
+		switch {
+		case perr != nil:
+			// Not recorded (the store does not answer): the record stays in flight under our name, the
+			// next delivery finds the upload by its tag.
+			return d.cfg.RetryInitial, fmt.Errorf("record the submission %s: %w", ref, perr)
+		case got.State == stateSubmitted && got.Ref != ref:
+			// Someone took the attempt over while the vendor was slow, and submitted too.
+			d.m.inDoubt.WithLabelValues(name, "duplicate").Inc()
+			d.log.Error("another worker settled this submission while our upload ran; the vendor has the document twice",
+				"doc_id", rd.DocumentID, "vendor", name, "ref", ref, "kept_ref", got.Ref)
+			return d.retryIfErr(d.announceSubmitted(wctx, rd, route, name, got))
 		}
-		return d.retryIfErr(d.announceSubmitted(wctx, rd, route, name, rec))
+		return d.retryIfErr(d.announceSubmitted(wctx, rd, route, name, got))
 	case IsPermanent(err):
 		d.m.submissions.WithLabelValues(name, "refused").Inc()
 		d.log.Warn("vendor refused the document", "doc_id", rd.DocumentID, "vendor", name, "err", err)
@@ -287,41 +377,138 @@ func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route s
 	}
 }
 
-// reconcile settles an interrupted attempt: if the vendor can be asked and has the document, the
-// submission is recorded; otherwise it is made again.
+// settle writes the outcome of our attempt over the in-flight record at rev, retrying while the
+// store does not answer. A write that timed out may have landed all the same: a revision
+// mismatch is therefore read back before it is called a conflict. It returns the record as it
+// stands.
+func (d *Dispatcher) settle(ctx context.Context, docID, vendor string, want submission, rev uint64) (submission, error) {
+	delay := 100 * time.Millisecond
+	for {
+		_, err := d.subs.put(ctx, docID, vendor, want, rev)
+		if err == nil {
+			return want, nil
+		}
+		if errors.Is(err, errLost) {
+			got, _, gerr := d.subs.get(ctx, docID, vendor)
+			if gerr == nil {
+				return got, nil // ours (a timed-out write that landed) or another worker's
+			}
+			err = gerr
+		}
+		select {
+		case <-ctx.Done():
+			return submission{}, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// reconcile settles an interrupted attempt. Where the vendor can be asked, only an exact tag
+// match counts as "it has the document", and only a listing that covered everything since the
+// first attempt counts as "it does not"; anything in between is retried with backoff and, after
+// InDoubtTimeout, failed for an operator to decide. Vendors that cannot be asked get the
+// document again (at-least-once, counted).
 func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, route string, v Vendor, rec submission, rev uint64) (time.Duration, error) {
 	if v == nil {
 		return d.retryIfErr(d.fail(ctx, rd.DocumentID, "unknown", rec, "vendor is not configured on this instance"))
 	}
 	name := v.Name()
 	log := d.log.With("doc_id", rd.DocumentID, "vendor", name)
-	if r, ok := v.(Reconciler); ok {
-		// A minute of slack for clocks that disagree between us and the vendor.
-		ref, err := r.Find(ctx, d.document(rd), rec.Started.Add(-time.Minute))
-		if err != nil {
-			return backoff(rec.Attempts, d.cfg.RetryInitial, d.cfg.RetryMax, RetryAfterOf(err)), fmt.Errorf("look for an interrupted submission: %w", err)
+	since := rec.FirstStarted
+	if since.IsZero() {
+		since = rec.Started
+	}
+	r, ok := v.(Reconciler)
+	var lk Lookup
+	var err error
+	if ok {
+		lk, err = r.Find(ctx, d.document(rd), since)
+		if errors.Is(err, ErrNotReconcilable) {
+			ok = false
 		}
-		if ref != "" {
-			d.m.inDoubt.WithLabelValues(name, "reconciled").Inc()
-			log.Info("interrupted submission found at the vendor; not submitting again", "ref", ref)
-			rec.State, rec.Ref, rec.SubmittedAt, rec.Reconciled, rec.InDoubt = stateSubmitted, ref, d.now(), true, false
-			if _, err := d.subs.put(ctx, rd.DocumentID, name, rec, rev); err != nil {
-				return d.cfg.RetryInitial, err
-			}
-			return d.retryIfErr(d.announceSubmitted(ctx, rd, route, name, rec))
-		}
-		d.m.inDoubt.WithLabelValues(name, "not_found").Inc()
-		log.Info("interrupted submission did not reach the vendor; submitting again")
-	} else {
+	}
+	switch {
+	case !ok:
 		d.m.inDoubt.WithLabelValues(name, "unreconcilable").Inc()
 		log.Warn("an interrupted submission cannot be checked at this vendor; submitting again, so it may process the document twice")
+	case err != nil:
+		return d.stillInDoubt(ctx, rd.DocumentID, name, rec, rev, Lookup{Reason: "the vendor could not be asked: " + messageOf(err)}, RetryAfterOf(err))
+	case lk.Outcome == Found:
+		d.m.inDoubt.WithLabelValues(name, "reconciled").Inc()
+		if len(lk.Duplicates) > 0 {
+			d.m.inDoubt.WithLabelValues(name, "duplicate").Inc()
+			log.Error("the vendor has the document more than once; keeping the earliest attempt",
+				"ref", lk.Ref, "attempt", lk.Attempt, "duplicates", lk.Duplicates)
+		}
+		log.Info("interrupted submission found at the vendor by its tag; not submitting again", "ref", lk.Ref, "attempt", lk.Attempt)
+		rec.State, rec.Ref, rec.SubmittedAt, rec.Reconciled, rec.InDoubt = stateSubmitted, lk.Ref, d.now(), true, false
+		rec.InDoubtSince, rec.Candidates, rec.LastError = time.Time{}, nil, ""
+		if _, err := d.subs.put(ctx, rd.DocumentID, name, rec, rev); err != nil {
+			return d.cfg.RetryInitial, err
+		}
+		return d.retryIfErr(d.announceSubmitted(ctx, rd, route, name, rec))
+	case lk.Outcome == Absent:
+		d.m.inDoubt.WithLabelValues(name, "absent").Inc()
+		log.Info("interrupted submission did not reach the vendor (it has nothing with the document's tag); submitting again")
+	default:
+		return d.stillInDoubt(ctx, rd.DocumentID, name, rec, rev, lk, 0)
 	}
-	claim := submission{State: stateInFlight, Attempts: rec.Attempts + 1, Started: d.now(), Owner: d.cfg.Instance, LastError: rec.LastError}
-	nrev, err := d.subs.put(ctx, rd.DocumentID, name, claim, rev)
+	if rec.Attempts >= d.cfg.MaxAttempts {
+		rec.State = stateFailed
+		rec.LastError = fmt.Sprintf("gave up after %d attempts; the last: %s", rec.Attempts, rec.LastError)
+		if _, err := d.subs.put(ctx, rd.DocumentID, name, rec, rev); err != nil {
+			return d.cfg.RetryInitial, err
+		}
+		return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, rec.LastError))
+	}
+	nrev, claim, err := d.claim(ctx, rd.DocumentID, name, rec, rev)
 	if err != nil {
 		return d.cfg.RetryInitial, err // errLost: someone else settled it; the next delivery sees how
 	}
 	return d.submit(ctx, rd, route, v, claim, nrev)
+}
+
+// stillInDoubt records that the vendor could not say whether it has the document, and retries
+// later; past InDoubtTimeout the pair fails with the vendor jobs that might be it, for an
+// operator to decide. Nothing is submitted on a guess.
+func (d *Dispatcher) stillInDoubt(ctx context.Context, docID, name string, rec submission, rev uint64, lk Lookup, retryAfter time.Duration) (time.Duration, error) {
+	now := d.now()
+	if rec.InDoubtSince.IsZero() {
+		rec.InDoubtSince = now
+	}
+	rec.InDoubt, rec.Candidates = true, lk.Candidates
+	rec.LastError = "cannot tell whether the vendor has this document: " + lk.Reason
+	if now.Sub(rec.InDoubtSince) >= d.cfg.InDoubtTimeout {
+		d.m.inDoubt.WithLabelValues(name, "gave_up").Inc()
+		msg := fmt.Sprintf("gave up after %s: %s", d.cfg.InDoubtTimeout, lk.Reason)
+		if len(lk.Candidates) > 0 {
+			msg += fmt.Sprintf("; vendor jobs that may be this document: %s", strings.Join(lk.Candidates, ", "))
+		}
+		msg += "; check at the vendor, then retry the document or leave it"
+		rec.State, rec.LastError = stateFailed, msg
+		if _, err := d.subs.put(ctx, docID, name, rec, rev); err != nil {
+			return d.cfg.RetryInitial, err
+		}
+		return d.retryIfErr(d.fail(ctx, docID, name, rec, msg))
+	}
+	d.m.inDoubt.WithLabelValues(name, "unknown").Inc()
+	d.log.Warn("cannot tell whether the vendor has an interrupted submission; asking again later",
+		"doc_id", docID, "vendor", name, "reason", lk.Reason, "candidates", lk.Candidates, "in_doubt_for", now.Sub(rec.InDoubtSince).Round(time.Second).String())
+	if _, err := d.subs.put(ctx, docID, name, rec, rev); err != nil && !errors.Is(err, errLost) {
+		return d.cfg.RetryInitial, err
+	}
+	n := int(now.Sub(rec.InDoubtSince)/d.cfg.RetryInitial) + 1
+	return backoff(bitsLen(n), d.cfg.RetryInitial, d.cfg.RetryMax, retryAfter), errNotYet
+}
+
+// bitsLen grows by one each time n doubles: the backoff step of a wait that has lasted n units.
+func bitsLen(n int) int {
+	b := 0
+	for ; n > 0; n >>= 1 {
+		b++
+	}
+	return b
 }
 
 func (d *Dispatcher) announceSubmitted(ctx context.Context, rd events.ReceivedData, route, name string, rec submission) error {
@@ -364,6 +551,9 @@ func (d *Dispatcher) Enrich(ctx context.Context, doc *events.Document) {
 		vs.Attempts = rec.Attempts
 		if rec.State != stateSubmitted {
 			vs.LastError = rec.LastError
+		}
+		if rec.State == stateInFlight && rec.InDoubt {
+			vs.InDoubt, vs.Candidates = true, rec.Candidates
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
 	"github.com/ingest-dev/ingest/intake"
+	"github.com/ingest-dev/ingest/liveness"
 	"github.com/ingest-dev/ingest/vendors"
 )
 
@@ -23,6 +24,7 @@ type fakeVendor struct {
 	mu       sync.Mutex
 	uploads  map[string]int    // sha256 → accepted uploads
 	byRef    map[string]string // ref → filename
+	names    map[string]string // ref → the name as uploaded (with the tag)
 	created  map[string]time.Time
 	calls    int
 	checks   map[string]int
@@ -31,10 +33,12 @@ type fakeVendor struct {
 	hang     chan struct{}     // when set, Submit accepts the upload and then hangs until ctx ends
 	failRef  bool              // Check reports a vendor-side error
 	bigText  int
+	finds    int // Find calls (reconcilingVendor)
 }
 
 func newFake(name string) *fakeVendor {
-	return &fakeVendor{name: name, uploads: map[string]int{}, byRef: map[string]string{}, created: map[string]time.Time{}, checks: map[string]int{}}
+	return &fakeVendor{name: name, uploads: map[string]int{}, byRef: map[string]string{}, names: map[string]string{},
+		created: map[string]time.Time{}, checks: map[string]int{}}
 }
 
 func (f *fakeVendor) Name() string { return f.name }
@@ -65,6 +69,7 @@ func (f *fakeVendor) Submit(ctx context.Context, doc vendors.Document) (string, 
 	f.mu.Lock()
 	f.uploads[doc.SHA256]++
 	f.byRef[ref] = doc.Filename
+	f.names[ref] = vendors.UploadName(doc)
 	f.created[ref] = time.Now()
 	f.mu.Unlock()
 	if hang != nil {
@@ -115,18 +120,29 @@ func (f *fakeVendor) uploadsOf(sha string) int {
 	return f.uploads[sha]
 }
 
-// reconcilingVendor can also be asked whether it has a document.
-type reconcilingVendor struct{ *fakeVendor }
+// reconcilingVendor can also be asked whether it has a document. find, when set and ok, answers
+// instead (an Unknown, an error).
+type reconcilingVendor struct {
+	*fakeVendor
+	find func() (l vendors.Lookup, err error, ok bool)
+}
 
-func (r reconcilingVendor) Find(_ context.Context, doc vendors.Document, since time.Time) (string, error) {
+func (r reconcilingVendor) Find(_ context.Context, doc vendors.Document, since time.Time) (vendors.Lookup, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for ref, name := range r.byRef {
-		if name == doc.Filename && !r.created[ref].Before(since) {
-			return ref, nil
+	r.finds++
+	if r.find != nil {
+		if l, err, ok := r.find(); ok {
+			return l, err
 		}
 	}
-	return "", nil
+	m := vendors.Matcher{DocID: doc.ID}
+	for ref, name := range r.names {
+		if !r.created[ref].Before(since) {
+			m.Offer(ref, name)
+		}
+	}
+	return m.Lookup(true, ""), nil
 }
 
 type rig struct {
@@ -171,14 +187,50 @@ func (r *rig) names() []string {
 	return out
 }
 
-func (r *rig) dispatcher(rules []vendors.Rule, tweak func(*vendors.DispatchConfig)) *vendors.Dispatcher {
+// instance is a running ingest instance's heartbeat; stop ends it as a kill -9 would end its
+// beating (the heartbeat is gone at once, as after its TTL).
+func (r *rig) instance() (reg *liveness.Registry, stop func()) {
+	r.t.Helper()
+	reg, err := liveness.New(context.Background(), liveness.Config{Bus: r.bus, TTL: time.Second})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := reg.Beat(context.Background()); err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = reg.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	r.t.Cleanup(stop)
+	return reg, stop
+}
+
+// dispatcher is a Dispatcher of its own instance.
+type dispatcher struct {
+	*vendors.Dispatcher
+	stopHeartbeat func()
+}
+
+// kill stops the dispatcher as a crash would: calls in hand are cut off, and its instance's
+// heartbeat is gone.
+func (d dispatcher) kill() {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	d.Stop(ctx)
+	cancel()
+	d.stopHeartbeat()
+}
+
+func (r *rig) dispatcher(rules []vendors.Rule, tweak func(*vendors.DispatchConfig)) dispatcher {
 	r.t.Helper()
 	router, err := vendors.NewRouter(rules, r.names())
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	reg, stop := r.instance()
 	cfg := vendors.DispatchConfig{Bus: r.bus, Vendors: r.vs, Router: router, Workers: 4,
-		RetryInitial: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Metrics: r.m, Instance: "test"}
+		RetryInitial: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Metrics: r.m, Liveness: reg}
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -188,7 +240,7 @@ func (r *rig) dispatcher(rules []vendors.Rule, tweak func(*vendors.DispatchConfi
 		r.t.Fatal(err)
 	}
 	r.t.Cleanup(func() { d.Stop(context.Background()) })
-	return d
+	return dispatcher{Dispatcher: d, stopHeartbeat: stop}
 }
 
 func (r *rig) poller(deadline time.Duration) *vendors.Poller {
@@ -419,7 +471,7 @@ func TestTwoDispatchersSubmitOnce(t *testing.T) {
 	gini := newFake("gini")
 	r := newRig(t, gini)
 	r.dispatcher(all, nil)
-	r.dispatcher(all, func(c *vendors.DispatchConfig) { c.Instance = "second" })
+	r.dispatcher(all, nil)
 	r.poller(time.Hour)
 	var docs []intake.Staged
 	for i := range 40 {
@@ -438,20 +490,18 @@ func TestTwoDispatchersSubmitOnce(t *testing.T) {
 func TestInterruptedSubmissionIsReconciled(t *testing.T) {
 	fake := newFake("allspark")
 	fake.hang = make(chan struct{})
-	v := reconcilingVendor{fake}
+	v := reconcilingVendor{fakeVendor: fake}
 	r := newRig(t, v)
 	rules := []vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}
 	d1 := r.dispatcher(rules, nil)
 	st := r.receive("case.pdf", pdf("in doubt"))
 	eventstest.WaitFor(t, 10*time.Second, "the upload to reach the vendor", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	d1.Stop(ctx) // killed mid-call
-	cancel()
+	d1.kill() // mid-call
 	fake.mu.Lock()
 	fake.hang = nil
 	fake.mu.Unlock()
 
-	r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.Instance = "restarted" })
+	r.dispatcher(rules, nil)
 	r.poller(time.Hour)
 	doc := r.waitStatus(st.DocumentID, events.StatusCompleted)
 	if n := fake.uploadsOf(st.SHA256); n != 1 {
@@ -468,9 +518,9 @@ func TestInterruptedSubmissionIsReconciled(t *testing.T) {
 	}
 }
 
-// A worker that died without leaving a trace of doubt (killed -9 after claiming): once its lease
-// runs out, the attempt is reconciled; a vendor that cannot be asked gets the document again,
-// and that is counted.
+// A worker whose instance lives but which is stuck on a submission: once the lease runs out the
+// attempt is reconciled; a vendor that cannot be asked gets the document again, and that is
+// counted.
 func TestExpiredLeaseWithoutReconciler(t *testing.T) {
 	fake := newFake("laigo")
 	fake.hang = make(chan struct{})
@@ -480,7 +530,7 @@ func TestExpiredLeaseWithoutReconciler(t *testing.T) {
 	st := r.receive("x.pdf", pdf("lease"))
 	eventstest.WaitFor(t, 10*time.Second, "the upload", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	d1.Stop(ctx)
+	d1.Stop(ctx) // its heartbeat goes on
 	cancel()
 	fake.mu.Lock()
 	fake.hang = nil
@@ -517,5 +567,111 @@ func TestOversizedResultGoesToTheObjectStore(t *testing.T) {
 	rc.Close()
 	if info.Size < 2<<20 {
 		t.Fatalf("stored result is %d bytes", info.Size)
+	}
+}
+
+// A vendor that cannot say whether it has an interrupted submission (a listing cut short): the
+// document is not submitted again on a guess. The slot says it is in doubt, and after
+// InDoubtTimeout the pair fails naming the vendor's candidates, for an operator to decide.
+func TestUnknownIsNeverResubmitted(t *testing.T) {
+	fake := newFake("allspark")
+	fake.hang = make(chan struct{})
+	v := reconcilingVendor{fakeVendor: fake, find: func() (vendors.Lookup, error, bool) {
+		return vendors.Lookup{Outcome: vendors.Unknown, Candidates: []string{"case-77"}, Reason: "the case list was cut short"}, nil, true
+	}}
+	r := newRig(t, v)
+	rules := []vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}
+	d1 := r.dispatcher(rules, nil)
+	st := r.receive("case.pdf", pdf("unknown"))
+	eventstest.WaitFor(t, 10*time.Second, "the upload to reach the vendor", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
+	d1.kill()
+	fake.mu.Lock()
+	fake.hang = nil
+	fake.mu.Unlock()
+
+	d2 := r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.InDoubtTimeout = 2 * time.Second })
+	eventstest.WaitFor(t, 10*time.Second, "the vendor to be asked twice", func() bool {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		return fake.finds >= 2
+	})
+	doc, err := r.bus.States().Get(context.Background(), st.DocumentID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2.Enrich(context.Background(), &doc)
+	vs := doc.Vendors["allspark"]
+	if vs == nil || !vs.InDoubt || len(vs.Candidates) != 1 || !strings.Contains(vs.LastError, "cut short") {
+		t.Fatalf("vendor slot while in doubt: %+v", vs)
+	}
+	doc = r.waitStatus(st.DocumentID, events.StatusFailed)
+	if e := doc.Vendors["allspark"].Error; !strings.Contains(e, "case-77") || !strings.Contains(e, "cut short") {
+		t.Fatalf("failure %q does not name the candidates and the reason", e)
+	}
+	if n := fake.uploadsOf(st.SHA256); n != 1 {
+		t.Fatalf("uploaded %d times; an Unknown must never be submitted again", n)
+	}
+}
+
+// Asking the vendor fails (it is down): that is not an answer either.
+func TestFindErrorIsNotAbsent(t *testing.T) {
+	fake := newFake("allspark")
+	fake.hang = make(chan struct{})
+	var mu sync.Mutex
+	down := true
+	v := reconcilingVendor{fakeVendor: fake}
+	v.find = func() (vendors.Lookup, error, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return vendors.Lookup{}, &vendors.Error{Vendor: "allspark", Op: "find", Status: 503, Message: "maintenance"}, down
+	}
+	r := newRig(t, v)
+	rules := []vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}
+	d1 := r.dispatcher(rules, nil)
+	st := r.receive("case.pdf", pdf("vendor down"))
+	eventstest.WaitFor(t, 10*time.Second, "the upload", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
+	d1.kill()
+	fake.mu.Lock()
+	fake.hang = nil
+	fake.mu.Unlock()
+	r.dispatcher(rules, nil)
+	r.poller(time.Hour)
+	eventstest.WaitFor(t, 10*time.Second, "the vendor to be asked thrice", func() bool {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		return fake.finds >= 3
+	})
+	if n := fake.uploadsOf(st.SHA256); n != 1 {
+		t.Fatalf("uploaded %d times while the vendor could not be asked", n)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	doc := r.waitStatus(st.DocumentID, events.StatusCompleted)
+	if n := fake.uploadsOf(st.SHA256); n != 1 || doc.Vendors["allspark"].Ref != "allspark-1" {
+		t.Fatalf("uploads %d, slot %+v", n, doc.Vendors["allspark"])
+	}
+}
+
+// A dispatcher whose instance is alive keeps its submission however long the vendor takes; the
+// moment the instance is gone, another takes over without waiting for the lease.
+func TestDeadOwnerIsTakenOverAtOnce(t *testing.T) {
+	fake := newFake("allspark")
+	fake.hang = make(chan struct{})
+	v := reconcilingVendor{fakeVendor: fake}
+	r := newRig(t, v)
+	rules := []vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}
+	d1 := r.dispatcher(rules, nil) // lease: the default 10 minutes
+	st := r.receive("case.pdf", pdf("owner dies"))
+	eventstest.WaitFor(t, 10*time.Second, "the upload", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
+	r.dispatcher(rules, nil)
+	r.poller(time.Hour)
+	fake.mu.Lock()
+	fake.hang = nil
+	fake.mu.Unlock()
+	d1.kill()
+	doc := r.waitStatus(st.DocumentID, events.StatusCompleted)
+	if n := fake.uploadsOf(st.SHA256); n != 1 || doc.Vendors["allspark"].Ref != "allspark-1" {
+		t.Fatalf("uploads %d, slot %+v", n, doc.Vendors["allspark"])
 	}
 }

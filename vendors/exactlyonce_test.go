@@ -1,7 +1,6 @@
 package vendors_test
 
 import (
-	"context"
 	"fmt"
 	"net/http/httptest"
 	"testing"
@@ -27,8 +26,8 @@ func TestExactlyOnceAgainstGiniSimulator(t *testing.T) {
 	}
 	r := newRig(t, client)
 	rules := []vendors.Rule{{Name: "default", Vendors: []string{"gini"}}}
-	first := r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.Instance = "a" })
-	r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.Instance = "b" })
+	first := r.dispatcher(rules, nil)
+	r.dispatcher(rules, nil)
 	r.poller(time.Hour)
 
 	var docs []intake.Staged
@@ -38,10 +37,8 @@ func TestExactlyOnceAgainstGiniSimulator(t *testing.T) {
 		case 10:
 			sim.Tokens.ExpireAll()
 		case 15:
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-			first.Stop(ctx) // killed mid-run: whatever it held is redelivered
-			cancel()
-			r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.Instance = "c" })
+			first.kill() // mid-run: whatever it held is redelivered
+			r.dispatcher(rules, nil)
 		}
 	}
 	for _, st := range docs {

@@ -27,11 +27,20 @@ type submission struct {
 	Ref      string    `json:"ref,omitempty"`
 	Attempts int       `json:"attempts"`
 	Started  time.Time `json:"started,omitzero"` // when the attempt in flight began
-	Owner    string    `json:"owner,omitempty"`
+	// FirstStarted is when the first attempt began: Find looks at everything since then, since
+	// any attempt may have reached the vendor.
+	FirstStarted time.Time `json:"first_started,omitzero"`
+	// Owner is the instance making the attempt (liveness.Registry.Self): when its heartbeat is
+	// gone, another instance settles the attempt at once.
+	Owner string `json:"owner,omitempty"`
 	// InDoubt: the attempt got no answer (timeout, connection lost, shutdown): the vendor may or
 	// may not have the document. The next delivery reconciles at once instead of waiting out
 	// the lease.
 	InDoubt bool `json:"in_doubt,omitempty"`
+	// InDoubtSince is when the vendor first could not tell us whether it has the document;
+	// Candidates are its jobs that may be ours. Both are shown to the operator.
+	InDoubtSince time.Time `json:"in_doubt_since,omitzero"`
+	Candidates   []string  `json:"candidates,omitempty"`
 	// NotBefore is when a retry may be made (the vendor's Retry-After, or our backoff).
 	NotBefore   time.Time `json:"not_before,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
@@ -41,17 +50,12 @@ type submission struct {
 
 type submissions struct{ kv jetstream.KeyValue }
 
-func openSubmissions(ctx context.Context, bus *events.Bus, replicas int) (*submissions, error) {
-	name := bus.Names().Bucket("submissions")
-	kv, err := bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      name,
-		Description: "ingest submissions per document and vendor (in flight, submitted, failed)",
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(replicas, 1),
-		History:     1,
+func openSubmissions(ctx context.Context, bus *events.Bus) (*submissions, error) {
+	kv, err := bus.KeyValue(ctx, events.BucketSpec{
+		Purpose: "submissions", Description: "ingest submissions per document and vendor (in flight, submitted, failed)",
 	})
 	if err != nil {
-		return nil, fmt.Errorf("provision key-value bucket %s: %w", name, err)
+		return nil, err
 	}
 	return &submissions{kv: kv}, nil
 }

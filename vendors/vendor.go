@@ -27,14 +27,6 @@ type Vendor interface {
 	Result(ctx context.Context, ref string) (Result, error)
 }
 
-// Reconciler is implemented by vendors that let us look for a submission we may have made: the
-// dispatcher died during Submit, so it does not know whether the vendor has the document.
-type Reconciler interface {
-	// Find returns the reference of a submission of doc made at or after since, or "" when the
-	// vendor has none.
-	Find(ctx context.Context, doc Document, since time.Time) (ref string, err error)
-}
-
 // Document is what a vendor gets to submit.
 type Document struct {
 	ID          string
@@ -43,6 +35,10 @@ type Document struct {
 	Size        int64
 	SHA256      string
 	Metadata    map[string]string
+	// Tag is this attempt's correlation tag (NewTag): clients put it where the vendor keeps it
+	// and shows it back — UploadName as the file name where nothing better exists — so that
+	// Find can recognise exactly this document's jobs.
+	Tag string
 	// Open streams the bytes. It may be called more than once (a retry after a refreshed token);
 	// each reader must be closed.
 	Open func(ctx context.Context) (io.ReadCloser, error)

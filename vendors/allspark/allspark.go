@@ -35,9 +35,9 @@ const DefaultBaseURL = "https://api-prod.ikarus.ai/api/v1"
 const (
 	// defaultClockSkew widens Find's window: created_at is Allspark's clock, since is ours.
 	defaultClockSkew = time.Minute
-	// findPageSize and maxFindPages bound how far back Find looks (500 cases by default).
-	findPageSize = 50
-	maxFindPages = 10
+	// defaultListPageSize and defaultListPages bound how far back Find looks (500 cases).
+	defaultListPageSize = 50
+	defaultListPages    = 10
 	// fallbackFilename is sent when a document has no name: Allspark keys OCR output by name.
 	fallbackFilename = "document"
 )
@@ -64,6 +64,10 @@ type Config struct {
 	// ClockSkew is how far before since Find still looks, because created_at comes from
 	// Allspark's clock; default one minute.
 	ClockSkew time.Duration
+	// ListPageSize and ListPages bound Find's walk through the case list (50 and 10: the newest
+	// 500 cases). A crashed submission older than that is in doubt, never submitted again on a
+	// guess.
+	ListPageSize, ListPages int
 	// Timeout bounds one request including an upload; 0 takes HTTPClient's timeout, then the
 	// caller's default (5 minutes).
 	Timeout time.Duration
@@ -113,6 +117,12 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.ClockSkew <= 0 {
 		cfg.ClockSkew = defaultClockSkew
+	}
+	if cfg.ListPageSize <= 0 {
+		cfg.ListPageSize = defaultListPageSize
+	}
+	if cfg.ListPages <= 0 {
+		cfg.ListPages = defaultListPages
 	}
 	var next http.RoundTripper = http.DefaultTransport
 	if cfg.HTTPClient != nil {
@@ -284,26 +294,27 @@ func (c *Client) Result(ctx context.Context, ref string) (vendors.Result, error)
 	return r, nil
 }
 
-// Find looks for a case made at or after since (less ClockSkew) holding a file named like doc,
-// newest first, and returns its id, or "" when there is none. Allspark knows nothing but the
-// file name, so a different document uploaded under the same name in that window would match.
-func (c *Client) Find(ctx context.Context, doc vendors.Document, since time.Time) (string, error) {
+// Find looks for a case holding a file whose name carries doc's tag among the cases made since
+// then (less ClockSkew), newest first as Allspark's list documents. The answer is Absent only
+// when the list reached a case older than that, or its end; Unknown when ListPages ran out
+// first.
+func (c *Client) Find(ctx context.Context, doc vendors.Document, since time.Time) (vendors.Lookup, error) {
 	const op = "find"
 	from := since.Add(-c.cfg.ClockSkew)
-	names := candidateNames(doc.Filename)
+	m := vendors.Matcher{DocID: doc.ID}
 	offset := 0
-	for range maxFindPages {
+	for range c.cfg.ListPages {
 		q := url.Values{
 			"order":   {"desc"},
 			"sort_by": {"created_at"},
-			"limit":   {strconv.Itoa(findPageSize)},
+			"limit":   {strconv.Itoa(c.cfg.ListPageSize)},
 		}
 		if offset > 0 {
 			q.Set("offset", strconv.Itoa(offset))
 		}
 		res, err := c.do(ctx, op, http.MethodGet, c.base+"/cases/?"+q.Encode())
 		if err != nil {
-			return "", err
+			return vendors.Lookup{}, err
 		}
 		var page struct {
 			Next    json.RawMessage `json:"next"`
@@ -314,42 +325,41 @@ func (c *Client) Find(ctx context.Context, doc vendors.Document, since time.Time
 		}
 		body, err := vendors.ReadJSON(Name, op, res, &page)
 		if err != nil {
-			return "", err
+			return vendors.Lookup{}, err
 		}
-		older := 0
+		reachedOlder := false
 		for _, it := range page.Results {
 			// A time we cannot read cannot rule the case out: look at it.
 			if t, err := time.Parse(time.RFC3339Nano, it.CreatedAt); err == nil && t.Before(from) {
-				older++
+				reachedOlder = true
 				continue
 			}
 			id, err := ParseCaseID(it.CaseID)
 			if err != nil {
-				return "", vendors.Malformed(Name, op, fmt.Errorf("case list: %w", err), body)
+				return vendors.Lookup{}, vendors.Malformed(Name, op, fmt.Errorf("case list: %w", err), body)
 			}
 			cs, _, err := c.getCase(ctx, op, id)
 			if err != nil {
 				var ve *vendors.Error
 				if errors.As(err, &ve) && ve.Status == http.StatusNotFound {
-					continue // deleted between the list and now
+					continue // deleted between the list and now: not a case that holds anything
 				}
-				return "", err
+				return vendors.Lookup{}, err
 			}
 			for _, f := range cs.Files {
-				if slices.Contains(names, f.Name) {
-					return id, nil
-				}
+				m.Offer(id, f.Name)
 			}
 		}
-		// The list is newest first: a page of older cases means the rest is older still. The
-		// next page is asked for by offset on our own base URL rather than by following next
+		// The list is newest first: a case older than the window means the rest is older still.
+		// The next page is asked for by offset on our own base URL rather than by following next
 		// literally: DRF behind a proxy often writes http:// or an inner host name into it.
-		if len(page.Results) == 0 || older == len(page.Results) || isNull(page.Next) {
-			return "", nil
+		if len(page.Results) == 0 || reachedOlder || isNull(page.Next) || m.Any() {
+			return m.Lookup(true, ""), nil
 		}
 		offset += len(page.Results)
 	}
-	return "", nil
+	return m.Lookup(false, fmt.Sprintf("Allspark's case list was read to %d cases (the bound) without reaching %s",
+		offset, from.UTC().Format(time.RFC3339))), nil
 }
 
 // ParseCaseID reads a case id as Allspark sends it: a JSON integer as documented, or a string of
@@ -747,30 +757,4 @@ func isNull(raw json.RawMessage) bool {
 func hasStatus(list []string, s string) bool {
 	s = strings.TrimSpace(s)
 	return slices.ContainsFunc(list, func(x string) bool { return strings.EqualFold(strings.TrimSpace(x), s) })
-}
-
-// candidateNames are the names under which doc may appear in a case: as we hold it, as the
-// multipart upload writes it (vendors.Multipart replaces quotes, backslashes and control
-// characters), and as a server keeping only the last path element stores it.
-func candidateNames(name string) []string {
-	if name == "" {
-		name = fallbackFilename
-	}
-	sent := strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < 0x20 || r == 0x7f {
-			return '_'
-		}
-		return r
-	}, name)
-	base := sent
-	if i := strings.LastIndexAny(base, `/\`); i >= 0 {
-		base = base[i+1:]
-	}
-	out := []string{name}
-	for _, n := range []string{sent, base} {
-		if n != "" && !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	return out
 }

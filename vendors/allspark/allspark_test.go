@@ -493,40 +493,53 @@ func TestFieldValuesAreText(t *testing.T) {
 	}
 }
 
+// Find recognises a case by the document's tag in its file name, never by the name alone: the
+// 55 newer cases all hold a scan.pdf too.
 func TestFind(t *testing.T) {
 	e := newEnv(t, allsparksim.Config{}, nil)
 	ctx := t.Context()
 	since := time.Now()
-	target := doc("scan 0042.pdf", pdf("target"))
-	ref, err := e.client.Submit(ctx, target)
+	tagged := func(id string, attempt int) vendors.Document {
+		d := doc("scan.pdf", pdf(id))
+		d.ID, d.Tag = id, vendors.NewTag(id, attempt)
+		return d
+	}
+	ref, err := e.client.Submit(ctx, tagged("mine", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Enough newer cases that the target is on the second page of 50.
 	for i := range 55 {
-		if _, err := e.client.Submit(ctx, doc(fmt.Sprintf("other-%d.pdf", i), pdf(fmt.Sprint(i)))); err != nil {
+		if _, err := e.client.Submit(ctx, tagged(fmt.Sprintf("other-%d", i), 1)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	short, err := allspark.New(allspark.Config{BaseURL: e.srv.URL + allsparksim.Prefix, APIKey: key, ListPages: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
-		name  string
-		doc   vendors.Document
-		since time.Time
-		want  string
+		name    string
+		client  *allspark.Client
+		doc     vendors.Document
+		since   time.Time
+		outcome vendors.Outcome
+		ref     string
 	}{
-		{"made after since, on page 2", target, since, ref},
-		{"no such file", doc("never-sent.pdf", pdf("x")), since, ""},
-		{"made before since", target, time.Now().Add(time.Hour), ""},
+		{"made after since, on page 2", e.client, tagged("mine", 2), since, vendors.Found, ref},
+		{"same file name, another document", e.client, tagged("never-sent", 1), since, vendors.Absent, ""},
+		{"everything made before since", e.client, tagged("mine", 2), time.Now().Add(time.Hour), vendors.Absent, ""},
+		{"the bound ends the look before since", short, tagged("never-sent", 1), since, vendors.Unknown, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := e.client.Find(ctx, tc.doc, tc.since)
-			if err != nil || got != tc.want {
-				t.Errorf("Find = %q, %v; want %q", got, err, tc.want)
+			got, err := tc.client.Find(ctx, tc.doc, tc.since)
+			if err != nil || got.Outcome != tc.outcome || got.Ref != tc.ref {
+				t.Errorf("Find = %+v, %v; want %v %q", got, err, tc.outcome, tc.ref)
 			}
 		})
 	}
 	e.sim.Faults.Add("list", simkit.Fault{Status: 502, Body: `{"detail":"Bad gateway"}`})
-	_, err = e.client.Find(ctx, target, since)
+	_, err = e.client.Find(ctx, tagged("mine", 1), since)
 	vendorError(t, err, false, "Bad gateway")
 }
 

@@ -106,7 +106,8 @@ func Build(ctx context.Context, cfg config.Vendors, log *slog.Logger) (_ *Catalo
 		gc := gini.Config{
 			BaseURL: g.BaseURL, ClientID: g.ClientID, ClientSecret: g.ClientSecret, UserIdentifier: g.UserIdentifier,
 			TokenURL: g.TokenURL, Username: g.Username, Password: g.Password, DocType: g.DocType, FetchLayout: g.FetchLayout,
-			Timeout: g.Timeout.Std(), RateLimit: g.RateLimit, Concurrency: g.Concurrency, Logger: log,
+			ListNewestFirst: g.ListNewestFirst,
+			Timeout:         g.Timeout.Std(), RateLimit: g.RateLimit, Concurrency: g.Concurrency, Logger: log,
 		}
 		if g.Sandbox {
 			url, err := sandbox("gini", ginisim.New(ginisim.Config{ClientID: sandboxClient, ClientSecret: sandboxSecret, PendingPolls: g.SandboxPendingPolls}))

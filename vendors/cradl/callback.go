@@ -119,7 +119,7 @@ func (c *Client) RefOf(ctx context.Context, id string) (string, error) {
 	var input json.RawMessage
 	execID := id
 	if isDocumentID(id) {
-		err := c.listExecutions(ctx, "callback", time.Time{}, true, func(ex listedExecution) bool {
+		_, err := c.listExecutions(ctx, "callback", time.Time{}, true, func(ex listedExecution) bool {
 			if d, _ := ex.input()["documentId"].(string); d == id && ex.ExecutionID != "" {
 				execID, input = ex.ExecutionID, ex.Input
 				return false

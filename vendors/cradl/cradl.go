@@ -381,14 +381,6 @@ func jsonRequest(method, uri string, body any) func(ctx context.Context) (*http.
 	}
 }
 
-// filename is the name a document is uploaded under and the execution title Find looks for.
-func filename(doc vendors.Document) string {
-	if doc.Filename != "" {
-		return doc.Filename
-	}
-	return doc.ID
-}
-
 // Submit hands the document to Cradl as the mode says.
 func (c *Client) Submit(ctx context.Context, doc vendors.Document) (string, error) {
 	ct, err := c.checkDocument(doc)
@@ -405,7 +397,7 @@ func (c *Client) Submit(ctx context.Context, doc vendors.Document) (string, erro
 	if c.cfg.Mode == ModePredictions {
 		return c.predict(ctx, docID)
 	}
-	return c.startExecution(ctx, docID, filename(doc))
+	return c.startExecution(ctx, docID, vendors.UploadName(doc))
 }
 
 // Check asks whether Cradl is done with ref.
@@ -474,42 +466,47 @@ func notYet(op, ref string) error {
 		Message: fmt.Sprintf("no Cradl execution found yet for %s", ref)}
 }
 
-// Find looks for a submission of doc made at or after since:
-//   - workflow: the earliest execution started since then whose input.title is the document's
-//     file name (what Submit sets). Two documents of the same name submitted within that window
-//     cannot be told apart: the earlier execution is taken.
+// findSkew widens Find's window: startTime is Cradl's clock, since is ours.
+const findSkew = 2 * time.Minute
+
+// Find looks for a submission of doc made at or after since (less findSkew), through the
+// workflow's executions listed oldest first from then on:
+//   - workflow: an execution whose input.title carries the document's tag (Submit sets the title
+//     to the tagged file name).
 //   - email: an execution whose subject names the document id (reference "mail:<id>").
-//   - predictions: nothing is looked for ("" always): a prediction is cheap to repeat, and
-//     Cradl's prediction list does not carry the file name.
-func (c *Client) Find(ctx context.Context, doc vendors.Document, since time.Time) (string, error) {
+//   - predictions: ErrNotReconcilable. Cradl's prediction list carries no name to recognise; a
+//     prediction is submitted again, counted, as for vendors that cannot be asked.
+//
+// The answer is Absent only when the list ran to its end; Unknown when ListPages ran out first.
+func (c *Client) Find(ctx context.Context, doc vendors.Document, since time.Time) (vendors.Lookup, error) {
+	from := since.Add(-findSkew)
+	m := vendors.Matcher{DocID: doc.ID}
+	var visit func(ex listedExecution) bool
 	switch c.cfg.Mode {
 	case ModeWorkflow:
-		want := filename(doc)
-		if want == "" {
-			return "", nil
+		visit = func(ex listedExecution) bool {
+			if title, _ := ex.input()["title"].(string); !ex.startedBefore(from) {
+				m.Offer(ex.ExecutionID, title)
+			}
+			return true
 		}
-		var found string
-		err := c.listExecutions(ctx, "find", since, false, func(ex listedExecution) bool {
-			if title, _ := ex.input()["title"].(string); title == want && ex.ExecutionID != "" && !ex.startedBefore(since) {
-				found = ex.ExecutionID
+	case ModeEmail:
+		visit = func(ex listedExecution) bool {
+			if ex.ExecutionID != "" && ex.mentions(doc.ID) && !ex.startedBefore(from) {
+				// The reference of an e-mailed document is the document id, whichever
+				// execution its mail started.
+				m.Add(mailRefPrefix+doc.ID, 1)
 				return false
 			}
 			return true
-		})
-		return found, err
-	case ModeEmail:
-		if doc.ID == "" {
-			return "", nil
 		}
-		var found bool
-		err := c.listExecutions(ctx, "find", since, false, func(ex listedExecution) bool {
-			found = ex.mentions(doc.ID) && !ex.startedBefore(since)
-			return !found
-		})
-		if err != nil || !found {
-			return "", err
-		}
-		return mailRefPrefix + doc.ID, nil
+	default:
+		return vendors.Lookup{}, vendors.ErrNotReconcilable
 	}
-	return "", nil
+	complete, err := c.listExecutions(ctx, "find", from, false, visit)
+	if err != nil {
+		return vendors.Lookup{}, err
+	}
+	return m.Lookup(complete, fmt.Sprintf("the workflow's executions since %s were read for %d pages (the bound) without reaching the end",
+		from.UTC().Format(time.RFC3339), c.cfg.ListPages)), nil
 }

@@ -5,8 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -882,36 +886,46 @@ func TestWebhookExportRoundTrip(t *testing.T) {
 	}
 }
 
+// Find recognises an execution only by the document's tag in its title, never by the file name
+// that every other document shares; Absent needs the whole list since the attempt.
 func TestFind(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t, nil)
 	// One execution a page, so that finding means paging.
 	c := f.client(t, "workflow", func(c *cradl.Config) { c.ListPageSize = 1 })
-	since := time.Now().Add(-time.Minute)
-	submit := func(id, name string, started time.Time) string {
+	since := time.Now().Add(-time.Hour)
+	tagged := func(id string, attempt int) vendors.Document {
+		d := must(document(id, "scan.pdf", "application/pdf", pdf(fmt.Sprint(id, attempt))))
+		d.Tag = vendors.NewTag(id, attempt)
+		return d
+	}
+	submit := func(id string, attempt int, started time.Time) string {
 		t.Helper()
-		ref, err := c.Submit(ctx, must(document(id, name, "application/pdf", pdf(id))))
+		ref, err := c.Submit(ctx, tagged(id, attempt))
 		if err != nil {
-			t.Fatalf("Submit %s: %v", name, err)
+			t.Fatalf("Submit %s: %v", id, err)
 		}
 		f.sim.SetStartTime(ref, started)
 		return ref
 	}
-	submit("old", "old.pdf", since.Add(-time.Hour))
-	dup1 := submit("dup1", "dup.pdf", since.Add(time.Second))
-	submit("dup2", "dup.pdf", since.Add(2*time.Second))
-	a := submit("a", "a.pdf", since.Add(3*time.Second))
+	submit("old", 1, since.Add(-time.Hour))
+	first := submit("twice", 1, since.Add(time.Second))
+	second := submit("twice", 2, since.Add(2*time.Second))
+	a := submit("a", 1, since.Add(3*time.Second))
+	submit("b", 1, since.Add(4*time.Second))
 	tests := []struct {
-		name, file string
-		since      time.Time
-		pages      int
-		want       string
+		name    string
+		docID   string
+		pages   int
+		outcome vendors.Outcome
+		ref     string
+		dupes   []string
 	}{
-		{"found", "a.pdf", since, 0, a},
-		{"earliest of two", "dup.pdf", since, 0, dup1},
-		{"before since", "old.pdf", since, 0, ""},
-		{"no such name", "c.pdf", since, 0, ""},
-		{"beyond the bound", "a.pdf", since, 2, ""},
+		{"found", "a", 0, vendors.Found, a, nil},
+		{"two attempts: the first is kept", "twice", 0, vendors.Found, first, []string{second}},
+		{"before since", "old", 0, vendors.Absent, "", nil},
+		{"same name, never sent", "c", 0, vendors.Absent, "", nil},
+		{"beyond the bound", "c", 2, vendors.Unknown, "", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -919,9 +933,9 @@ func TestFind(t *testing.T) {
 			if tc.pages > 0 {
 				cl = f.client(t, "workflow", func(c *cradl.Config) { c.ListPageSize, c.ListPages = 1, tc.pages })
 			}
-			got, err := cl.Find(ctx, must(document("x", tc.file, "application/pdf", nil)), tc.since)
-			if err != nil || got != tc.want {
-				t.Errorf("Find(%s) = %q, %v; want %q", tc.file, got, err, tc.want)
+			got, err := cl.Find(ctx, tagged(tc.docID, 3), since)
+			if err != nil || got.Outcome != tc.outcome || got.Ref != tc.ref || !slices.Equal(got.Duplicates, tc.dupes) {
+				t.Errorf("Find(%s) = %+v, %v; want %v %q %v", tc.docID, got, err, tc.outcome, tc.ref, tc.dupes)
 			}
 		})
 	}
@@ -931,16 +945,19 @@ func TestFind(t *testing.T) {
 		if _, err := c.Submit(ctx, must(document("doc-5", "a.pdf", "application/pdf", pdf("a")))); err != nil {
 			t.Fatal(err)
 		}
-		for id, want := range map[string]string{"doc-5": "mail:doc-5", "doc-6": ""} {
-			if got, err := c.Find(ctx, must(document(id, "a.pdf", "application/pdf", nil)), since); err != nil || got != want {
-				t.Errorf("Find(%s) = %q, %v; want %q", id, got, err, want)
+		for id, want := range map[string]vendors.Lookup{
+			"doc-5": {Outcome: vendors.Found, Ref: "mail:doc-5", Attempt: 1},
+			"doc-6": {Outcome: vendors.Absent},
+		} {
+			if got, err := c.Find(ctx, must(document(id, "a.pdf", "application/pdf", nil)), since); err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("Find(%s) = %+v, %v; want %+v", id, got, err, want)
 			}
 		}
 	})
 	t.Run("predictions", func(t *testing.T) {
-		got, err := f.client(t, "predictions", nil).Find(ctx, must(document("a", "a.pdf", "application/pdf", nil)), since)
-		if err != nil || got != "" {
-			t.Errorf("Find = %q, %v; want nothing", got, err)
+		_, err := f.client(t, "predictions", nil).Find(ctx, must(document("a", "a.pdf", "application/pdf", nil)), since)
+		if !errors.Is(err, vendors.ErrNotReconcilable) {
+			t.Errorf("Find = %v; want ErrNotReconcilable", err)
 		}
 	})
 }

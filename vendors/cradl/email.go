@@ -201,7 +201,7 @@ func smtpError(ctx context.Context, stage string, err error, inDoubt bool) error
 // writeMessage writes a multipart/mixed message: a short text, then the document in base64.
 func writeMessage(w io.Writer, from, to string, doc vendors.Document, ct string, body io.Reader) error {
 	mw := multipart.NewWriter(w)
-	fn := filename(doc)
+	fn := vendors.UploadName(doc)
 	h := []string{
 		"From: " + (&mail.Address{Address: from}).String(),
 		"To: " + (&mail.Address{Address: to}).String(),

@@ -183,8 +183,9 @@ func (ex listedExecution) mentions(docID string) bool {
 }
 
 // listExecutions walks the workflow's executions newest first (or, from since on, oldest
-// first), at most ListPages pages, until visit returns false.
-func (c *Client) listExecutions(ctx context.Context, op string, since time.Time, newestFirst bool, visit func(listedExecution) bool) error {
+// first), at most ListPages pages, until visit returns false. complete reports whether the walk
+// ended because visit said so or the list did, rather than at the bound.
+func (c *Client) listExecutions(ctx context.Context, op string, since time.Time, newestFirst bool, visit func(listedExecution) bool) (complete bool, err error) {
 	q := url.Values{"status": allStatuses, "sortBy": {"startTime"}, "maxResults": {strconv.Itoa(c.cfg.ListPageSize)}}
 	q.Set("order", "descending")
 	if !newestFirst {
@@ -196,7 +197,7 @@ func (c *Client) listExecutions(ctx context.Context, op string, since time.Time,
 	for range c.cfg.ListPages {
 		res, err := c.do(ctx, op, jsonRequest(http.MethodGet, c.endpoint(q, "workflows", c.cfg.WorkflowID, "executions"), nil))
 		if err != nil {
-			return err
+			return false, err
 		}
 		var page struct {
 			Executions *[]listedExecution `json:"executions"`
@@ -204,22 +205,22 @@ func (c *Client) listExecutions(ctx context.Context, op string, since time.Time,
 		}
 		raw, err := vendors.ReadJSON(name, op, res, &page)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if page.Executions == nil {
-			return vendors.Malformed(name, op, errors.New("the execution list has no executions"), raw)
+			return false, vendors.Malformed(name, op, errors.New("the execution list has no executions"), raw)
 		}
 		for _, ex := range *page.Executions {
 			if !visit(ex) {
-				return nil
+				return true, nil
 			}
 		}
 		if page.NextToken == nil || *page.NextToken == "" || len(*page.Executions) == 0 {
-			return nil
+			return true, nil
 		}
 		q.Set("nextToken", *page.NextToken)
 	}
-	return nil
+	return false, nil
 }
 
 // mailDocID is the document id of an e-mail mode reference.
@@ -240,7 +241,7 @@ func (c *Client) mailExecution(ctx context.Context, op, ref string) (execution, 
 		return execution{}, nil, false, err
 	}
 	var id string
-	err = c.listExecutions(ctx, op, time.Time{}, true, func(ex listedExecution) bool {
+	_, err = c.listExecutions(ctx, op, time.Time{}, true, func(ex listedExecution) bool {
 		if ex.ExecutionID != "" && ex.mentions(docID) {
 			id = ex.ExecutionID
 			return false

@@ -67,7 +67,7 @@ func inline(size int64) bool {
 // bytes are PUT there. Either way the document streams from doc.Open and is never whole in
 // memory.
 func (c *Client) upload(ctx context.Context, doc vendors.Document, ct string) (string, error) {
-	meta, err := json.Marshal(map[string]string{"contentType": ct, "name": filename(doc)})
+	meta, err := json.Marshal(map[string]string{"contentType": ct, "name": vendors.UploadName(doc)})
 	if err != nil {
 		return "", err
 	}

@@ -28,7 +28,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,11 +51,6 @@ const (
 	// DefaultListPath is the files collection: the same resource as the upload, read with GET.
 	DefaultListPath = DefaultUploadPath
 )
-
-// clockSkew is how much earlier than since a listed upload may be dated and still count as ours:
-// DocuMine's clock is not ours, and missing our own upload costs a second one, which is worse
-// than taking a same-named upload from a minute before.
-const clockSkew = time.Minute
 
 // Config configures a Client.
 type Config struct {
@@ -545,58 +539,71 @@ func firstString(m map[string]any, keys ...string) string {
 	return ""
 }
 
-// Find looks in the dossier's file list for an upload of doc's file name dated at or after since
-// (less clockSkew) and returns the newest one's id, or "" when there is none. The list is assumed
-// to come whole (paging is not documented).
-func (c *Client) Find(ctx context.Context, doc vendors.Document, since time.Time) (string, error) {
+// Find looks in the dossier's file list for an upload whose file name carries doc's tag. Paging
+// of the list is not documented: a bare list, or an object with no sign of further pages, is
+// taken as the whole dossier (Absent when nothing matches); a Spring-style page that says there
+// is more (last false, totalElements or totalPages beyond it, a next link) makes the answer
+// Unknown, since only the first page was read.
+func (c *Client) Find(ctx context.Context, doc vendors.Document, _ time.Time) (vendors.Lookup, error) {
 	res, err := c.caller.Do(ctx, "list", get(c.url(c.cfg.ListPath, "")))
 	if err != nil {
-		return "", err
+		return vendors.Lookup{}, err
 	}
 	body, err := vendors.ReadJSON(vendorName, "list", res, nil)
 	if err != nil {
-		return "", err
+		return vendors.Lookup{}, err
 	}
-	files, err := fileList(body)
+	files, more, err := fileList(body)
 	if err != nil {
-		return "", vendors.Malformed(vendorName, "list", err, body)
+		return vendors.Lookup{}, vendors.Malformed(vendorName, "list", err, body)
 	}
-	// The multipart upload sanitises the name; DocuMine knows it by the sanitised one.
-	names := []string{doc.Filename, partFilename(doc.Filename)}
-	var best string
-	var bestAt time.Time
+	m := vendors.Matcher{DocID: doc.ID}
 	for _, f := range files {
-		id := firstText(f, "fileId", "id")
-		name := firstText(f, "filename", "fileName")
-		if id == "" || !slices.Contains(names, name) {
-			continue
-		}
-		at, ok := uploadedAt(f)
-		if !ok || at.Before(since.Add(-clockSkew)) {
-			continue
-		}
-		if best == "" || at.After(bestAt) {
-			best, bestAt = id, at
-		}
+		// The tag is exact: no time window is needed to tell our upload from anyone else's.
+		m.Offer(firstText(f, "fileId", "id"), firstText(f, "filename", "fileName"))
 	}
-	return best, nil
+	return m.Lookup(!more, fmt.Sprintf("DocuMine's file list says it has more than the %d files it gave, and its paging is not documented", len(files))), nil
 }
 
-func fileList(body []byte) ([]map[string]json.RawMessage, error) {
+// fileList reads the file list, and whether it says there is more of it than it gave.
+func fileList(body []byte) ([]map[string]json.RawMessage, bool, error) {
 	var list []map[string]json.RawMessage
 	if json.Unmarshal(body, &list) == nil {
-		return list, nil
+		return list, false, nil
 	}
 	var wrap map[string]json.RawMessage
 	if err := json.Unmarshal(body, &wrap); err != nil {
-		return nil, errors.New("the file list is neither a list nor an object")
+		return nil, false, errors.New("the file list is neither a list nor an object")
 	}
 	for _, k := range []string{"files", "content", "items", "data"} {
 		if json.Unmarshal(wrap[k], &list) == nil && list != nil {
-			return list, nil
+			return list, hasMore(wrap, len(list)), nil
 		}
 	}
-	return nil, errors.New("the file list answer holds no list of files")
+	return nil, false, errors.New("the file list answer holds no list of files")
+}
+
+// hasMore reads the paging hints a Spring Data page (last, totalElements, totalPages) or another
+// paged answer (hasMore, next) may carry.
+func hasMore(wrap map[string]json.RawMessage, n int) bool {
+	var b bool
+	if json.Unmarshal(wrap["last"], &b) == nil && wrap["last"] != nil && !b {
+		return true
+	}
+	for _, k := range []string{"hasMore", "has_more"} {
+		if json.Unmarshal(wrap[k], &b) == nil && b {
+			return true
+		}
+	}
+	var total float64
+	if json.Unmarshal(wrap["totalElements"], &total) == nil && total > float64(n) {
+		return true
+	}
+	if json.Unmarshal(wrap["totalPages"], &total) == nil && total > 1 {
+		return true
+	}
+	next := bytes.TrimSpace(wrap["next"])
+	return len(next) > 0 && string(next) != "null" && string(next) != `""`
 }
 
 func firstText(m map[string]json.RawMessage, keys ...string) string {
@@ -606,47 +613,4 @@ func firstText(m map[string]json.RawMessage, keys ...string) string {
 		}
 	}
 	return ""
-}
-
-// uploadedAt is the later of "lastUploaded" and "added": a file uploaded again under the same
-// name keeps its "added".
-func uploadedAt(f map[string]json.RawMessage) (time.Time, bool) {
-	var at time.Time
-	found := false
-	for _, k := range []string{"lastUploaded", "added", "dateAdded", "uploadedAt"} {
-		if t, ok := parseTime(f[k]); ok {
-			if !found || t.After(at) {
-				at = t
-			}
-			found = true
-		}
-	}
-	return at, found
-}
-
-// parseTime reads RFC 3339, a zone-less Java LocalDateTime (taken as UTC) or epoch milliseconds.
-func parseTime(raw json.RawMessage) (time.Time, bool) {
-	s, ok := text(raw)
-	if !ok || s == "" {
-		return time.Time{}, false
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, true
-		}
-	}
-	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return time.UnixMilli(ms), true
-	}
-	return time.Time{}, false
-}
-
-// partFilename is the name vendors.Multipart puts in the upload (kept in step with it).
-func partFilename(name string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < 0x20 || r == 0x7f {
-			return '_'
-		}
-		return r
-	}, name)
 }

@@ -387,7 +387,10 @@ func TestMalformedAnswers(t *testing.T) {
 		r, err := c.Result(ctx, "f")
 		return fmt.Sprint(r.Fields), err
 	}
-	find := func(c *documine.Client) (string, error) { return c.Find(ctx, document("a.pdf", pdf, nil), time.Time{}) }
+	find := func(c *documine.Client) (string, error) {
+		l, err := c.Find(ctx, document("a.pdf", pdf, nil), time.Time{})
+		return l.Ref, err
+	}
 	tests := []struct {
 		name    string
 		op      string
@@ -469,7 +472,7 @@ func TestCustomPaths(t *testing.T) {
 	}
 	ctx := context.Background()
 	since := time.Now()
-	ref, err := c.Submit(ctx, document("a.pdf", pdf, nil))
+	ref, err := c.Submit(ctx, tagged(document("a.pdf", pdf, nil), "doc-a", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,65 +485,77 @@ func TestCustomPaths(t *testing.T) {
 	if res, err := c.Result(ctx, ref); err != nil || len(res.Fields) == 0 {
 		t.Fatalf("result: %+v %v", res, err)
 	}
-	if got, err := c.Find(ctx, document("a.pdf", pdf, nil), since); err != nil || got != ref {
-		t.Fatalf("find: %q %v, want %q", got, err, ref)
+	if got, err := c.Find(ctx, tagged(document("a.pdf", pdf, nil), "doc-a", 1), since); err != nil || got.Ref != ref {
+		t.Fatalf("find: %+v %v, want %q", got, err, ref)
 	}
 }
 
+// tagged is doc as the dispatcher hands it over for one attempt: its own id and tag.
+func tagged(doc vendors.Document, id string, attempt int) vendors.Document {
+	doc.ID, doc.Tag = id, vendors.NewTag(id, attempt)
+	return doc
+}
+
+// Find recognises an upload by the document's tag only: other documents named scan.pdf are
+// never taken for it, and a list that says it has more pages makes the answer Unknown.
 func TestFind(t *testing.T) {
 	ctx := context.Background()
 	sim, c := setup(t, nil, nil)
-	since := time.Now()
-	first, err := c.Submit(ctx, document("a.pdf", pdf, nil))
+	first, err := c.Submit(ctx, tagged(document("scan.pdf", pdf, nil), "mine", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Submit(ctx, document("b.pdf", pdfWith("b"), nil)); err != nil {
+	if _, err := c.Submit(ctx, tagged(document("scan.pdf", pdfWith("b"), nil), "other", 1)); err != nil {
 		t.Fatal(err)
 	}
-	again, err := c.Submit(ctx, document("a.pdf", pdf, nil))
+	again, err := c.Submit(ctx, tagged(document("scan.pdf", pdf, nil), "mine", 2))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
 		name  string
-		file  string
-		since time.Time
-		want  string
+		docID string
+		want  vendors.Lookup
 	}{
-		{"newest of two", "a.pdf", since, again},
-		{"other name", "c.pdf", since, ""},
-		{"all before since", "a.pdf", time.Now().Add(time.Hour), ""},
+		{"two attempts: the first is kept", "mine", vendors.Lookup{Outcome: vendors.Found, Ref: first, Attempt: 1, Duplicates: []string{again}}},
+		{"same name, other document", "absent", vendors.Lookup{Outcome: vendors.Absent}},
 	}
 	for _, tt := range cases {
-		got, err := c.Find(ctx, document(tt.file, pdf, nil), tt.since)
-		if err != nil || got != tt.want {
-			t.Fatalf("%s: %q %v, want %q (first upload %s)", tt.name, got, err, tt.want, first)
+		got, err := c.Find(ctx, tagged(document("scan.pdf", pdf, nil), tt.docID, 1), time.Now())
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Fatalf("%s: %+v %v, want %+v", tt.name, got, err, tt.want)
 		}
 	}
 
 	// Shapes the simulator does not use, served as faults.
-	day := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tag := vendors.NewTag("mine", 3)
 	shapes := []struct {
-		name string
-		body string
-		doc  string
-		want string
+		name    string
+		body    string
+		outcome vendors.Outcome
+		ref     string
 	}{
-		{"wrapped, id, fileName, zone-less date", `{"content":[{"id":"f1","fileName":"a.pdf","added":"2026-01-02T03:04:05"}]}`, "a.pdf", "f1"},
-		{"epoch milliseconds", fmt.Sprintf(`[{"fileId":"f2","filename":"a.pdf","lastUploaded":%d}]`, day.UnixMilli()), "a.pdf", "f2"},
-		{"re-upload keeps added", `[{"fileId":"f3","filename":"a.pdf","added":"2025-01-01T00:00:00Z","lastUploaded":"2026-01-02T03:04:05Z"}]`, "a.pdf", "f3"},
-		{"within clock skew", `[{"fileId":"f4","filename":"a.pdf","added":"2026-01-02T03:03:35Z"}]`, "a.pdf", "f4"},
-		{"beyond clock skew", `[{"fileId":"f5","filename":"a.pdf","added":"2026-01-02T02:00:00Z"}]`, "a.pdf", ""},
-		{"no date", `[{"fileId":"f6","filename":"a.pdf"}]`, "a.pdf", ""},
-		{"sanitised name", `{"files":[{"fileId":"f7","filename":"a_b.pdf","added":"2026-01-02T03:04:05Z"}]}`, `a"b.pdf`, "f7"},
+		{"wrapped, id, fileName", `{"content":[{"id":"f1","fileName":"` + tag + `_scan.pdf"}]}`, vendors.Found, "f1"},
+		{"sanitised name keeps the tag", `{"files":[{"fileId":"f7","filename":"` + tag + `_a_b.pdf"}]}`, vendors.Found, "f7"},
+		{"same name without the tag", `[{"fileId":"f2","filename":"scan.pdf"}]`, vendors.Absent, ""},
+		{"another document's tag", `[{"fileId":"f3","filename":"` + vendors.NewTag("other", 3) + `_scan.pdf"}]`, vendors.Absent, ""},
+		{"a page, the last", `{"content":[{"fileId":"f4","filename":"scan.pdf"}],"last":true,"totalElements":1}`, vendors.Absent, ""},
+		{"a page, not the last", `{"content":[{"fileId":"f4","filename":"scan.pdf"}],"last":false}`, vendors.Unknown, ""},
+		{"more elements than given", `{"content":[{"fileId":"f4","filename":"scan.pdf"}],"totalElements":40}`, vendors.Unknown, ""},
+		{"more pages", `{"items":[],"totalPages":3}`, vendors.Unknown, ""},
+		{"a next link", `{"data":[],"next":"/files?page=2"}`, vendors.Unknown, ""},
+		{"hasMore", `{"files":[],"hasMore":true}`, vendors.Unknown, ""},
+		{"found on a partial page", `{"content":[{"fileId":"f5","filename":"` + tag + `_scan.pdf"}],"last":false}`, vendors.Found, "f5"},
 	}
 	for _, tt := range shapes {
 		t.Run(tt.name, func(t *testing.T) {
 			sim.Faults.Add("list", simkit.Fault{Status: 200, Body: tt.body})
-			got, err := c.Find(ctx, document(tt.doc, pdf, nil), day)
-			if err != nil || got != tt.want {
-				t.Fatalf("got %q %v, want %q", got, err, tt.want)
+			got, err := c.Find(ctx, tagged(document("scan.pdf", pdf, nil), "mine", 4), time.Now())
+			if err != nil || got.Outcome != tt.outcome || got.Ref != tt.ref {
+				t.Fatalf("got %+v %v, want %v %q", got, err, tt.outcome, tt.ref)
+			}
+			if got.Outcome == vendors.Unknown && got.Reason == "" {
+				t.Fatal("Unknown without a reason")
 			}
 		})
 	}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -41,7 +42,7 @@ const (
 	// asks for 50; its default is 20 and its maximum is not documented).
 	DefaultListLimit = 50
 	// DefaultListPages bounds that look-up.
-	DefaultListPages = 20
+	DefaultListPages = 40
 )
 
 // name is the vendor's name in config, subjects and events.
@@ -76,6 +77,11 @@ type Config struct {
 	// ListLimit and ListPages bound Find's walk through the document list (DefaultListLimit,
 	// DefaultListPages).
 	ListLimit, ListPages int
+	// ListNewestFirst says the account's document list comes newest first (Gini does not
+	// document an order): Find may then stop at documents older than the submission instead of
+	// reading the whole list. It is checked as the list is read; a list out of order is read
+	// whole all the same.
+	ListNewestFirst bool
 	// HTTPClient supplies the transport (and a timeout when Timeout is zero); nil for the default.
 	HTTPClient *http.Client
 	// Logger notes what is odd but not an error (an unknown progress value); nil for none.
@@ -207,23 +213,13 @@ func (c *Client) get(uri string) func(ctx context.Context) (*http.Request, error
 	}
 }
 
-// filename is the name a document is uploaded under, and so what Find looks for: Gini keeps it as
-// the document's "name".
-func filename(doc vendors.Document) string {
-	if doc.Filename != "" {
-		return doc.Filename
-	}
-	return doc.ID
-}
-
 // Submit uploads the document as the raw request body with ?filename= (Gini's variant for
 // non-browser clients: no multipart framing, the bytes stream straight from doc.Open). Gini answers
 // 201 with the new document's URI in Location; its last segment is the id.
 func (c *Client) Submit(ctx context.Context, doc vendors.Document) (string, error) {
-	q := url.Values{}
-	if n := filename(doc); n != "" {
-		q.Set("filename", n)
-	}
+	// The name carries the document's tag: Gini keeps it as the document's "name", which is what
+	// Find recognises after a crash.
+	q := url.Values{"filename": {vendors.UploadName(doc)}}
 	if c.cfg.DocType != "" {
 		q.Set("doctype", c.cfg.DocType)
 	}
@@ -376,26 +372,27 @@ func (c *Client) layout(ctx context.Context, ref string) (string, error) {
 	return text, nil
 }
 
-// Find looks through the document list for a document named like doc created at or after since,
-// and returns the earliest such (the first upload after since is the one most likely ours). Gini
-// does not document the list's order, so every page up to ListPages is read; past that the
-// answer is "none", a duplicate upload being cheaper than a document stuck in doubt.
-func (c *Client) Find(ctx context.Context, doc vendors.Document, since time.Time) (string, error) {
-	want := filename(doc)
-	if want == "" {
-		return "", nil
-	}
-	var (
-		found   string
-		foundAt int64
-		sinceMs = since.UnixMilli()
-	)
-	for page := 0; page < c.cfg.ListPages; page++ {
-		offset := page * c.cfg.ListLimit
-		q := url.Values{"limit": {strconv.Itoa(c.cfg.ListLimit)}, "offset": {strconv.Itoa(offset)}}
+// clockSkew widens Find's window: creationDate is Gini's clock, since is ours.
+const clockSkew = 2 * time.Minute
+
+// Find looks through the document list for a document whose name carries doc's tag. Gini does
+// not document the list's order, so the answer is Absent only when the whole list was read — or,
+// with ListNewestFirst, when the list kept coming newest first and reached documents older than
+// since. When ListPages run out first it is Unknown: a duplicate upload is not the price of a
+// short look. A page with a match ends the walk (other attempts on it are reported as
+// duplicates).
+func (c *Client) Find(ctx context.Context, doc vendors.Document, since time.Time) (vendors.Lookup, error) {
+	m := vendors.Matcher{DocID: doc.ID}
+	fromMs := since.Add(-clockSkew).UnixMilli()
+	ordered, sawOlder := true, false
+	prev := int64(math.MaxInt64)
+	seen := 0
+	for range c.cfg.ListPages {
+		// The offset is what was seen, not pages × limit: Gini may give fewer than asked for.
+		q := url.Values{"limit": {strconv.Itoa(c.cfg.ListLimit)}, "offset": {strconv.Itoa(seen)}}
 		res, err := c.caller.Do(ctx, "find", c.get(c.endpoint(q, "documents")))
 		if err != nil {
-			return "", err
+			return vendors.Lookup{}, err
 		}
 		var list struct {
 			TotalCount *int `json:"totalCount"`
@@ -407,25 +404,33 @@ func (c *Client) Find(ctx context.Context, doc vendors.Document, since time.Time
 		}
 		raw, err := vendors.ReadJSON(name, "find", res, &list)
 		if err != nil {
-			return "", err
+			return vendors.Lookup{}, err
 		}
 		if list.Documents == nil {
-			return "", vendors.Malformed(name, "find", errors.New("the document list has no documents"), raw)
+			return vendors.Lookup{}, vendors.Malformed(name, "find", errors.New("the document list has no documents"), raw)
 		}
 		for _, d := range *list.Documents {
-			if d.Name == want && d.CreationDate >= sinceMs && d.ID != "" && (found == "" || d.CreationDate < foundAt) {
-				found, foundAt = d.ID, d.CreationDate
+			m.Offer(d.ID, d.Name)
+			if d.CreationDate > prev {
+				ordered = false
+			}
+			prev = d.CreationDate
+			if d.CreationDate < fromMs {
+				sawOlder = true
 			}
 		}
-		seen := offset + len(*list.Documents)
-		if len(*list.Documents) == 0 || (list.TotalCount != nil && seen >= *list.TotalCount) {
-			return found, nil
-		}
-		if page == c.cfg.ListPages-1 && found == "" {
-			c.log.WarnContext(ctx, "gini: gave up looking for a lost submission", "filename", want, "documents_seen", seen)
+		seen += len(*list.Documents)
+		whole := len(*list.Documents) == 0 || (list.TotalCount != nil && seen >= *list.TotalCount)
+		// Two documents at least are needed to see an order at all.
+		if whole || (c.cfg.ListNewestFirst && ordered && sawOlder && seen >= 2) || m.Any() {
+			return m.Lookup(true, ""), nil
 		}
 	}
-	return found, nil
+	reason := fmt.Sprintf("Gini's document list was read to %d documents (the bound of %d pages) without reaching its end", seen, c.cfg.ListPages)
+	if c.cfg.ListNewestFirst && !ordered {
+		reason += "; it did not come newest first, so it had to be read whole"
+	}
+	return m.Lookup(false, reason), nil
 }
 
 // amountRE is Gini's amount format "24.99:EUR", recognised even where the entity is not "amount".

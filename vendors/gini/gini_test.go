@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -617,56 +618,78 @@ func TestLayoutUnreadable(t *testing.T) {
 	}
 }
 
+// Find recognises a document only by its tag, never by its name (every scanner names its files
+// scan.pdf), and answers Absent only when the listing covered everything since the attempt: for
+// each order the simulator can list in, since Gini documents none.
 func TestFind(t *testing.T) {
-	ctx := t.Context()
-	f := newFixture(t, simConfig())
-	// One document a page, so that finding means paging.
-	c := f.client(t, "backend", func(c *gini.Config) { c.ListLimit = 1 })
-	since := time.Now().Add(-time.Minute)
-	upload := func(name string, created time.Time) string {
-		t.Helper()
-		ref, err := c.Submit(ctx, must(document(name, "application/pdf", pdf(name+created.String()))))
-		if err != nil {
-			t.Fatalf("Submit %s: %v", name, err)
-		}
-		f.sim.SetCreated(ref, created)
-		return ref
-	}
-	old := upload("old.pdf", since.Add(-time.Hour))
-	dup1 := upload("dup.pdf", since.Add(time.Second))
-	upload("dup.pdf", since.Add(2*time.Second))
-	a := upload("a.pdf", since.Add(3*time.Second))
-	b := upload("b.pdf", since.Add(4*time.Second))
-	_ = old
+	for _, order := range []string{"newest", "oldest", "scrambled"} {
+		t.Run(order, func(t *testing.T) {
+			ctx := t.Context()
+			cfg := simConfig()
+			cfg.ListOrder = order
+			f := newFixture(t, cfg)
+			c := f.client(t, "backend", nil)
+			since := time.Now().Add(-time.Hour)
+			upload := func(docID string, attempt int, created time.Time) string {
+				t.Helper()
+				doc := must(document("scan.pdf", "application/pdf", pdf(docID+created.String())))
+				doc.ID, doc.Tag = docID, vendors.NewTag(docID, attempt)
+				ref, err := c.Submit(ctx, doc)
+				if err != nil {
+					t.Fatalf("Submit %s: %v", docID, err)
+				}
+				f.sim.SetCreated(ref, created)
+				return ref
+			}
+			upload("old-1", 1, since.Add(-3*time.Hour))
+			upload("old-2", 1, since.Add(-2*time.Hour))
+			mine := upload("mine", 1, since.Add(3*time.Second))
+			upload("other-1", 1, since.Add(time.Second))
+			upload("other-2", 1, since.Add(4*time.Second))
+			first := upload("twice", 1, since.Add(5*time.Second))
+			second := upload("twice", 2, since.Add(6*time.Second))
 
-	tests := []struct {
-		name  string
-		file  string
-		since time.Time
-		pages int
-		want  string
-	}{
-		{"newest", "b.pdf", since, 0, b},
-		{"on a later page", "a.pdf", since, 0, a},
-		{"earliest of two", "dup.pdf", since, 0, dup1},
-		{"before since", "old.pdf", since, 0, ""},
-		{"since in the future", "b.pdf", time.Now().Add(time.Hour), 0, ""},
-		{"no such name", "c.pdf", since, 0, ""},
-		{"beyond the bound", "a.pdf", since, 1, ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cl := c
-			if tc.pages > 0 {
-				cl = f.client(t, "backend", func(c *gini.Config) { c.ListLimit, c.ListPages = 1, tc.pages })
+			tests := []struct {
+				name        string
+				docID       string
+				limit       int
+				pages       int
+				newestFirst bool
+				want        vendors.Outcome
+				ref         string
+				dupes       []string
+			}{
+				{"found on a later page", "mine", 1, 0, false, vendors.Found, mine, nil},
+				{"same file name, not ours", "absent", 1, 0, false, vendors.Absent, "", nil},
+				{"two attempts arrived: the first is kept", "twice", 0, 0, false, vendors.Found, first, []string{second}},
+				{"bound reached", "absent", 1, 6, false, vendors.Unknown, "", nil},
+				// Past the bound it depends on the order: only a list that really comes newest
+				// first may stop at older documents. (A scrambled list can look ordered for a
+				// while; the client catches only the disorder it sees, so it is not asserted.)
+				{"bound reached, newest first", "absent", 1, 6, true, map[string]vendors.Outcome{
+					"newest": vendors.Absent, "oldest": vendors.Unknown}[order], "", nil},
 			}
-			before := f.sim.Requests("list")
-			got, err := cl.Find(ctx, must(document(tc.file, "application/pdf", nil)), tc.since)
-			if err != nil || got != tc.want {
-				t.Errorf("Find(%s) = %q, %v; want %q", tc.file, got, err, tc.want)
-			}
-			if tc.pages > 0 && f.sim.Requests("list")-before != tc.pages {
-				t.Errorf("%d list requests, want %d", f.sim.Requests("list")-before, tc.pages)
+			for _, tc := range tests {
+				if tc.newestFirst && order == "scrambled" {
+					continue
+				}
+				t.Run(tc.name, func(t *testing.T) {
+					cl := f.client(t, "backend", func(c *gini.Config) {
+						c.ListLimit, c.ListPages, c.ListNewestFirst = tc.limit, tc.pages, tc.newestFirst
+					})
+					doc := must(document("scan.pdf", "application/pdf", nil))
+					doc.ID = tc.docID
+					got, err := cl.Find(ctx, doc, since)
+					if err != nil {
+						t.Fatalf("Find: %v", err)
+					}
+					if got.Outcome != tc.want || got.Ref != tc.ref || !slices.Equal(got.Duplicates, tc.dupes) {
+						t.Errorf("Find(%s) = %+v; want %v ref %q duplicates %v", tc.docID, got, tc.want, tc.ref, tc.dupes)
+					}
+					if got.Outcome == vendors.Unknown && !strings.Contains(got.Reason, "document list") {
+						t.Errorf("Unknown without a reason an operator can read: %q", got.Reason)
+					}
+				})
 			}
 		})
 	}

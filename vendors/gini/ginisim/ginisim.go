@@ -8,7 +8,8 @@
 //   - An Accept header that does not name application/vnd.gini.v1+json is answered 406. Real Gini
 //     serves unversioned answers then; being strict here proves the client pins the version.
 //   - A document that is too large is a 400 (the upload errors Gini lists are 400, 401, 415, 503).
-//   - The list is newest first.
+//   - The list is newest first by default; ListOrder plays the other readings (oldest first, no
+//     order at all), since Gini does not say.
 //   - Extractions of a document that is still PENDING (or ended in ERROR) are empty; its layout
 //     is a 404 ("the requested layout is invalid").
 //   - The token endpoint does not ask for the Accept header: it is the User Center, not the API.
@@ -18,9 +19,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -59,6 +62,9 @@ type Config struct {
 	// plain text (512 KiB).
 	MaxBytes     int64
 	MaxTextBytes int64
+	// ListOrder is the order of GET /documents: "" or "newest" (newest first), "oldest", or
+	// "scrambled" (no order a client could rely on). Gini documents none.
+	ListOrder string
 }
 
 // Server is the simulated Gini. It is an http.Handler, safe for concurrent use.
@@ -466,12 +472,25 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, owner string) {
 		}
 		return mine[i].seq > mine[j].seq
 	})
+	switch s.cfg.ListOrder {
+	case "oldest":
+		slices.Reverse(mine)
+	case "scrambled":
+		// Stable across calls, so that paging stays consistent: by a hash of the id.
+		sort.Slice(mine, func(i, j int) bool { return scramble(mine[i].id) < scramble(mine[j].id) })
+	}
 	page := []map[string]any{}
 	for i := offset; i < len(mine) && i-offset < limit; i++ {
 		page = append(page, s.info(r, mine[i], s.progress(mine[i])))
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, MediaType, map[string]any{"totalCount": len(mine), "documents": page})
+}
+
+func scramble(id string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return h.Sum64()
 }
 
 // intParam reads a non-negative query parameter, answering 400 when it is not one.

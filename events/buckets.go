@@ -1,0 +1,39 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BucketSpec describes a Key-Value bucket a component needs. The Bus names it after the purpose
+// and gives it the deployment's replicas, so that every piece of state is as durable as the
+// events it goes with.
+type BucketSpec struct {
+	Purpose     string // "submissions", "idempotency", "instances": the bucket is <namespace>-<purpose>
+	Description string
+	// TTL is the bucket's age limit: a key not written for that long disappears (0: kept). It is
+	// how keys expire on NATS 2.9, which has no per-key TTL.
+	TTL time.Duration
+	// History is how many values per key are kept (default 1).
+	History uint8
+}
+
+// KeyValue provisions (idempotently) and returns the bucket spec describes.
+func (b *Bus) KeyValue(ctx context.Context, spec BucketSpec) (jetstream.KeyValue, error) {
+	name := b.names.Bucket(spec.Purpose)
+	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      name,
+		Description: spec.Description,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.replicas,
+		TTL:         spec.TTL,
+		History:     max(spec.History, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision key-value bucket %s: %w", name, err)
+	}
+	return kv, nil
+}
