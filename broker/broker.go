@@ -104,6 +104,11 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 			return min(time.Duration(attempts)*500*time.Millisecond, 10*time.Second)
 		}),
 		nats.RetryOnFailedConnect(true),
+		// No writes kept for later while NATS is away: every write here waits for its
+		// acknowledgement and is retried by its caller, and a kept write that lands after its
+		// caller gave up (a claim, an event) is one nobody accounts for. They fail at once
+		// instead, and the caller answers "retry later".
+		nats.ReconnectBufSize(-1),
 		nats.ConnectHandler(func(nc *nats.Conn) { b.log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted()) }),
 	)
 	o, err := authOptions(cfg)

@@ -92,6 +92,23 @@ func (b *Blobs) Open(ctx context.Context, key string) (io.ReadCloser, BlobInfo, 
 		BlobInfo{Key: key, Size: int64(info.Size), SHA256: sum}, nil
 }
 
+// Info describes the bytes under key without reading them: ErrBlobNotFound when there are none;
+// any other error means the store could not be asked.
+func (b *Blobs) Info(ctx context.Context, key string) (BlobInfo, error) {
+	info, err := b.obs.GetInfo(ctx, key)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return BlobInfo{}, fmt.Errorf("%s: %w", key, ErrBlobNotFound)
+	}
+	if err != nil {
+		return BlobInfo{}, fmt.Errorf("look up bytes under %s: %w", key, err)
+	}
+	sum, err := digestHex(info.Digest)
+	if err != nil {
+		return BlobInfo{}, fmt.Errorf("look up bytes under %s: %w", key, err)
+	}
+	return BlobInfo{Key: key, Size: int64(info.Size), SHA256: sum}, nil
+}
+
 // Delete removes the bytes under key; a missing key is not an error.
 func (b *Blobs) Delete(ctx context.Context, key string) error {
 	if err := b.obs.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {

@@ -38,6 +38,7 @@ type Service struct {
 	bus       *events.Bus
 	live      *liveness.Registry
 	stopLive  func()
+	bg        []func() // stops background tasks
 	projector *events.Projector
 	catalog   *catalog.Catalog
 	dispatch  *vendors.Dispatcher
@@ -160,13 +161,14 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 			Bus: s.bus, Intake: in, SourceName: cfg.Sources.HTTPDrop.Name, APIKeys: keys,
 			MaxDocumentBytes: cfg.HTTP.MaxDocumentBytes.Int64(), MaxRequestBytes: cfg.HTTP.MaxRequestBytes.Int64(),
 			MaxFiles: cfg.HTTP.MaxFiles, IdempotencyTTL: cfg.HTTP.IdempotencyTTL.Std(),
-			CheckRouting: router.Check, Enrich: s.dispatch.Enrich,
+			CheckRouting: router.Check, Enrich: s.dispatch.Enrich, Liveness: s.live,
 			Logger: log, Registerer: reg,
 		})
 		if err != nil {
 			return nil, err
 		}
 		drop.Register(s.http.Echo())
+		s.background(drop.Run)
 	}
 	if err := s.startCallbacks(ctx, cfg, refs, reg); err != nil {
 		return nil, err
@@ -248,6 +250,19 @@ func rules(routes []config.Route) []vendors.Rule {
 			Filename: r.Match.Filename, ContentType: r.Match.ContentType, Vendors: r.Vendors}
 	}
 	return out
+}
+
+// background runs fn until stop (after the HTTP server has stopped).
+func (s *Service) background(fn func(ctx context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := fn(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("a background task ended", "err", err)
+		}
+	}()
+	s.bg = append(s.bg, func() { cancel(); <-done })
 }
 
 // startHeartbeat makes this instance known as alive before it claims any work, and keeps it so
@@ -340,6 +355,9 @@ func (s *Service) stop(ctx context.Context) error {
 		if err := s.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("HTTP requests still running at the deadline: %w", err))
 		}
+	}
+	for _, stop := range s.bg {
+		stop()
 	}
 	// Inputs are closed; let submissions and checks in hand finish, then stop the rest.
 	if s.sources != nil {

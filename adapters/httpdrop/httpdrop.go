@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -36,9 +37,18 @@ type Config struct {
 	CheckRouting func(vendors []string, route string) error
 	// Enrich adds to a document's state what is not in its events (the dispatcher's attempts and
 	// last errors). Nil: the state as projected.
-	Enrich     func(ctx context.Context, doc *events.Document)
+	Enrich func(ctx context.Context, doc *events.Document)
+	// Liveness tells which instances are running: a repeat of a request whose instance died
+	// takes its Idempotency-Key over at once. Nil: a claim is only taken over after an hour.
+	Liveness   Liveness
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+}
+
+// Liveness is what the drop needs to know of running instances (see package liveness).
+type Liveness interface {
+	Self() string
+	Alive(ctx context.Context, instance string) (bool, error)
 }
 
 // Drop serves the document endpoints.
@@ -49,6 +59,9 @@ type Drop struct {
 	idem     jetstream.KeyValue
 	log      *slog.Logger
 	rejected *prometheus.CounterVec
+	// running are the attempts (idemRecord.Attempt) of this instance's keyed requests in flight.
+	running sync.Map
+	sweep   sweep
 }
 
 // New provisions the idempotency bucket and returns the drop.
@@ -77,17 +90,13 @@ func New(ctx context.Context, cfg Config) (*Drop, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	names := cfg.Bus.Names()
-	kv, err := cfg.Bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      names.Bucket("idempotency"),
-		Description: "Idempotency-Key records of POST /v1/documents",
-		Storage:     jetstream.FileStorage,
+	kv, err := cfg.Bus.KeyValue(ctx, events.BucketSpec{
+		Purpose: "idempotency", Description: "Idempotency-Key records of POST /v1/documents",
 		// The bucket's age limit expires records; per-key TTLs would need NATS 2.11.
-		TTL:     cfg.IdempotencyTTL,
-		History: 1,
+		TTL: cfg.IdempotencyTTL,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("provision key-value bucket %s: %w", names.Bucket("idempotency"), err)
+		return nil, err
 	}
 	d := &Drop{
 		cfg:  cfg,
@@ -105,6 +114,13 @@ func New(ctx context.Context, cfg Config) (*Drop, error) {
 		}
 	}
 	return d, nil
+}
+
+// Run settles, until ctx ends, the Idempotency-Key writes that the store did not confirm when
+// they were made (NATS was away): without it such a key could stay locked.
+func (d *Drop) Run(ctx context.Context) error {
+	d.runSweep(ctx, time.Second)
+	return nil
 }
 
 // Register adds the routes to the server.

@@ -35,7 +35,7 @@ func FuzzRead(f *testing.F) {
 		req.Header.Set("Content-Type", contentType)
 		req.Body = &clientBody{http.MaxBytesReader(nil, req.Body, d.cfg.MaxRequestBytes)}
 		c := e.NewContext(req, httptest.NewRecorder())
-		r, err := d.read(c, d.check, nil)
+		r, err := d.read(c, d.check, nil, nil)
 		if err == nil {
 			if len(r.files) == 0 || len(r.files) > d.cfg.MaxFiles {
 				t.Fatalf("accepted %d files", len(r.files))

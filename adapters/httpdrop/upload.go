@@ -93,12 +93,9 @@ func (d *Drop) upload(c echo.Context) error {
 	}
 	req.Body = &clientBody{http.MaxBytesReader(c.Response(), req.Body, d.cfg.MaxRequestBytes)}
 
-	stage := func(ctx context.Context, id, name string, r io.Reader) (intake.Staged, error) {
-		return d.in.Stage(ctx, id, name, r, d.cfg.MaxDocumentBytes)
-	}
 	key := req.Header.Get("Idempotency-Key")
 	if key == "" {
-		return d.accept(c, stage, nil)
+		return d.accept(c, nil)
 	}
 	if err := validIdempotencyKey(key); err != nil {
 		return d.refuse("bad_idempotency_key", err)
@@ -110,27 +107,64 @@ func (d *Drop) upload(c echo.Context) error {
 	if done != nil {
 		return d.replay(c, done)
 	}
-	return d.accept(c, stage, cl)
+	return d.accept(c, cl)
 }
 
-// accept reads the request, stores its documents, announces them and answers 202.
-func (d *Drop) accept(c echo.Context, stage storeFunc, cl *claim) (err error) {
+// stage stores one file of a new request.
+func (d *Drop) stage(ctx context.Context, id, name string, r io.Reader) (intake.Staged, error) {
+	return d.in.Stage(ctx, id, name, r, d.cfg.MaxDocumentBytes)
+}
+
+// stageAgain stores one file of a request that an earlier attempt began (same key, same ids):
+// bytes the earlier attempt stored under the id are kept — they may be announced already — once
+// the file is checked to be the same.
+func (d *Drop) stageAgain(ctx context.Context, id, name string, r io.Reader) (intake.Staged, error) {
+	info, err := d.bus.Blobs().Info(ctx, intake.ObjectKey(id))
+	if errors.Is(err, events.ErrBlobNotFound) {
+		return d.stage(ctx, id, name, r)
+	}
+	if err != nil {
+		return intake.Staged{}, err
+	}
+	st, err := intake.Check(id, name, r, d.cfg.MaxDocumentBytes)
+	if err != nil {
+		return intake.Staged{}, err
+	}
+	if st.SHA256 != info.SHA256 || st.Size != info.Size {
+		return intake.Staged{}, d.refuse("idempotency_mismatch", mismatch())
+	}
+	return st, nil
+}
+
+// accept reads the request, stores its documents, announces them and answers 202. cl is the
+// request's Idempotency-Key claim, nil without a key.
+func (d *Drop) accept(c echo.Context, cl *claim) (err error) {
 	ctx := c.Request().Context()
+	ids, stage, discard := func(int) string { return intake.NewDocumentID() }, d.stage, d.in.Discard
+	// burned: the request's ids may be in use (something was, or may have been, announced).
+	burned := false
 	if cl != nil {
+		ids, burned = cl.docID, cl.takeover
+		if cl.takeover {
+			// What the earlier attempt stored may be announced already: never removed.
+			stage, discard = d.stageAgain, nil
+		}
 		defer func() {
 			if err != nil {
-				d.release(ctx, cl)
+				d.release(ctx, cl, burned)
 			}
 		}()
 	}
-	r, err := d.read(c, stage, d.in.Discard)
+	r, err := d.read(c, stage, discard, ids)
 	if err != nil {
 		return err
 	}
 	if d.cfg.CheckRouting != nil {
 		if err := d.cfg.CheckRouting(r.vendors, r.route); err != nil {
-			for _, st := range r.files {
-				d.in.Discard(ctx, st)
+			if discard != nil {
+				for _, st := range r.files {
+					discard(ctx, st)
+				}
 			}
 			return d.refuse("bad_routing", httpapi.NewProblem(http.StatusBadRequest, "%v", err))
 		}
@@ -144,22 +178,41 @@ func (d *Drop) accept(c echo.Context, stage storeFunc, cl *claim) (err error) {
 		Route:    r.route,
 	}
 	resp := Response{Documents: make([]Accepted, 0, len(r.files))}
+	replayed := false
 	for i, st := range r.files {
+		burned = true
+		if cl != nil && cl.takeover && d.announced(cctx, st.DocumentID) {
+			replayed = true // the earlier attempt got this far
+			resp.Documents = append(resp.Documents, accepted(st))
+			continue
+		}
 		if _, err := d.in.Commit(cctx, st, origin); err != nil {
-			for _, rest := range r.files[i:] {
-				d.in.Discard(ctx, rest)
+			// File i may be announced all the same (no answer is not a refusal): its bytes stay.
+			if discard != nil {
+				for _, rest := range r.files[i+1:] {
+					discard(ctx, rest)
+				}
 			}
 			d.log.ErrorContext(ctx, "could not announce an uploaded document", "doc_id", st.DocumentID, "err", err)
-			return httpapi.NewProblem(http.StatusServiceUnavailable,
-				"the document could not be recorded (the event store does not answer); nothing was accepted from file %d on, retry later", i+1).
-				WithHeader("Retry-After", "10")
+			return storeUnavailable(fmt.Sprintf("file %d and those after it could not be recorded", i+1), err)
 		}
 		resp.Documents = append(resp.Documents, accepted(st))
 	}
 	if cl != nil {
 		d.complete(ctx, cl, r.fingerprint(), resp)
 	}
+	if replayed {
+		c.Response().Header().Set("Idempotent-Replayed", "true")
+	}
 	return d.answer(c, resp)
+}
+
+// announced reports whether the document's received event is known to the state store. "Could
+// not tell" is false: Commit then publishes with the event's id, which JetStream (or, past its
+// duplicate window, the state) recognises as the same event.
+func (d *Drop) announced(ctx context.Context, id string) bool {
+	doc, err := d.bus.States().Get(ctx, id)
+	return err == nil && doc.Status != ""
 }
 
 func accepted(st intake.Staged) Accepted {
@@ -179,11 +232,14 @@ func (d *Drop) answer(c echo.Context, resp Response) error {
 	return c.JSON(http.StatusAccepted, resp)
 }
 
-// read parses the request, handing each file to store. On error, discard (if not nil) is called
-// for every file stored so far.
-func (d *Drop) read(c echo.Context, store storeFunc, discard func(context.Context, intake.Staged)) (_ *request, err error) {
+// read parses the request, handing each file to store under the id ids gives for its position
+// (nil: fresh ids). On error, discard (if not nil) is called for every file stored so far.
+func (d *Drop) read(c echo.Context, store storeFunc, discard func(context.Context, intake.Staged), ids func(i int) string) (_ *request, err error) {
 	req := c.Request()
 	ctx := req.Context()
+	if ids == nil {
+		ids = func(int) string { return intake.NewDocumentID() }
+	}
 	r := &request{metadata: map[string]string{}}
 	defer func() {
 		if err != nil && discard != nil {
@@ -207,7 +263,7 @@ func (d *Drop) read(c echo.Context, store storeFunc, discard func(context.Contex
 	mediaType, params, _ := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
 	switch {
 	case mediaType == "multipart/form-data":
-		if err := d.readMultipart(ctx, r, params["boundary"], req.Body, store); err != nil {
+		if err := d.readMultipart(ctx, r, params["boundary"], req.Body, store, ids); err != nil {
 			return nil, err
 		}
 	case strings.HasPrefix(mediaType, "multipart/"):
@@ -221,7 +277,7 @@ func (d *Drop) read(c echo.Context, store storeFunc, discard func(context.Contex
 				rawName = p["filename"]
 			}
 		}
-		st, err := store(ctx, intake.NewDocumentID(), rawName, req.Body)
+		st, err := store(ctx, ids(0), rawName, req.Body)
 		if err != nil {
 			return nil, d.refusal(err, "the body")
 		}
@@ -230,7 +286,7 @@ func (d *Drop) read(c echo.Context, store storeFunc, discard func(context.Contex
 	return r, nil
 }
 
-func (d *Drop) readMultipart(ctx context.Context, r *request, boundary string, body io.Reader, store storeFunc) error {
+func (d *Drop) readMultipart(ctx context.Context, r *request, boundary string, body io.Reader, store storeFunc, ids func(int) string) error {
 	if boundary == "" {
 		return d.refuse("malformed", httpapi.NewProblem(http.StatusBadRequest,
 			"the multipart/form-data Content-Type has no boundary parameter"))
@@ -260,7 +316,7 @@ func (d *Drop) readMultipart(ctx context.Context, r *request, boundary string, b
 				label += fmt.Sprintf(" (%s)", intake.SanitizeFilename(fn, "", ""))
 			}
 			sent := rawFilename(part)
-			st, err := store(ctx, intake.NewDocumentID(), sent, part)
+			st, err := store(ctx, ids(len(r.files)), sent, part)
 			if err != nil {
 				return d.refusal(err, label)
 			}
@@ -373,8 +429,7 @@ func (d *Drop) refusal(err error, what string) error {
 		return d.refuse("malformed", httpapi.NewProblem(http.StatusBadRequest, "%s could not be read: %v", what, body.err))
 	}
 	d.log.Error("could not store an uploaded document", "part", what, "err", err)
-	return httpapi.NewProblem(http.StatusServiceUnavailable,
-		"%s could not be stored right now (the document store does not answer); retry later", what).WithHeader("Retry-After", "10")
+	return storeUnavailable(what+" could not be stored", err)
 }
 
 // clientBody marks errors of the request body as the client's, so that they are not mistaken
