@@ -130,13 +130,14 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		Bus: s.bus, Vendors: s.catalog.Vendors, Router: router,
 		Workers: cfg.Dispatch.Workers, MaxAttempts: cfg.Dispatch.MaxAttempts,
 		RetryInitial: cfg.Dispatch.RetryInitial.Std(), RetryMax: cfg.Dispatch.RetryMax.Std(), Lease: cfg.Dispatch.Lease.Std(),
-		InDoubtTimeout: cfg.Dispatch.InDoubtTimeout.Std(), Liveness: s.live, Logger: log, Metrics: vm, Refs: refs,
+		InDoubtTimeout: cfg.Dispatch.InDoubtTimeout.Std(), Liveness: s.live, AckWait: cfg.HeartbeatTTL.Std(),
+		Logger: log, Metrics: vm, Refs: refs,
 	}); err != nil {
 		return nil, err
 	}
 	if s.poller, err = vendors.StartPoller(ctx, vendors.PollConfig{
 		Bus: s.bus, Vendors: s.catalog.Vendors, Settings: s.catalog.Poll,
-		Workers: cfg.Dispatch.PollWorkers, Logger: log, Metrics: vm,
+		Workers: cfg.Dispatch.PollWorkers, AckWait: cfg.HeartbeatTTL.Std(), Logger: log, Metrics: vm,
 	}); err != nil {
 		return nil, err
 	}

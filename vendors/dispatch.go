@@ -38,6 +38,9 @@ type DispatchConfig struct {
 	// Liveness tells which instances are running; it names this one in submission records. Nil:
 	// an in-flight submission of another worker waits for Lease.
 	Liveness Liveness
+	// AckWait is how long a message stays with a worker that stopped answering for it (a crashed
+	// instance) before it is delivered again (default 10 s).
+	AckWait time.Duration
 	// Refs, when set, records each vendor reference for callbacks to find their document.
 	Refs   *RefIndex
 	Logger *slog.Logger
@@ -74,9 +77,10 @@ var (
 )
 
 const (
-	// ackWait only has to cover a stalled worker: handlers keep their message with InProgress.
-	// It is also how soon the messages of a crashed instance come back, so it is short.
-	ackWait          = 10 * time.Second
+	// defaultAckWait only has to cover a stalled worker: handlers keep their message with
+	// InProgress. It is also how soon the messages of a crashed instance come back, so it is
+	// short, and the service sets it to the heartbeat TTL.
+	defaultAckWait   = 10 * time.Second
 	dispatchConsumer = "dispatch"
 	pollConsumer     = "poll"
 )
@@ -104,6 +108,9 @@ func StartDispatcher(ctx context.Context, cfg DispatchConfig) (*Dispatcher, erro
 	if cfg.InDoubtTimeout <= 0 {
 		cfg.InDoubtTimeout = time.Hour
 	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = defaultAckWait
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -123,7 +130,7 @@ func StartDispatcher(ctx context.Context, cfg DispatchConfig) (*Dispatcher, erro
 		FilterSubject: names.KindSubjects(events.Received),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
+		AckWait:       cfg.AckWait,
 		// Unlimited deliveries: attempts are counted per vendor in the submission record, so that
 		// waiting for a busy worker or a Retry-After never uses up a document's chances.
 		MaxDeliver:    -1,
@@ -132,7 +139,7 @@ func StartDispatcher(ctx context.Context, cfg DispatchConfig) (*Dispatcher, erro
 	if err != nil {
 		return nil, fmt.Errorf("create dispatch consumer: %w", err)
 	}
-	d.w, err = startWorker(cons, cfg.Workers, ackWait, cfg.Logger, d.handle)
+	d.w, err = startWorker(cons, cfg.Workers, cfg.AckWait, cfg.Logger, d.handle)
 	if err != nil {
 		return nil, fmt.Errorf("start dispatcher: %w", err)
 	}

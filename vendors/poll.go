@@ -44,6 +44,8 @@ type PollConfig struct {
 	Settings map[string]PollSettings // by vendor; missing means defaults
 	// Workers is how many documents are checked at once (default 16).
 	Workers int
+	// AckWait: see DispatchConfig.AckWait.
+	AckWait time.Duration
 	Logger  *slog.Logger
 	// Metrics is shared by the dispatcher and the poller; nil means unregistered ones.
 	Metrics *Metrics
@@ -69,6 +71,9 @@ func StartPoller(ctx context.Context, cfg PollConfig) (*Poller, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 16
 	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = defaultAckWait
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -84,14 +89,14 @@ func StartPoller(ctx context.Context, cfg PollConfig) (*Poller, error) {
 		FilterSubject: names.KindSubjects(events.Submitted),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
+		AckWait:       cfg.AckWait,
 		MaxDeliver:    -1, // the deadline ends polling, not a count
 		MaxAckPending: cfg.Workers * 4,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create poll consumer: %w", err)
 	}
-	p.w, err = startWorker(cons, cfg.Workers, ackWait, cfg.Logger, p.handle)
+	p.w, err = startWorker(cons, cfg.Workers, cfg.AckWait, cfg.Logger, p.handle)
 	if err != nil {
 		return nil, fmt.Errorf("start poller: %w", err)
 	}
