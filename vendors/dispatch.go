@@ -68,7 +68,36 @@ type Dispatcher struct {
 	now  func() time.Time
 	// active are the submissions this instance is making now (subKey): a record that names this
 	// instance but is not among them was left behind by a write that failed.
-	active sync.Map
+	active activeSet
+}
+
+// activeSet counts the workers on each key.
+type activeSet struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (a *activeSet) add(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n == nil {
+		a.n = map[string]int{}
+	}
+	a.n[key]++
+}
+
+func (a *activeSet) remove(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n[key]--; a.n[key] <= 0 {
+		delete(a.n, key)
+	}
+}
+
+func (a *activeSet) has(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n[key] > 0
 }
 
 var (
@@ -270,7 +299,7 @@ func (d *Dispatcher) owned(ctx context.Context, docID, vendor string, rec submis
 		return d.cfg.Lease - age, true
 	}
 	if rec.Owner == lv.Self() {
-		if _, ok := d.active.Load(subKey(docID, vendor)); ok {
+		if d.active.has(subKey(docID, vendor)) {
 			return min(d.cfg.Lease-age, lv.TTL()), true
 		}
 		return 0, false // ours, but no worker of ours is on it: its last write was lost
@@ -298,7 +327,14 @@ func (d *Dispatcher) claim(ctx context.Context, docID, vendor string, rec submis
 	if c.FirstStarted.IsZero() {
 		c.FirstStarted = now
 	}
+	// Marked active before the record names us: a redelivery on this instance must never see a
+	// claim of ours that no worker of ours is making. submit unmarks it.
+	key := subKey(docID, vendor)
+	d.active.add(key)
 	nrev, err := d.subs.put(ctx, docID, vendor, c, rev)
+	if err != nil {
+		d.active.remove(key)
+	}
 	return nrev, c, err
 }
 
@@ -330,9 +366,7 @@ func (d *Dispatcher) document(rd events.ReceivedData) Document {
 
 func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route string, v Vendor, rec submission, rev uint64) (time.Duration, error) {
 	name := v.Name()
-	key := subKey(rd.DocumentID, name)
-	d.active.Store(key, struct{}{})
-	defer d.active.Delete(key)
+	defer d.active.remove(subKey(rd.DocumentID, name)) // marked by claim
 	doc := d.document(rd)
 	doc.Tag = NewTag(rd.DocumentID, rec.Attempts)
 	start := d.now()

@@ -112,11 +112,14 @@ func (d *Drop) claim(ctx context.Context, client, key string) (*claim, *idemReco
 	for range 3 {
 		rec := idemRecord{State: statePending, Started: time.Now().UTC(), Owner: d.self(), Attempt: newAttemptID()}
 		body, _ := json.Marshal(rec)
+		// Running before the record names it: a repeat on this instance must never take a
+		// claim of a request that is still under way here for one left behind.
+		d.running.Store(rec.Attempt, struct{}{})
 		rev, err := d.idem.Create(ctx, kvKey, body)
 		if err == nil {
-			d.running.Store(rec.Attempt, struct{}{})
 			return &claim{kvKey: kvKey, rev: rev, rec: rec}, nil, nil
 		}
+		d.running.Delete(rec.Attempt)
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			// The write may still land (NATS buffers it while reconnecting): have the sweep
 			// remove it, so that it cannot lock the key.
@@ -143,8 +146,10 @@ func (d *Drop) claim(ctx context.Context, client, key string) (*claim, *idemReco
 		// Take the key over, keeping its first claim's time and so its document ids.
 		rec.Started = old.Started
 		body, _ = json.Marshal(rec)
+		d.running.Store(rec.Attempt, struct{}{})
 		rev, err = d.idem.Update(ctx, kvKey, body, e.Revision())
 		if err != nil {
+			d.running.Delete(rec.Attempt)
 			if events.IsConflict(err) {
 				return nil, nil, httpapi.NewProblem(http.StatusConflict,
 					"another request took over this Idempotency-Key; retry shortly").WithHeader("Retry-After", "2")
@@ -152,7 +157,6 @@ func (d *Drop) claim(ctx context.Context, client, key string) (*claim, *idemReco
 			d.sweep.add(kvKey, rec.Attempt, nil, time.Now().Add(2*time.Minute))
 			return nil, nil, storeUnavailable("the Idempotency-Key could not be taken over", err)
 		}
-		d.running.Store(rec.Attempt, struct{}{})
 		d.log.InfoContext(ctx, "continuing an Idempotency-Key request whose first attempt did not finish",
 			"first_claimed", old.Started, "previous_owner", old.Owner, "previous_state", old.State)
 		return &claim{kvKey: kvKey, rev: rev, rec: rec, takeover: true}, nil, nil
