@@ -56,7 +56,6 @@ type Config struct {
 	ParkWindow time.Duration
 	Poller     *vendors.Poller
 	Refs       *vendors.RefIndex
-	Replicas   int
 	Workers    int // callbacks resolved at once (default 8)
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -125,12 +124,11 @@ func New(ctx context.Context, cfg Config) (*Receiver, error) {
 	names := cfg.Bus.Names()
 	var err error
 	// Nonces are remembered a little longer than the timestamp window: a replay must find them.
-	r.nonces, err = cfg.Bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: names.Bucket("callback-nonces"), Description: "signed callback nonces seen (replay protection)",
-		Storage: jetstream.FileStorage, TTL: 2*maxSkew + time.Minute, History: 1, Replicas: max(cfg.Replicas, 1),
+	r.nonces, err = cfg.Bus.KeyValue(ctx, events.BucketSpec{
+		Purpose: "callback-nonces", Description: "signed callback nonces seen (replay protection)", TTL: 2*maxSkew + time.Minute,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("provision nonce bucket: %w", err)
+		return nil, err
 	}
 	r.cons, err = cfg.Bus.JetStream().CreateOrUpdateConsumer(ctx, names.Stream(), jetstream.ConsumerConfig{
 		Durable:       names.Durable("callbacks"),

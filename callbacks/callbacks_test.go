@@ -65,7 +65,7 @@ func newRig(t *testing.T, o opts) *rig {
 	vs := map[string]vendors.Vendor{"allspark": client, "cradl": fakeCradl{}}
 	router, _ := vendors.NewRouter([]vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}, []string{"allspark", "cradl"})
 	in, _ := intake.New(intake.Config{Bus: bus, Route: router.Route})
-	refs, err := vendors.OpenRefIndex(ctx, bus, 1)
+	refs, err := vendors.OpenRefIndex(ctx, bus)
 	if err != nil {
 		t.Fatal(err)
 	}

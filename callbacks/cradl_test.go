@@ -56,7 +56,7 @@ func cradlWebhook(t *testing.T, webhookSecret string) {
 	vs := map[string]vendors.Vendor{"cradl": client}
 	router, _ := vendors.NewRouter([]vendors.Rule{{Name: "d", Vendors: []string{"cradl"}}}, []string{"cradl"})
 	in, _ := intake.New(intake.Config{Bus: bus, Route: router.Route})
-	refs, _ := vendors.OpenRefIndex(ctx, bus, 1)
+	refs, _ := vendors.OpenRefIndex(ctx, bus)
 	d, err := vendors.StartDispatcher(ctx, vendors.DispatchConfig{Bus: bus, Vendors: vs, Router: router, Refs: refs})
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ package lease
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -22,9 +21,8 @@ type Config struct {
 	// every TTL/3.
 	TTL time.Duration
 	// Owner names this instance in the lease (host/pid).
-	Owner    string
-	Replicas int
-	Logger   *slog.Logger
+	Owner  string
+	Logger *slog.Logger
 }
 
 // Manager hands out leases from one bucket.
@@ -44,13 +42,11 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	name := cfg.Bus.Names().Bucket("leases")
-	kv, err := cfg.Bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: name, Description: "which instance watches which source", Storage: jetstream.FileStorage,
-		TTL: cfg.TTL, History: 1, Replicas: max(cfg.Replicas, 1),
+	kv, err := cfg.Bus.KeyValue(ctx, events.BucketSpec{
+		Purpose: "leases", Description: "which instance watches which source", TTL: cfg.TTL,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("provision key-value bucket %s: %w", name, err)
+		return nil, err
 	}
 	return &Manager{kv: kv, ttl: cfg.TTL, owner: cfg.Owner, log: cfg.Logger}, nil
 }

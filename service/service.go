@@ -122,7 +122,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
-	refs, err := vendors.OpenRefIndex(ctx, s.bus, cfg.NATS.Stream.Replicas)
+	refs, err := vendors.OpenRefIndex(ctx, s.bus)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +220,7 @@ func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *v
 	var err error
 	s.callbacks, err = callbacks.New(ctx, callbacks.Config{
 		Bus: s.bus, Endpoints: eps, PublicURL: cfg.Callbacks.PublicURL, MaxBody: cfg.Callbacks.MaxBodyBytes.Int64(),
-		ParkWindow: cfg.Callbacks.ParkWindow.Std(), Poller: s.poller, Refs: refs, Replicas: cfg.NATS.Stream.Replicas,
+		ParkWindow: cfg.Callbacks.ParkWindow.Std(), Poller: s.poller, Refs: refs,
 		Logger: s.log, Registerer: reg,
 	})
 	if err != nil {

@@ -63,7 +63,7 @@ func (s *Service) startSources(ctx context.Context, cfg config.Config, in *intak
 	if len(ws) == 0 {
 		return nil
 	}
-	leases, err := lease.New(ctx, lease.Config{Bus: s.bus, Owner: s.live.Self(), Replicas: cfg.NATS.Stream.Replicas, Logger: s.log})
+	leases, err := lease.New(ctx, lease.Config{Bus: s.bus, Owner: s.live.Self(), Logger: s.log})
 	if err != nil {
 		return err
 	}

@@ -17,17 +17,10 @@ import (
 type RefIndex struct{ kv jetstream.KeyValue }
 
 // OpenRefIndex provisions the index bucket.
-func OpenRefIndex(ctx context.Context, bus *events.Bus, replicas int) (*RefIndex, error) {
-	name := bus.Names().Bucket("refs")
-	kv, err := bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      name,
-		Description: "vendor reference → document id",
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(replicas, 1),
-		History:     1,
-	})
+func OpenRefIndex(ctx context.Context, bus *events.Bus) (*RefIndex, error) {
+	kv, err := bus.KeyValue(ctx, events.BucketSpec{Purpose: "refs", Description: "vendor reference → document id"})
 	if err != nil {
-		return nil, fmt.Errorf("provision key-value bucket %s: %w", name, err)
+		return nil, err
 	}
 	return &RefIndex{kv: kv}, nil
 }

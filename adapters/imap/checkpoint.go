@@ -58,14 +58,9 @@ func openStore(ctx context.Context, bus *events.Bus, name, account, mailbox stri
 }
 
 func keyValue(ctx context.Context, bus *events.Bus, purpose, description string) (jetstream.KeyValue, error) {
-	name := bus.Names().Bucket(purpose)
-	kv, err := bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: name, Description: description, Storage: jetstream.FileStorage, History: 1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("provision key-value bucket %s: %w", name, err)
-	}
-	return kv, nil
+	// The Bus gives it the deployment's replicas: the exactly-once records of mail are as durable
+	// as the events they vouch for.
+	return bus.KeyValue(ctx, events.BucketSpec{Purpose: purpose, Description: description})
 }
 
 // kvSafe turns any text (a mailbox name in modified UTF-7, an e-mail address) into a KV key token.

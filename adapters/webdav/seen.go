@@ -40,22 +40,12 @@ type seenStore struct {
 }
 
 func openSeen(ctx context.Context, bus *events.Bus, source string) (*seenStore, error) {
-	js := bus.JetStream()
-	replicas := 1
-	// Same durability as the events they vouch for.
-	if s, err := js.Stream(ctx, bus.Names().Stream()); err == nil && s.CachedInfo().Config.Replicas > 0 {
-		replicas = s.CachedInfo().Config.Replicas
-	}
-	name := bus.Names().Bucket("webdav-seen")
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      name,
-		Description: "WebDAV files already ingested (identity, ETag) per source",
-		Storage:     jetstream.FileStorage,
-		History:     1,
-		Replicas:    replicas,
+	// The Bus gives it the deployment's replicas: the same durability as the events it vouches for.
+	kv, err := bus.KeyValue(ctx, events.BucketSpec{
+		Purpose: "webdav-seen", Description: "WebDAV files already ingested (identity, ETag) per source",
 	})
 	if err != nil {
-		return nil, fmt.Errorf("provision key-value bucket %s: %w", name, err)
+		return nil, err
 	}
 	return &seenStore{kv: kv, source: source}, nil
 }
