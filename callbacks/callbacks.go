@@ -57,8 +57,10 @@ type Config struct {
 	Poller     *vendors.Poller
 	Refs       *vendors.RefIndex
 	Workers    int // callbacks resolved at once (default 8)
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	// AckWait and Drain: see events.ConsumerSpec.
+	AckWait, Drain time.Duration
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
 }
 
 // Receiver is the callback endpoints and the consumer behind them.
@@ -66,21 +68,18 @@ type Receiver struct {
 	cfg       Config
 	endpoints map[string]Endpoint
 	nonces    jetstream.KeyValue
-	cons      jetstream.Consumer
-	cc        jetstream.ConsumeContext
+	cons      *events.Consumer
 	log       *slog.Logger
 	now       func() time.Time
 	received  *prometheus.CounterVec // vendor, outcome
 	resolved  *prometheus.CounterVec // vendor, outcome
-	inflight  chan struct{}
-	wait      func()
 }
 
 // maxInlineBody is the largest body kept inside the parked record; larger ones go to the Object
 // Store (events are limited to 1 MiB).
 const maxInlineBody = 256 << 10
 
-// New provisions the nonce bucket and the resolver's consumer. Start begins resolving.
+// New provisions the nonce bucket and the resolver's consumer. Run resolves.
 func New(ctx context.Context, cfg Config) (*Receiver, error) {
 	if cfg.Bus == nil || cfg.Poller == nil || cfg.Refs == nil {
 		return nil, errors.New("callbacks: Bus, Poller and Refs are required")
@@ -130,18 +129,12 @@ func New(ctx context.Context, cfg Config) (*Receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.cons, err = cfg.Bus.JetStream().CreateOrUpdateConsumer(ctx, names.Stream(), jetstream.ConsumerConfig{
-		Durable:       names.Durable("callbacks"),
-		Description:   "resolves parked vendor callbacks into completed events",
-		FilterSubject: names.Namespace + ".callback.received.>",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       time.Minute,
-		MaxDeliver:    -1, // the park window ends retries
-		MaxAckPending: cfg.Workers * 4,
-	})
+	r.cons, err = cfg.Bus.Consumer(ctx, events.ConsumerSpec{
+		Purpose: "callbacks", Description: "resolves parked vendor callbacks into completed events",
+		Filter: names.CallbackSubjects("received"), Workers: cfg.Workers, AckWait: cfg.AckWait, Drain: cfg.Drain,
+	}, r.resolve)
 	if err != nil {
-		return nil, fmt.Errorf("create callback consumer: %w", err)
+		return nil, err
 	}
 	return r, nil
 }

@@ -51,11 +51,11 @@ func newRig(t *testing.T, o opts) *rig {
 	t.Helper()
 	ctx := context.Background()
 	bus := eventstest.Bus(t, eventstest.Embedded(t))
-	p, err := bus.StartProjector(ctx, nil)
+	p, err := bus.NewProjector(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Stop)
+	eventstest.Run(t, p.Run)
 	sim := httptest.NewServer(allsparksim.New(allsparksim.Config{APIKey: "key"}))
 	t.Cleanup(sim.Close)
 	client, err := allspark.New(allspark.Config{BaseURL: sim.URL + allsparksim.Prefix, APIKey: "key", FetchOCR: true})
@@ -69,22 +69,22 @@ func newRig(t *testing.T, o opts) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := vendors.StartDispatcher(ctx, vendors.DispatchConfig{Bus: bus, Vendors: vs, Router: router, Refs: refs, RetryInitial: 20 * time.Millisecond})
+	d, err := vendors.NewDispatcher(ctx, vendors.DispatchConfig{Bus: bus, Vendors: vs, Router: router, Refs: refs, RetryInitial: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Stop(ctx) })
+	eventstest.Run(t, d.Run)
 	grace := o.grace
 	if grace == 0 {
 		grace = time.Hour // only a callback can complete the document
 	}
-	poller, err := vendors.StartPoller(ctx, vendors.PollConfig{Bus: bus, Vendors: vs, Settings: map[string]vendors.PollSettings{
+	poller, err := vendors.NewPoller(ctx, vendors.PollConfig{Bus: bus, Vendors: vs, Settings: map[string]vendors.PollSettings{
 		"allspark": {Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond, CallbackGrace: grace},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { poller.Stop(ctx) })
+	eventstest.Run(t, poller.Run)
 	recv, err := callbacks.New(ctx, callbacks.Config{
 		Bus: bus, Poller: poller, Refs: refs, MaxBody: 64 << 10, ParkWindow: o.parkWindow,
 		Endpoints: []callbacks.Endpoint{
@@ -95,10 +95,7 @@ func newRig(t *testing.T, o opts) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := recv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(recv.Stop)
+	eventstest.Run(t, recv.Run)
 	srv, _ := httpapi.New(httpapi.Config{})
 	recv.Register(srv.Echo())
 	ts := httptest.NewServer(srv.Echo())

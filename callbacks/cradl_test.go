@@ -51,29 +51,32 @@ func cradlWebhook(t *testing.T, webhookSecret string) {
 	}
 
 	bus := eventstest.Bus(t, eventstest.Embedded(t))
-	p, _ := bus.StartProjector(ctx, nil)
-	defer p.Stop()
+	p, err := bus.NewProjector(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.Run(t, p.Run)
 	vs := map[string]vendors.Vendor{"cradl": client}
 	router, _ := vendors.NewRouter([]vendors.Rule{{Name: "d", Vendors: []string{"cradl"}}}, []string{"cradl"})
 	in, _ := intake.New(intake.Config{Bus: bus, Route: router.Route})
 	refs, _ := vendors.OpenRefIndex(ctx, bus)
-	d, err := vendors.StartDispatcher(ctx, vendors.DispatchConfig{Bus: bus, Vendors: vs, Router: router, Refs: refs})
+	d, err := vendors.NewDispatcher(ctx, vendors.DispatchConfig{Bus: bus, Vendors: vs, Router: router, Refs: refs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Stop(ctx)
-	poller, _ := vendors.StartPoller(ctx, vendors.PollConfig{Bus: bus, Vendors: vs,
+	eventstest.Run(t, d.Run)
+	poller, err := vendors.NewPoller(ctx, vendors.PollConfig{Bus: bus, Vendors: vs,
 		Settings: map[string]vendors.PollSettings{"cradl": {CallbackGrace: time.Hour}}})
-	defer poller.Stop(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.Run(t, poller.Run)
 	recv, err := callbacks.New(ctx, callbacks.Config{Bus: bus, Poller: poller, Refs: refs, PublicURL: ours.URL,
 		Endpoints: []callbacks.Endpoint{{Vendor: "cradl", Token: token, CradlSecret: webhookSecret, Parser: client}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := recv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer recv.Stop()
+	eventstest.Run(t, recv.Run)
 	srv, _ := httpapi.New(httpapi.Config{})
 	recv.Register(srv.Echo())
 	var h http.Handler = srv.Echo()

@@ -27,14 +27,15 @@ type Config struct {
 // Bus is the provisioned backbone of one deployment: the event stream, the document bytes and the
 // document states.
 type Bus struct {
-	js       jetstream.JetStream
-	names    Names
-	replicas int
-	stream   jetstream.Stream
-	blobs    *Blobs
-	states   *States
-	log      *slog.Logger
-	metrics  busMetrics
+	js        jetstream.JetStream
+	names     Names
+	replicas  int
+	stream    jetstream.Stream
+	blobs     *Blobs
+	states    *States
+	log       *slog.Logger
+	metrics   busMetrics
+	consumers consumerMetrics
 }
 
 type busMetrics struct {
@@ -108,13 +109,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 	}
 
 	b := &Bus{
-		js:       js,
-		names:    names,
-		replicas: cfg.Replicas,
-		stream:   stream,
-		blobs:    newBlobs(obs, js.Conn()),
-		states:   &States{kv: kv},
-		log:      cfg.Logger,
+		js:        js,
+		names:     names,
+		replicas:  cfg.Replicas,
+		stream:    stream,
+		blobs:     newBlobs(obs, js.Conn()),
+		states:    &States{kv: kv},
+		log:       cfg.Logger,
+		consumers: newConsumerMetrics(),
 		metrics: busMetrics{
 			published: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "ingest_events_published_total", Help: "Events acknowledged by JetStream, by type.",
@@ -129,7 +131,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 		},
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{b.metrics.published, b.metrics.duplicate, b.metrics.latency} {
+		for _, c := range append([]prometheus.Collector{b.metrics.published, b.metrics.duplicate, b.metrics.latency}, b.consumers.collectors()...) {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}

@@ -206,11 +206,11 @@ func TestStatesApplyConcurrently(t *testing.T) {
 func TestProjectorAppliesWhatProducersMissed(t *testing.T) {
 	onBoth(t, func(t *testing.T, nc *nats.Conn) {
 		b := eventstest.Bus(t, nc)
-		p, err := b.StartProjector(ctxT(t), nil)
+		p, err := b.NewProjector(ctxT(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer p.Stop()
+		eventstest.Run(t, p.Run)
 		// Garbage on our subjects must not stop the projector.
 		if err := nc.Publish(b.Names().Root()+".document.received.http", []byte("not an event")); err != nil {
 			t.Fatal(err)

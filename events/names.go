@@ -72,3 +72,6 @@ func ValidToken(s string) bool {
 func (n Names) CallbackSubject(what, vendor string) string {
 	return n.Namespace + ".callback." + what + "." + vendor
 }
+
+// CallbackSubjects matches the parked callbacks of every vendor ("received") or the unmatched ones.
+func (n Names) CallbackSubjects(what string) string { return n.Namespace + ".callback." + what + ".>" }

@@ -2,11 +2,9 @@ package events
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,26 +14,16 @@ import (
 // the projector applies on its own. A durable consumer shared by all instances means each event is
 // projected once more, not once per instance.
 type Projector struct {
-	cc      jetstream.ConsumeContext
+	bus     *Bus
+	c       *Consumer
 	applied prometheus.Counter
 	bad     prometheus.Counter
 }
 
-// StartProjector begins projecting; Stop ends it.
-func (b *Bus) StartProjector(ctx context.Context, reg prometheus.Registerer) (*Projector, error) {
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, b.names.Stream(), jetstream.ConsumerConfig{
-		Durable:       b.names.Durable("state"),
-		Description:   "projects document events into the state bucket",
-		FilterSubject: b.names.DocumentSubjects(),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxAckPending: 256,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create state projector consumer: %w", err)
-	}
+// NewProjector provisions the projector's consumer; Run projects.
+func (b *Bus) NewProjector(ctx context.Context, reg prometheus.Registerer) (*Projector, error) {
 	p := &Projector{
+		bus: b,
 		applied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ingest_state_projected_total", Help: "Events the projector applied before their producer did (or instead of it, after a crash).",
 		}),
@@ -50,49 +38,37 @@ func (b *Bus) StartProjector(ctx context.Context, reg prometheus.Registerer) (*P
 			}
 		}
 	}
-	log := b.log
-	p.cc, err = cons.Consume(func(m jetstream.Msg) {
-		ev, err := Decode(m.Data())
-		if err != nil {
-			// Someone published garbage on our subjects: say so once and move on, redelivering
-			// it would never help.
-			p.bad.Inc()
-			log.Warn("state projector skips a message that is not an ingest event", "subject", m.Subject(), "err", err)
-			_ = m.Term()
-			return
-		}
-		actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, changed, err := b.states.Apply(actx, ev)
-		if err != nil {
-			var md *jetstream.MsgMetadata
-			md, _ = m.Metadata()
-			delay := time.Second
-			if md != nil {
-				delay = min(time.Duration(md.NumDelivered)*time.Second, time.Minute)
-			}
-			log.Error("state projector could not apply an event; it will be redelivered", "doc_id", ev.Subject, "event_id", ev.ID, "err", err)
-			_ = m.NakWithDelay(delay)
-			return
-		}
-		if changed {
-			p.applied.Inc()
-			log.Debug("state projector applied an event", "doc_id", ev.Subject, "event_id", ev.ID)
-		}
-		_ = m.Ack()
-	}, jetstream.PullMaxMessages(64), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			log.Debug("state projector pull", "err", err)
-		}
-	}))
+	var err error
+	p.c, err = b.Consumer(ctx, ConsumerSpec{
+		Purpose: "state", Description: "projects document events into the state bucket",
+		Filter: b.names.DocumentSubjects(), Workers: 16, AckWait: 30 * time.Second,
+	}, p.handle)
 	if err != nil {
-		return nil, fmt.Errorf("start state projector: %w", err)
+		return nil, err
 	}
 	return p, nil
 }
 
-// Stop ends projecting and waits for the message in hand.
-func (p *Projector) Stop() {
-	p.cc.Stop()
-	<-p.cc.Closed()
+// Run projects until ctx ends.
+func (p *Projector) Run(ctx context.Context) error { return p.c.Run(ctx) }
+
+func (p *Projector) handle(ctx context.Context, d Delivery) Outcome {
+	ev, err := Decode(d.Data)
+	if err != nil {
+		// Someone published garbage on our subjects: redelivering it would never help.
+		p.bad.Inc()
+		return Drop("not an ingest event: " + err.Error())
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, changed, err := p.bus.states.Apply(actx, ev)
+	if err != nil {
+		p.bus.log.Error("state projector could not apply an event; it will be delivered again", "doc_id", ev.Subject, "event_id", ev.ID, "err", err)
+		return RetryAfter(min(time.Duration(d.Attempt)*time.Second, time.Minute))
+	}
+	if changed {
+		p.applied.Inc()
+		p.bus.log.Debug("state projector applied an event", "doc_id", ev.Subject, "event_id", ev.ID)
+	}
+	return Done()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ingest-dev/ingest/adapters/httpdrop"
 	"github.com/ingest-dev/ingest/broker"
@@ -37,9 +38,6 @@ type Service struct {
 	broker    *broker.Broker
 	bus       *events.Bus
 	live      *liveness.Registry
-	stopLive  func()
-	bg        []func() // stops background tasks
-	projector *events.Projector
 	catalog   *catalog.Catalog
 	dispatch  *vendors.Dispatcher
 	poller    *vendors.Poller
@@ -47,7 +45,32 @@ type Service struct {
 	sources   *sources
 	http      *httpapi.Server
 	httpAddr  string
-	served    chan error
+
+	// The service's one lifecycle: every long-running part is a component, run together until
+	// shutdown or until one of them fails; then they all stop, each within the drain time.
+	components []component
+	stopWork   context.CancelFunc
+	workDone   chan struct{}
+	// failed reports the first component that ended on its own with an error.
+	failed        chan error
+	stopHeartbeat func()
+}
+
+// component is a long-running part of the service: it runs until its context ends, then finishes
+// what it has in hand within the drain time, and returns.
+type component struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+func (s *Service) add(name string, run func(ctx context.Context) error) {
+	s.components = append(s.components, component{name: name, run: run})
+}
+
+// drain is how long each component may take to finish its work in hand once the service stops:
+// what is left of shutdown_timeout after a second for the heartbeat and NATS.
+func (s *Service) drain() time.Duration {
+	return max(s.cfg.ShutdownTimeout.Std()-time.Second, 500*time.Millisecond)
 }
 
 // Start brings everything up. It returns once the service takes documents, or with the first
@@ -56,7 +79,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if errs := cfg.Validate(); len(errs) > 0 {
 		return nil, &config.Problems{Source: "the given configuration", List: errorStrings(errs)}
 	}
-	s := &Service{cfg: cfg, log: log, served: make(chan error, 1)}
+	s := &Service{cfg: cfg, log: log, failed: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			s.stop(context.Background())
@@ -104,9 +127,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err := s.startHeartbeat(ctx, cfg); err != nil {
 		return nil, err
 	}
-	if s.projector, err = s.bus.StartProjector(ctx, reg); err != nil {
+	projector, err := s.bus.NewProjector(ctx, reg)
+	if err != nil {
 		return nil, err
 	}
+	s.add("state projector", projector.Run)
 	if s.catalog, err = catalog.Build(ctx, cfg.Vendors, log); err != nil {
 		return nil, err
 	}
@@ -126,21 +151,23 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
-	if s.dispatch, err = vendors.StartDispatcher(ctx, vendors.DispatchConfig{
+	if s.dispatch, err = vendors.NewDispatcher(ctx, vendors.DispatchConfig{
 		Bus: s.bus, Vendors: s.catalog.Vendors, Router: router,
 		Workers: cfg.Dispatch.Workers, MaxAttempts: cfg.Dispatch.MaxAttempts,
 		RetryInitial: cfg.Dispatch.RetryInitial.Std(), RetryMax: cfg.Dispatch.RetryMax.Std(), Lease: cfg.Dispatch.Lease.Std(),
-		InDoubtTimeout: cfg.Dispatch.InDoubtTimeout.Std(), Liveness: s.live, AckWait: cfg.HeartbeatTTL.Std(),
+		InDoubtTimeout: cfg.Dispatch.InDoubtTimeout.Std(), Liveness: s.live, AckWait: cfg.HeartbeatTTL.Std(), Drain: s.drain(),
 		Logger: log, Metrics: vm, Refs: refs,
 	}); err != nil {
 		return nil, err
 	}
-	if s.poller, err = vendors.StartPoller(ctx, vendors.PollConfig{
+	s.add("dispatcher", s.dispatch.Run)
+	if s.poller, err = vendors.NewPoller(ctx, vendors.PollConfig{
 		Bus: s.bus, Vendors: s.catalog.Vendors, Settings: s.catalog.Poll,
-		Workers: cfg.Dispatch.PollWorkers, AckWait: cfg.HeartbeatTTL.Std(), Logger: log, Metrics: vm,
+		Workers: cfg.Dispatch.PollWorkers, AckWait: cfg.HeartbeatTTL.Std(), Drain: s.drain(), Logger: log, Metrics: vm,
 	}); err != nil {
 		return nil, err
 	}
+	s.add("poller", s.poller.Run)
 
 	s.http, err = httpapi.New(httpapi.Config{
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout.Std(),
@@ -169,7 +196,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 			return nil, err
 		}
 		drop.Register(s.http.Echo())
-		s.background(drop.Run)
+		s.add("idempotency sweep", drop.Run)
 	}
 	if err := s.startCallbacks(ctx, cfg, refs, reg); err != nil {
 		return nil, err
@@ -178,7 +205,8 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, err
 	}
 	serving = true
-	go func() { s.served <- s.http.Serve(ln) }()
+	s.add("http", func(ctx context.Context) error { return s.serveHTTP(ctx, ln) })
+	s.start()
 
 	if err := writeRuntime(cfg.DataDir, Runtime{
 		PID: os.Getpid(), NATSURL: s.broker.URL(), HTTPURL: "http://" + dialable(s.httpAddr), Started: time.Now().UTC(),
@@ -220,15 +248,13 @@ func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *v
 	var err error
 	s.callbacks, err = callbacks.New(ctx, callbacks.Config{
 		Bus: s.bus, Endpoints: eps, PublicURL: cfg.Callbacks.PublicURL, MaxBody: cfg.Callbacks.MaxBodyBytes.Int64(),
-		ParkWindow: cfg.Callbacks.ParkWindow.Std(), Poller: s.poller, Refs: refs,
+		ParkWindow: cfg.Callbacks.ParkWindow.Std(), Poller: s.poller, Refs: refs, AckWait: cfg.HeartbeatTTL.Std(), Drain: s.drain(),
 		Logger: s.log, Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
-	if err := s.callbacks.Start(); err != nil {
-		return err
-	}
+	s.add("callback resolver", s.callbacks.Run)
 	s.callbacks.Register(s.http.Echo())
 	for vendor, url := range s.callbacks.URLs() {
 		s.log.Info(fmt.Sprintf("callback URL for %s (paste it into the vendor's console): %s", vendor, url), "vendor", vendor)
@@ -253,17 +279,44 @@ func rules(routes []config.Route) []vendors.Rule {
 	return out
 }
 
-// background runs fn until stop (after the HTTP server has stopped).
-func (s *Service) background(fn func(ctx context.Context) error) {
+// start runs every component until stopWork; the first one to fail stops the rest and is
+// reported on Done.
+func (s *Service) start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	g, gctx := errgroup.WithContext(ctx)
+	for _, c := range s.components {
+		g.Go(func() error {
+			if err := c.run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			return nil
+		})
+	}
+	s.stopWork, s.workDone = cancel, make(chan struct{})
 	go func() {
-		defer close(done)
-		if err := fn(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("a background task ended", "err", err)
+		defer close(s.workDone)
+		if err := g.Wait(); err != nil {
+			s.failed <- err
 		}
 	}()
-	s.bg = append(s.bg, func() { cancel(); <-done })
+}
+
+// serveHTTP serves until ctx ends, then lets requests in flight finish within the drain time.
+func (s *Service) serveHTTP(ctx context.Context, ln net.Listener) error {
+	served := make(chan error, 1)
+	go func() { served <- s.http.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err // the listener failed under us
+	case <-ctx.Done():
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), s.drain())
+	defer cancel()
+	if err := s.http.Shutdown(dctx); err != nil {
+		s.log.Warn("HTTP requests still running at the end of the drain time were cut off", "err", err)
+	}
+	<-served
+	return nil
 }
 
 // startHeartbeat makes this instance known as alive before it claims any work, and keeps it so
@@ -279,7 +332,7 @@ func (s *Service) startHeartbeat(ctx context.Context, cfg config.Config) error {
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = live.Run(hctx) }()
-	s.live, s.stopLive = live, func() { cancel(); <-done }
+	s.live, s.stopHeartbeat = live, func() { cancel(); <-done }
 	return nil
 }
 
@@ -341,10 +394,12 @@ func (s *Service) NATSURL() string { return s.broker.URL() }
 // Bus is the event backbone.
 func (s *Service) Bus() *events.Bus { return s.bus }
 
-// Done reports the HTTP server ending on its own (a fatal error).
-func (s *Service) Done() <-chan error { return s.served }
+// Done reports a component that ended on its own with an error (the HTTP listener failed, …):
+// the service is stopping.
+func (s *Service) Done() <-chan error { return s.failed }
 
-// Shutdown stops taking input, lets in-flight uploads finish (until ctx ends), then drains NATS.
+// Shutdown stops taking input and lets the work in hand finish (uploads, submissions, polls,
+// callbacks: each within shutdown_timeout less a second), then drains NATS.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down: no new requests; finishing those in flight")
 	return s.stop(ctx)
@@ -352,37 +407,21 @@ func (s *Service) Shutdown(ctx context.Context) error {
 
 func (s *Service) stop(ctx context.Context) error {
 	var errs []error
-	if s.http != nil {
-		if err := s.http.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("HTTP requests still running at the deadline: %w", err))
+	if s.stopWork != nil {
+		s.stopWork()
+		select {
+		case <-s.workDone:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("work still running at the shutdown deadline: %w", ctx.Err()))
 		}
-	}
-	for _, stop := range s.bg {
-		stop()
-	}
-	// Inputs are closed; let submissions and checks in hand finish, then stop the rest.
-	if s.sources != nil {
-		s.sources.stop(ctx)
-	}
-	if s.callbacks != nil {
-		s.callbacks.Stop()
-	}
-	if s.dispatch != nil {
-		s.dispatch.Stop(ctx)
-	}
-	if s.poller != nil {
-		s.poller.Stop(ctx)
-	}
-	if s.projector != nil {
-		s.projector.Stop()
 	}
 	if s.catalog != nil {
 		s.catalog.Close(ctx)
 	}
 	// Last before NATS goes: with the heartbeat gone, whatever this instance still held is taken
 	// over by the others at once.
-	if s.stopLive != nil {
-		s.stopLive()
+	if s.stopHeartbeat != nil {
+		s.stopHeartbeat()
 	}
 	if s.broker != nil {
 		s.broker.Close(ctx)
@@ -400,8 +439,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	select {
 	case <-ctx.Done():
-	case err := <-s.served:
-		log.Error("HTTP server stopped", "err", err)
+	case err := <-s.failed:
+		log.Error("a part of the service failed; stopping", "err", err)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Std())
 	defer cancel()

@@ -30,8 +30,6 @@ type watcher interface {
 // sources runs the mailbox and folder watchers, each under a lease so that one instance at a time
 // watches it.
 type sources struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
 	health map[string]func() error
 }
 
@@ -67,34 +65,27 @@ func (s *Service) startSources(ctx context.Context, cfg config.Config, in *intak
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithCancel(context.Background())
-	src.cancel = cancel
 	for _, n := range ws {
 		src.health[n.lease] = n.w.Health
-		src.wg.Add(1)
-		go func() {
-			defer src.wg.Done()
-			leases.Run(rctx, n.lease, func(ctx context.Context) {
-				if err := n.w.Run(ctx); err != nil && ctx.Err() == nil {
-					s.log.Error("source stopped", "source", n.lease, "err", err)
-				}
-			})
-		}()
 	}
 	s.sources = src
+	// The watchers stop with the service: their work in hand is cancelled (it is redone after a
+	// restart: a mail or file counts as taken only once its documents are announced).
+	s.add("sources", func(ctx context.Context) error {
+		var wg sync.WaitGroup
+		for _, n := range ws {
+			wg.Go(func() {
+				leases.Run(ctx, n.lease, func(ctx context.Context) {
+					if err := n.w.Run(ctx); err != nil && ctx.Err() == nil {
+						s.log.Error("source stopped", "source", n.lease, "err", err)
+					}
+				})
+			})
+		}
+		wg.Wait()
+		return nil
+	})
 	return nil
-}
-
-// stop ends the watchers: their work in hand is cancelled (it is redone after a restart: a mail
-// or file counts as taken only once its documents are announced).
-func (src *sources) stop(ctx context.Context) {
-	src.cancel()
-	done := make(chan struct{})
-	go func() { src.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
 }
 
 // ready fails when a source needs a person: a mailbox whose OAuth consent must be renewed.

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ingest-dev/ingest/events"
 )
 
@@ -41,6 +39,8 @@ type DispatchConfig struct {
 	// AckWait is how long a message stays with a worker that stopped answering for it (a crashed
 	// instance) before it is delivered again (default 10 s).
 	AckWait time.Duration
+	// Drain is how long submissions under way may finish when Run's context ends (default 5 s).
+	Drain time.Duration
 	// Refs, when set, records each vendor reference for callbacks to find their document.
 	Refs   *RefIndex
 	Logger *slog.Logger
@@ -64,7 +64,7 @@ type Dispatcher struct {
 	ann  announcer
 	log  *slog.Logger
 	m    *Metrics
-	w    *worker
+	c    *events.Consumer
 	now  func() time.Time
 	// active are the submissions this instance is making now (subKey): a record that names this
 	// instance but is not among them was left behind by a write that failed.
@@ -114,8 +114,8 @@ const (
 	pollConsumer     = "poll"
 )
 
-// StartDispatcher provisions its consumer and bucket and starts working.
-func StartDispatcher(ctx context.Context, cfg DispatchConfig) (*Dispatcher, error) {
+// NewDispatcher provisions its consumer and bucket; Run dispatches.
+func NewDispatcher(ctx context.Context, cfg DispatchConfig) (*Dispatcher, error) {
 	if cfg.Bus == nil || cfg.Router == nil {
 		return nil, errors.New("dispatcher: Bus and Router are required")
 	}
@@ -147,52 +147,64 @@ func StartDispatcher(ctx context.Context, cfg DispatchConfig) (*Dispatcher, erro
 	if m == nil {
 		m, _ = NewMetrics(nil)
 	}
-	subs, err := openSubmissions(ctx, cfg.Bus)
-	if err != nil {
-		return nil, err
+	subs, serr := openSubmissions(ctx, cfg.Bus)
+	if serr != nil {
+		return nil, serr
 	}
 	d := &Dispatcher{cfg: cfg, subs: subs, ann: announcer{bus: cfg.Bus, log: cfg.Logger}, log: cfg.Logger, m: m, now: time.Now}
-	names := cfg.Bus.Names()
-	cons, err := cfg.Bus.JetStream().CreateOrUpdateConsumer(ctx, names.Stream(), jetstream.ConsumerConfig{
-		Durable:       names.Durable(dispatchConsumer),
-		Description:   "submits received documents to vendors",
-		FilterSubject: names.KindSubjects(events.Received),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		// Unlimited deliveries: attempts are counted per vendor in the submission record, so that
-		// waiting for a busy worker or a Retry-After never uses up a document's chances.
-		MaxDeliver:    -1,
-		MaxAckPending: cfg.Workers * 4,
-	})
+	var err error
+	d.c, err = cfg.Bus.Consumer(ctx, events.ConsumerSpec{
+		Purpose: dispatchConsumer, Description: "submits received documents to vendors",
+		Filter:  cfg.Bus.Names().KindSubjects(events.Received),
+		Workers: cfg.Workers, AckWait: cfg.AckWait, Drain: cfg.Drain,
+		OnPanic: d.panicked,
+	}, d.handle)
 	if err != nil {
-		return nil, fmt.Errorf("create dispatch consumer: %w", err)
-	}
-	d.w, err = startWorker(cons, cfg.Workers, cfg.AckWait, cfg.Logger, d.handle)
-	if err != nil {
-		return nil, fmt.Errorf("start dispatcher: %w", err)
+		return nil, err
 	}
 	return d, nil
 }
 
-// Stop ends dispatching; submissions under way get until ctx ends.
-func (d *Dispatcher) Stop(ctx context.Context) { d.w.stop(ctx) }
+// Run dispatches until ctx ends; submissions under way then get DispatchConfig.Drain to finish.
+func (d *Dispatcher) Run(ctx context.Context) error { return d.c.Run(ctx) }
 
-func (d *Dispatcher) handle(ctx context.Context, m jetstream.Msg) {
-	ev, err := events.Decode(m.Data())
+// panicked fails the document a panicking handler was about, at every vendor it was meant for:
+// a bug met on one document must not stop the others, nor retry this one forever.
+func (d *Dispatcher) panicked(ctx context.Context, dl events.Delivery, p any) events.Outcome {
+	rd, err := decodeReceived(dl.Data)
+	if err != nil {
+		return events.Drop("not a received event")
+	}
+	targets := rd.Vendors
+	if len(targets) == 0 {
+		targets = []string{"routing"}
+	}
+	for _, name := range targets {
+		if err := d.fail(ctx, rd.DocumentID, name, submission{}, fmt.Sprintf("ingest failed on this document with an internal error (%v); it is reported in the log", p)); err != nil {
+			return events.RetryAfter(d.cfg.RetryInitial)
+		}
+	}
+	return events.Done()
+}
+
+func decodeReceived(data []byte) (events.ReceivedData, error) {
+	ev, err := events.Decode(data)
 	var rd events.ReceivedData
 	if err == nil {
 		err = ev.DecodeData(&rd)
 	}
-	if err != nil || rd.DocumentID == "" {
-		d.log.Warn("dispatcher skips a message that is not a received event", "subject", m.Subject(), "err", err)
-		_ = m.Term()
-		return
+	if err == nil && rd.DocumentID == "" {
+		err = errors.New("the event names no document")
+	}
+	return rd, err
+}
+
+func (d *Dispatcher) handle(ctx context.Context, dl events.Delivery) events.Outcome {
+	rd, err := decodeReceived(dl.Data)
+	if err != nil {
+		return events.Drop("not a received event: " + err.Error())
 	}
 	log := d.log.With("doc_id", rd.DocumentID)
-	if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
-		d.m.redelivered.WithLabelValues(dispatchConsumer).Inc()
-	}
 	targets, route, err := d.cfg.Router.Route(rd)
 	if err != nil {
 		// The sender named a vendor or route this deployment does not have: say so on the bus.
@@ -202,26 +214,23 @@ func (d *Dispatcher) handle(ctx context.Context, m jetstream.Msg) {
 		}
 		log.Warn("document cannot be routed", "err", err)
 		if err := d.fail(ctx, rd.DocumentID, vendor, submission{}, err.Error()); err != nil {
-			_ = m.NakWithDelay(d.cfg.RetryInitial)
-			return
+			return events.RetryAfter(d.cfg.RetryInitial)
 		}
-		_ = m.Ack()
-		return
+		return events.Done()
 	}
 	if len(targets) == 0 {
 		d.m.unrouted.Inc()
 		log.Info("no route matches the document; it stays received", "filename", rd.Filename, "source", rd.Source.Kind+"/"+rd.Source.Name)
-		_ = m.Ack()
-		return
+		return events.Done()
 	}
 	var wait time.Duration
-	var pending []string
+	pending := 0
 	for _, name := range targets {
 		delay, err := d.dispatch(ctx, rd, route, name)
 		if err == nil {
 			continue
 		}
-		pending = append(pending, name)
+		pending++
 		if wait == 0 || delay < wait {
 			wait = delay
 		}
@@ -229,11 +238,10 @@ func (d *Dispatcher) handle(ctx context.Context, m jetstream.Msg) {
 			log.Warn("submission will be retried", "vendor", name, "retry_in", delay.String(), "err", err)
 		}
 	}
-	if len(pending) == 0 {
-		_ = m.Ack()
-		return
+	if pending == 0 {
+		return events.Done()
 	}
-	_ = m.NakWithDelay(max(wait, 100*time.Millisecond))
+	return events.RetryAfter(wait)
 }
 
 // dispatch brings one (document, vendor) one step on. A nil error means there is nothing left to
@@ -252,6 +260,10 @@ func (d *Dispatcher) dispatch(ctx context.Context, rd events.ReceivedData, route
 			return d.retryIfErr(d.announceSubmitted(ctx, rd, route, name, rec))
 		case rev != 0 && rec.State == stateFailed:
 			return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, rec.LastError))
+		case v == nil:
+			// Removed from the configuration since the document was routed: one answer,
+			// whatever the submission's state (the poller gives the same).
+			return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, NotConfigured(name)))
 		case rev != 0 && rec.State == stateInFlight && !rec.InDoubt:
 			if wait, busy := d.owned(ctx, rd.DocumentID, name, rec); busy {
 				return wait, errBusy
@@ -272,9 +284,6 @@ func (d *Dispatcher) dispatch(ctx context.Context, rd events.ReceivedData, route
 			return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, rec.LastError))
 		}
 		// Nothing yet, or a retry that is due: claim the attempt, then call the vendor.
-		if v == nil {
-			return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, fmt.Sprintf("vendor %q is not configured on this instance", name)))
-		}
 		nrev, claim, err := d.claim(ctx, rd.DocumentID, name, rec, rev)
 		if errors.Is(err, errLost) {
 			continue // another worker claimed it: look again
@@ -451,9 +460,6 @@ func (d *Dispatcher) settle(ctx context.Context, docID, vendor string, want subm
 // InDoubtTimeout, failed for an operator to decide. Vendors that cannot be asked get the
 // document again (at-least-once, counted).
 func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, route string, v Vendor, rec submission, rev uint64) (time.Duration, error) {
-	if v == nil {
-		return d.retryIfErr(d.fail(ctx, rd.DocumentID, "unknown", rec, "vendor is not configured on this instance"))
-	}
 	name := v.Name()
 	log := d.log.With("doc_id", rd.DocumentID, "vendor", name)
 	since := rec.FirstStarted
@@ -597,6 +603,12 @@ func (d *Dispatcher) Enrich(ctx context.Context, doc *events.Document) {
 			vs.InDoubt, vs.Candidates = true, rec.Candidates
 		}
 	}
+}
+
+// NotConfigured is the failure of a document routed to a vendor the configuration no longer has:
+// the same words from the dispatcher and the poller.
+func NotConfigured(vendor string) string {
+	return fmt.Sprintf("vendor %q is not enabled in this deployment's configuration (vendors.%s); it was when the document was routed to it", vendor, vendor)
 }
 
 func messageOf(err error) string {

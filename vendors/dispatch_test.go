@@ -155,11 +155,11 @@ type rig struct {
 
 func newRig(t *testing.T, vs ...vendors.Vendor) *rig {
 	bus := eventstest.Bus(t, eventstest.Embedded(t))
-	p, err := bus.StartProjector(context.Background(), nil)
+	p, err := bus.NewProjector(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Stop)
+	eventstest.Run(t, p.Run)
 	m, _ := vendors.NewMetrics(nil)
 	r := &rig{t: t, bus: bus, vs: map[string]vendors.Vendor{}, m: m}
 	for _, v := range vs {
@@ -207,19 +207,29 @@ func (r *rig) instance() (reg *liveness.Registry, stop func()) {
 	return reg, stop
 }
 
-// dispatcher is a Dispatcher of its own instance.
+// dispatcher is a running Dispatcher of its own instance.
 type dispatcher struct {
 	*vendors.Dispatcher
+	stop          func() // ends Run: calls in hand get DispatchConfig.Drain (50 ms here)
 	stopHeartbeat func()
 }
 
 // kill stops the dispatcher as a crash would: calls in hand are cut off, and its instance's
 // heartbeat is gone.
 func (d dispatcher) kill() {
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	d.Stop(ctx)
-	cancel()
+	d.stop()
 	d.stopHeartbeat()
+}
+
+// runUntil runs run in the background; the returned stop ends it and waits (also at cleanup).
+func runUntil(t *testing.T, run func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
 }
 
 func (r *rig) dispatcher(rules []vendors.Rule, tweak func(*vendors.DispatchConfig)) dispatcher {
@@ -230,17 +240,17 @@ func (r *rig) dispatcher(rules []vendors.Rule, tweak func(*vendors.DispatchConfi
 	}
 	reg, stop := r.instance()
 	cfg := vendors.DispatchConfig{Bus: r.bus, Vendors: r.vs, Router: router, Workers: 4,
-		RetryInitial: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Metrics: r.m, Liveness: reg}
+		RetryInitial: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Metrics: r.m, Liveness: reg,
+		Drain: 50 * time.Millisecond}
 	if tweak != nil {
 		tweak(&cfg)
 	}
 	r.route(rules)
-	d, err := vendors.StartDispatcher(context.Background(), cfg)
+	d, err := vendors.NewDispatcher(context.Background(), cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	r.t.Cleanup(func() { d.Stop(context.Background()) })
-	return dispatcher{Dispatcher: d, stopHeartbeat: stop}
+	return dispatcher{Dispatcher: d, stop: runUntil(r.t, d.Run), stopHeartbeat: stop}
 }
 
 func (r *rig) poller(deadline time.Duration) *vendors.Poller {
@@ -249,11 +259,12 @@ func (r *rig) poller(deadline time.Duration) *vendors.Poller {
 	for n := range r.vs {
 		settings[n] = vendors.PollSettings{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Deadline: deadline}
 	}
-	p, err := vendors.StartPoller(context.Background(), vendors.PollConfig{Bus: r.bus, Vendors: r.vs, Settings: settings, Metrics: r.m})
+	p, err := vendors.NewPoller(context.Background(), vendors.PollConfig{Bus: r.bus, Vendors: r.vs, Settings: settings, Metrics: r.m,
+		Drain: 50 * time.Millisecond})
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	r.t.Cleanup(func() { p.Stop(context.Background()) })
+	runUntil(r.t, p.Run)
 	return p
 }
 
@@ -529,9 +540,7 @@ func TestExpiredLeaseWithoutReconciler(t *testing.T) {
 	d1 := r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.Lease = 300 * time.Millisecond })
 	st := r.receive("x.pdf", pdf("lease"))
 	eventstest.WaitFor(t, 10*time.Second, "the upload", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	d1.Stop(ctx) // its heartbeat goes on
-	cancel()
+	d1.stop() // its heartbeat goes on
 	fake.mu.Lock()
 	fake.hang = nil
 	fake.mu.Unlock()

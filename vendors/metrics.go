@@ -11,7 +11,6 @@ type Metrics struct {
 	submissions *prometheus.CounterVec // vendor, outcome
 	inDoubt     *prometheus.CounterVec // vendor, outcome
 	unrouted    prometheus.Counter
-	redelivered *prometheus.CounterVec // consumer
 	calls       *prometheus.HistogramVec
 	completed   *prometheus.CounterVec
 	failed      *prometheus.CounterVec // vendor, reason
@@ -27,14 +26,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"vendor", "outcome"}),
 		inDoubt: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ingest_vendor_in_doubt_total",
-			Help: "Interrupted submissions by outcome: reconciled (found at the vendor), not_found (submitted again, safely), unreconcilable (the vendor cannot be asked; submitted again, possibly twice).",
+			Help: "Interrupted submissions by outcome: reconciled (found at the vendor by its tag), absent (the vendor certainly has none: submitted again), unknown (the vendor could not tell: asked again later), gave_up (in doubt too long: failed for an operator), unreconcilable (the vendor cannot be asked: submitted again, possibly twice), duplicate (the vendor has it twice).",
 		}, []string{"vendor", "outcome"}),
 		unrouted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ingest_dispatch_unrouted_total", Help: "Received documents no route matched.",
 		}),
-		redelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ingest_redeliveries_total", Help: "Messages delivered more than once, by consumer.",
-		}, []string{"consumer"}),
 		calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ingest_vendor_call_seconds", Help: "Vendor API calls by vendor and operation.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 3, 12),
@@ -56,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.submissions, m.inDoubt, m.unrouted, m.redelivered, m.calls, m.completed, m.failed, m.polls, m.latency} {
+	for _, c := range []prometheus.Collector{m.submissions, m.inDoubt, m.unrouted, m.calls, m.completed, m.failed, m.polls, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

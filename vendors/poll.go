@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ingest-dev/ingest/events"
 )
 
@@ -44,9 +42,9 @@ type PollConfig struct {
 	Settings map[string]PollSettings // by vendor; missing means defaults
 	// Workers is how many documents are checked at once (default 16).
 	Workers int
-	// AckWait: see DispatchConfig.AckWait.
-	AckWait time.Duration
-	Logger  *slog.Logger
+	// AckWait and Drain: see DispatchConfig.
+	AckWait, Drain time.Duration
+	Logger         *slog.Logger
 	// Metrics is shared by the dispatcher and the poller; nil means unregistered ones.
 	Metrics *Metrics
 }
@@ -59,12 +57,12 @@ type Poller struct {
 	ann announcer
 	log *slog.Logger
 	m   *Metrics
-	w   *worker
+	c   *events.Consumer
 	now func() time.Time
 }
 
-// StartPoller provisions its consumer and starts working.
-func StartPoller(ctx context.Context, cfg PollConfig) (*Poller, error) {
+// NewPoller provisions its consumer; Run polls.
+func NewPoller(ctx context.Context, cfg PollConfig) (*Poller, error) {
 	if cfg.Bus == nil {
 		return nil, errors.New("poller: Bus is required")
 	}
@@ -82,60 +80,65 @@ func StartPoller(ctx context.Context, cfg PollConfig) (*Poller, error) {
 		m, _ = NewMetrics(nil)
 	}
 	p := &Poller{cfg: cfg, ann: announcer{bus: cfg.Bus, log: cfg.Logger}, log: cfg.Logger, m: m, now: time.Now}
-	names := cfg.Bus.Names()
-	cons, err := cfg.Bus.JetStream().CreateOrUpdateConsumer(ctx, names.Stream(), jetstream.ConsumerConfig{
-		Durable:       names.Durable(pollConsumer),
-		Description:   "follows submitted documents until their vendor is done",
-		FilterSubject: names.KindSubjects(events.Submitted),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    -1, // the deadline ends polling, not a count
-		MaxAckPending: cfg.Workers * 4,
-	})
+	var err error
+	p.c, err = cfg.Bus.Consumer(ctx, events.ConsumerSpec{
+		Purpose: pollConsumer, Description: "follows submitted documents until their vendor is done",
+		Filter:  cfg.Bus.Names().KindSubjects(events.Submitted),
+		Workers: cfg.Workers, AckWait: cfg.AckWait, Drain: cfg.Drain,
+		OnPanic: p.panicked,
+	}, p.handle)
 	if err != nil {
-		return nil, fmt.Errorf("create poll consumer: %w", err)
-	}
-	p.w, err = startWorker(cons, cfg.Workers, cfg.AckWait, cfg.Logger, p.handle)
-	if err != nil {
-		return nil, fmt.Errorf("start poller: %w", err)
+		return nil, err
 	}
 	return p, nil
 }
 
-// Stop ends polling; checks under way get until ctx ends.
-func (p *Poller) Stop(ctx context.Context) { p.w.stop(ctx) }
+// Run polls until ctx ends; checks under way then get PollConfig.Drain to finish.
+func (p *Poller) Run(ctx context.Context) error { return p.c.Run(ctx) }
 
-func (p *Poller) handle(ctx context.Context, m jetstream.Msg) {
-	ev, err := events.Decode(m.Data())
+func decodeSubmitted(data []byte) (events.SubmittedData, error) {
+	ev, err := events.Decode(data)
 	var sd events.SubmittedData
 	if err == nil {
 		err = ev.DecodeData(&sd)
 	}
-	if err != nil || sd.DocumentID == "" || sd.Vendor == "" {
-		p.log.Warn("poller skips a message that is not a submitted event", "subject", m.Subject(), "err", err)
-		_ = m.Term()
-		return
+	if err == nil && (sd.DocumentID == "" || sd.Vendor == "") {
+		err = errors.New("the event names no document or vendor")
 	}
-	attempt := 1
-	if md, err := m.Metadata(); err == nil {
-		attempt = int(md.NumDelivered)
+	return sd, err
+}
+
+func (p *Poller) handle(ctx context.Context, d events.Delivery) events.Outcome {
+	sd, err := decodeSubmitted(d.Data)
+	if err != nil {
+		return events.Drop("not a submitted event: " + err.Error())
 	}
 	settings := p.cfg.Settings[sd.Vendor].withDefaults()
 	// A vendor that calls back gets time to do so before we ask; polling is the safety net.
-	if age := p.now().Sub(sd.SubmittedAt); attempt == 1 && settings.CallbackGrace > age {
-		_ = m.NakWithDelay(settings.CallbackGrace - age)
-		return
+	if age := p.now().Sub(sd.SubmittedAt); d.Attempt == 1 && settings.CallbackGrace > age {
+		return events.RetryAfter(settings.CallbackGrace - age)
 	}
-	finished, retryIn, err := p.settle(ctx, sd, attempt)
+	finished, retryIn, err := p.settle(ctx, sd, d.Attempt)
 	if finished {
-		_ = m.Ack()
-		return
+		return events.Done()
 	}
 	if err != nil {
 		p.log.Warn("vendor check failed; trying again", "doc_id", sd.DocumentID, "vendor", sd.Vendor, "retry_in", retryIn.String(), "err", err)
 	}
-	_ = m.NakWithDelay(retryIn)
+	return events.RetryAfter(retryIn)
+}
+
+// panicked fails the (document, vendor) whose check or result made a handler panic — a vendor
+// answer that meets a bug of ours — so that the process and the other documents go on.
+func (p *Poller) panicked(ctx context.Context, d events.Delivery, panicked any) events.Outcome {
+	sd, err := decodeSubmitted(d.Data)
+	if err != nil {
+		return events.Drop("not a submitted event")
+	}
+	if _, _, err := p.fail(ctx, sd, fmt.Sprintf("ingest failed on the vendor's answer with an internal error (%v); it is reported in the log", panicked), "panic"); err != nil {
+		return events.RetryAfter(time.Second)
+	}
+	return events.Done()
 }
 
 // Settle looks at a submitted document now (a vendor called back to say it is done) and
@@ -169,8 +172,8 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 	}
 	v := p.cfg.Vendors[sd.Vendor]
 	if v == nil {
-		// Another instance may have this vendor configured; this one cannot help.
-		return false, time.Minute, fmt.Errorf("submitted to vendor %q, which is not configured here", sd.Vendor)
+		// Not polled forever: the pair fails, naming the vendor, as the dispatcher does.
+		return p.fail(ctx, sd, NotConfigured(sd.Vendor), "not_configured")
 	}
 	if age := p.now().Sub(sd.SubmittedAt); age > settings.Deadline {
 		return p.fail(ctx, sd, fmt.Sprintf("no result %s after submission (poll deadline %s)", age.Round(time.Second), settings.Deadline), "deadline")
