@@ -347,12 +347,24 @@ type process struct {
 	addr string
 	log  string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	once sync.Once
 }
 
 func (p *process) start() {
 	p.t.Helper()
+	p.once.Do(func() {
+		p.t.Cleanup(func() {
+			if p.t.Failed() {
+				b, _ := os.ReadFile(p.log)
+				if len(b) > 20000 {
+					b = b[len(b)-20000:]
+				}
+				p.t.Logf("the end of ingest's log:\n%s", b)
+			}
+		})
+	})
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		p.t.Fatal(err)
@@ -414,9 +426,39 @@ func (p *process) checkLog() map[string]int {
 	return counts
 }
 
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+	buildDir  string
+)
+
+// TestMain removes the binary the tests share.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// buildIngest builds cmd/ingest once for every test of the package.
 func buildIngest(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "ingest")
+	buildOnce.Do(func() { builtBin, buildErr = build() })
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+func build() (string, error) {
+	dir, err := os.MkdirTemp("", "ingest-crashtest-")
+	if err != nil {
+		return "", err
+	}
+	buildDir = dir
+	bin := filepath.Join(dir, "ingest")
 	// With the race detector when the test has it: it shares the test's compiled packages, and
 	// races in the process under test show up in its log.
 	args := []string{"build", "-o", bin}
@@ -425,9 +467,9 @@ func buildIngest(t *testing.T) string {
 	}
 	cmd := exec.Command("go", append(args, "../cmd/ingest")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build ingest: %v\n%s", err, out)
+		return "", fmt.Errorf("build ingest: %v\n%s", err, out)
 	}
-	return bin
+	return bin, nil
 }
 
 // startNATS runs the NATS server ingest connects to; it outlives every ingest process.
@@ -618,4 +660,114 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// SIGTERM while 50 callbacks and every poll wait on a vendor that does not answer: the process
+// is gone within shutdown_timeout plus a second, exit code 0.
+func TestSIGTERMWithWorkInFlight(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a real ingest process; skipped with -short")
+	}
+	const shutdownTimeout = 3 * time.Second
+	const callbackToken = "sigterm-test-callback-token-0123456789"
+	bin := buildIngest(t)
+	natsURL := startNATS(t)
+	sim := allsparksim.New(allsparksim.Config{APIKey: "allspark-key", PendingPolls: 1 << 30})
+	var mu sync.Mutex
+	hanging := 0
+	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, allsparksim.Prefix+"/cases/") && r.URL.Path != allsparksim.Prefix+"/cases/" {
+			// A case lookup (a poll, or a callback being settled): never answered.
+			mu.Lock()
+			hanging++
+			mu.Unlock()
+			<-r.Context().Done()
+			mu.Lock()
+			hanging--
+			mu.Unlock()
+			return
+		}
+		sim.ServeHTTP(w, r)
+	}))
+	t.Cleanup(vendor.Close)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg := fmt.Sprintf(`data_dir: %s
+log: {level: info, format: json}
+shutdown_timeout: %s
+nats: {url: %s}
+http: {listen: %s, api_keys: [%s]}
+vendors:
+  allspark:
+    sandbox: false
+    base_url: %s%s
+    api_key: allspark-key
+    callback_token: %s
+    callback_poll_after: 0s
+    concurrency: 0              # hung status calls must not hold the submissions back
+    poll: {initial: 100ms, max: 200ms}
+  laigo: {enabled: false}
+  gini: {enabled: false}
+  documine: {enabled: false}
+  cradl: {enabled: false}
+routes: [{name: all, vendors: [allspark]}]
+`, dir, shutdownTimeout, natsURL, addr, apiKey, vendor.URL, allsparksim.Prefix, callbackToken)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proc := &process{t: t, bin: bin, cfg: cfgPath, addr: addr, log: filepath.Join(dir, "ingest.log")}
+	proc.start()
+	t.Cleanup(proc.kill)
+
+	docs := makeDocuments(10)
+	for _, d := range docs {
+		if r := upload(t, addr, d); len(r.ids) != 1 {
+			t.Fatalf("upload: %+v", r)
+		}
+	}
+	waitFor(t, 30*time.Second, "every document to be submitted", func() bool { return len(sim.Ledger.All()) == len(docs) })
+	for i := range 50 {
+		ref := sim.Ledger.All()[i%len(docs)].Ref
+		res, err := http.Post("http://"+addr+"/v1/callbacks/allspark/"+callbackToken, "application/json",
+			strings.NewReader(fmt.Sprintf(`{"case_id": %s, "status": "completed", "n": %d}`, ref, i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusAccepted {
+			t.Fatalf("callback %d: %d", i, res.StatusCode)
+		}
+	}
+	waitFor(t, 30*time.Second, "polls and callbacks to be waiting on the vendor", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return hanging >= 16 // the poll workers' and the callback workers' worth
+	})
+
+	proc.mu.Lock()
+	cmd := proc.cmd
+	proc.cmd = nil
+	proc.mu.Unlock()
+	begun := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		took := time.Since(begun)
+		t.Logf("SIGTERM with work in flight: exited after %s (shutdown_timeout %s), err %v", took.Round(time.Millisecond), shutdownTimeout, err)
+		if took > shutdownTimeout+time.Second {
+			t.Errorf("exit took %s, more than shutdown_timeout + 1 s", took.Round(time.Millisecond))
+		}
+		if err != nil {
+			t.Errorf("exit: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("ingest did not exit within 30 s of SIGTERM")
+	}
+	proc.checkLog()
 }

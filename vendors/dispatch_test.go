@@ -684,3 +684,97 @@ func TestDeadOwnerIsTakenOverAtOnce(t *testing.T) {
 		t.Fatalf("uploads %d, slot %+v", n, doc.Vendors["allspark"])
 	}
 }
+
+// panicky panics on the documents named boom.pdf, in Submit or in Result.
+type panicky struct {
+	*fakeVendor
+	inSubmit bool
+}
+
+func (p panicky) Submit(ctx context.Context, doc vendors.Document) (string, error) {
+	if p.inSubmit && doc.Filename == "boom.pdf" {
+		panic("a vendor answer met a bug")
+	}
+	return p.fakeVendor.Submit(ctx, doc)
+}
+
+func (p panicky) Result(ctx context.Context, ref string) (vendors.Result, error) {
+	p.mu.Lock()
+	name := p.byRef[ref]
+	p.mu.Unlock()
+	if !p.inSubmit && name == "boom.pdf" {
+		var m map[string]int
+		m["x"]++ // a nil map: the kind of bug a malformed answer finds
+	}
+	return p.fakeVendor.Result(ctx, ref)
+}
+
+// A handler that panics fails that one document, with a failed event; the process and the next
+// document go on.
+func TestPanicFailsOneDocument(t *testing.T) {
+	for _, where := range []string{"dispatch", "poll"} {
+		t.Run(where, func(t *testing.T) {
+			v := panicky{fakeVendor: newFake("gini"), inSubmit: where == "dispatch"}
+			r := newRig(t, v)
+			r.dispatcher(all, nil)
+			r.poller(time.Hour)
+			boom := r.receive("boom.pdf", pdf("boom "+where))
+			fine := r.receive("fine.pdf", pdf("fine "+where))
+			doc := r.waitStatus(boom.DocumentID, events.StatusFailed)
+			if e := doc.Vendors["gini"].Error; !strings.Contains(e, "internal error") {
+				t.Fatalf("failure %q does not say what happened", e)
+			}
+			r.waitStatus(fine.DocumentID, events.StatusCompleted)
+		})
+	}
+}
+
+// A vendor taken out of the configuration while documents wait at it: they fail, naming it, at
+// once — no redelivery every minute until the stream forgets them.
+func TestRemovedVendorFailsItsDocuments(t *testing.T) {
+	gini := newFake("gini")
+	gini.pending = 1 << 30 // never done
+	r := newRig(t, gini)
+	d1 := r.dispatcher(all, nil)
+	stopPoll := runUntil(t, func(ctx context.Context) error {
+		p, err := vendors.NewPoller(ctx, vendors.PollConfig{Bus: r.bus, Vendors: r.vs, Metrics: r.m, Drain: 50 * time.Millisecond,
+			Settings: map[string]vendors.PollSettings{"gini": {Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}}})
+		if err != nil {
+			return err
+		}
+		return p.Run(ctx)
+	})
+	st := r.receive("a.pdf", pdf("waiting"))
+	r.waitStatus(st.DocumentID, events.StatusSubmitted)
+	eventstest.WaitFor(t, 10*time.Second, "a poll", func() bool {
+		gini.mu.Lock()
+		defer gini.mu.Unlock()
+		return gini.checks["gini-1"] > 0
+	})
+	stopPoll()
+	// Restarted without gini.
+	p, err := vendors.NewPoller(context.Background(), vendors.PollConfig{Bus: r.bus, Vendors: map[string]vendors.Vendor{}, Metrics: r.m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, p.Run)
+	doc := r.waitStatus(st.DocumentID, events.StatusFailed)
+	if e := doc.Vendors["gini"].Error; !strings.Contains(e, `vendor "gini" is not enabled`) {
+		t.Fatalf("failure %q does not name the vendor", e)
+	}
+	// And a document routed to it before it went is failed by the dispatcher the same way.
+	d1.stop()
+	router, _ := vendors.NewRouter(all, []string{"gini"})
+	in, _ := intake.New(intake.Config{Bus: r.bus, Route: router.Route})
+	d, err := vendors.NewDispatcher(context.Background(), vendors.DispatchConfig{Bus: r.bus, Vendors: map[string]vendors.Vendor{}, Router: router, Metrics: r.m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.in = in
+	st2 := r.receive("b.pdf", pdf("routed before"))
+	runUntil(t, d.Run)
+	doc2 := r.waitStatus(st2.DocumentID, events.StatusFailed)
+	if e := doc2.Vendors["gini"].Error; !strings.Contains(e, `vendor "gini" is not enabled`) {
+		t.Fatalf("dispatcher's failure %q", e)
+	}
+}
