@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -164,4 +166,68 @@ func Run(t testing.TB, run func(ctx context.Context) error) {
 			t.Errorf("run: %v", err)
 		}
 	})
+}
+
+// Cluster starts a JetStream cluster of n embedded servers on loopback, each with its own store,
+// and returns their client URLs (comma-separated, as nats.url takes them). It returns once the
+// cluster has a meta leader, so that streams can be created at once.
+func Cluster(t testing.TB, n int) string {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+	}
+	var routes []*url.URL
+	for _, p := range ports {
+		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+	}
+	var urls []string
+	var servers []*server.Server
+	for i, p := range ports {
+		srv, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1,
+			Cluster:   server.ClusterOpts{Name: "ingest-test", Host: "127.0.0.1", Port: p},
+			Routes:    routes,
+			JetStream: true, StoreDir: t.TempDir(), JetStreamMaxStore: 1 << 30, JetStreamMaxMemory: 64 << 20,
+			NoSigs: true, NoLog: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Start()
+		servers = append(servers, srv)
+	}
+	t.Cleanup(func() {
+		for _, s := range servers {
+			s.Shutdown()
+		}
+		for _, s := range servers {
+			s.WaitForShutdown()
+		}
+	})
+	for _, s := range servers {
+		if !s.ReadyForConnections(30 * time.Second) {
+			t.Fatal("a cluster node did not start")
+		}
+		urls = append(urls, s.ClientURL())
+	}
+	all := strings.Join(urls, ",")
+	nc, err := nats.Connect(all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	WaitFor(t, 60*time.Second, "the cluster's JetStream meta leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err == nil
+	})
+	return all
 }

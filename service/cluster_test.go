@@ -1,0 +1,93 @@
+package service_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ingest-dev/ingest/config"
+	"github.com/ingest-dev/ingest/events/eventstest"
+)
+
+// On a three-node cluster with replicas: 3, everything the service provisions — the stream, the
+// object store, every Key-Value bucket (state, submissions, refs, idempotency, instances, leases,
+// IMAP checkpoints, WebDAV memory, callback nonces) and every durable consumer — has three
+// replicas: nothing that vouches for exactly-once sits on one node.
+func TestEverythingHasTheConfiguredReplicas(t *testing.T) {
+	urls := eventstest.Cluster(t, 3)
+	cfg := testConfig(t)
+	cfg.NATS.URL = urls
+	cfg.NATS.Stream.Replicas = 3
+	cfg.Routes = []config.Route{{Name: "default", Vendors: []string{"gini"}}}
+	cfg.Vendors.Allspark.CallbackToken = "cluster-test-callback-token-0123"
+	// Sources whose servers are not there: their buckets are provisioned all the same.
+	cfg.Sources.IMAP = []config.IMAPSource{testIMAPSource()}
+	cfg.Sources.WebDAV = []config.WebDAVSource{testWebDAVSource()}
+	s := start(t, cfg)
+	endToEnd(t, s) // a document goes through, so that nothing is provisioned lazily unseen
+
+	nc, err := nats.Connect(urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var streams []string
+	lister := js.ListStreams(ctx)
+	for info := range lister.Info() {
+		streams = append(streams, info.Config.Name)
+		if info.Config.Replicas != 3 {
+			t.Errorf("stream %s has %d replicas", info.Config.Name, info.Config.Replicas)
+		}
+		for ci := range mustStream(t, js, info.Config.Name).ListConsumers(ctx).Info() {
+			if ci.Config.Durable != "" && ci.Config.Replicas != 3 {
+				t.Errorf("consumer %s on %s has %d replicas", ci.Name, info.Config.Name, ci.Config.Replicas)
+			}
+		}
+	}
+	if err := lister.Err(); err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(streams, " ")
+	for _, want := range []string{"INGEST", "OBJ_ingest-documents", "KV_ingest-state", "KV_ingest-submissions", "KV_ingest-refs",
+		"KV_ingest-idempotency", "KV_ingest-instances", "KV_ingest-leases", "KV_ingest-imap-checkpoints", "KV_ingest-webdav-seen",
+		"KV_ingest-callback-nonces"} {
+		if !strings.Contains(" "+all+" ", " "+want+" ") {
+			t.Errorf("no stream %s among %s", want, all)
+		}
+	}
+	consumers := map[string]bool{}
+	for ci := range mustStream(t, js, "INGEST").ListConsumers(ctx).Info() {
+		consumers[ci.Config.Durable] = true
+	}
+	for _, want := range []string{"ingest-state", "ingest-dispatch", "ingest-poll", "ingest-callbacks"} {
+		if !consumers[want] {
+			t.Errorf("no durable consumer %s (have %v)", want, consumers)
+		}
+	}
+}
+
+func mustStream(t *testing.T, js jetstream.JetStream, name string) jetstream.Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func testIMAPSource() config.IMAPSource {
+	return config.IMAPSource{Name: "inbox", Host: "127.0.0.1", Port: 1, TLS: "none", Username: "u", Password: "p"}
+}
+
+func testWebDAVSource() config.WebDAVSource {
+	return config.WebDAVSource{Name: "scans", URL: "http://127.0.0.1:1/dav/"}
+}
