@@ -36,8 +36,9 @@ type Endpoint struct {
 	Token string
 	// AllowCIDRs, when not empty, are the only source addresses accepted.
 	AllowCIDRs []netip.Prefix
-	// CradlSecret enables Cradl's HMAC signature check; unsigned callbacks are then refused.
-	CradlSecret string
+	// Verifier, when set, checks each callback's signature before anything else is done with it
+	// (Cradl's signed webhooks); callbacks it refuses are answered 401.
+	Verifier vendors.CallbackVerifier
 	// Parser reads the vendor's identifiers out of a body.
 	Parser vendors.CallbackVendor
 }
@@ -74,6 +75,10 @@ type Receiver struct {
 	received  *prometheus.CounterVec // vendor, outcome
 	resolved  *prometheus.CounterVec // vendor, outcome
 }
+
+// nonceMemory is how long a signed callback's nonce is remembered: longer than any signature
+// window a vendor uses (Cradl's: 5 minutes either way), so that a replay finds it.
+const nonceMemory = 11 * time.Minute
 
 // maxInlineBody is the largest body kept inside the parked record; larger ones go to the Object
 // Store (events are limited to 1 MiB).
@@ -124,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Receiver, error) {
 	var err error
 	// Nonces are remembered a little longer than the timestamp window: a replay must find them.
 	r.nonces, err = cfg.Bus.KeyValue(ctx, events.BucketSpec{
-		Purpose: "callback-nonces", Description: "signed callback nonces seen (replay protection)", TTL: 2*maxSkew + time.Minute,
+		Purpose: "callback-nonces", Description: "signed callback nonces seen (replay protection)", TTL: nonceMemory,
 	})
 	if err != nil {
 		return nil, err
@@ -197,16 +202,18 @@ func (r *Receiver) receive(c echo.Context) error {
 		return httpapi.NewProblem(http.StatusBadRequest, "the callback body could not be read: %v", err)
 	}
 	signed := false
-	if ep.CradlSecret != "" {
-		nonce, err := verifyCradl(ep.CradlSecret, c.Request(), r.publicURL(c), body, r.now())
+	if ep.Verifier != nil {
+		nonce, err := ep.Verifier.VerifyCallback(c.Request(), r.publicURL(c), body, r.now())
 		if err != nil {
 			count("refused_signature")
 			r.log.Warn("callback with a bad signature", "vendor", vendor, "remote", c.RealIP(), "err", err)
 			return httpapi.NewProblem(http.StatusUnauthorized, "%v", err)
 		}
-		if err := r.rememberNonce(c.Request().Context(), vendor, nonce); err != nil {
-			count("refused_replay")
-			return err
+		if nonce != "" {
+			if err := r.rememberNonce(c.Request().Context(), vendor, nonce); err != nil {
+				count("refused_replay")
+				return err
+			}
 		}
 		signed = true
 	}

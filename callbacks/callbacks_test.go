@@ -27,6 +27,7 @@ import (
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/allspark"
 	"github.com/ingest-dev/ingest/vendors/allspark/allsparksim"
+	"github.com/ingest-dev/ingest/vendors/cradl"
 )
 
 const (
@@ -89,7 +90,7 @@ func newRig(t *testing.T, o opts) *rig {
 		Bus: bus, Poller: poller, Refs: refs, MaxBody: 64 << 10, ParkWindow: o.parkWindow,
 		Endpoints: []callbacks.Endpoint{
 			{Vendor: "allspark", Token: token, AllowCIDRs: o.cidrs, Parser: client},
-			{Vendor: "cradl", Token: token, CradlSecret: secret, Parser: fakeCradl{}},
+			{Vendor: "cradl", Token: token, Verifier: cradl.WebhookVerifier{Secret: secret}, Parser: fakeCradl{}},
 		},
 	})
 	if err != nil {
@@ -115,6 +116,7 @@ func (fakeCradl) CallbackIDs(body []byte) ([]string, error) {
 	return []string{v.ExecutionID}, nil
 }
 func (fakeCradl) RefOf(_ context.Context, id string) (string, error) { return id, nil }
+func (fakeCradl) CallbackVerifier() vendors.CallbackVerifier         { return nil }
 
 func (r *rig) post(path string, body []byte, hdr http.Header) (int, string) {
 	r.t.Helper()

@@ -45,7 +45,7 @@ func cradlWebhook(t *testing.T, webhookSecret string) {
 	simSrv := httptest.NewServer(sim)
 	defer simSrv.Close()
 	client, err := cradl.New(cradl.Config{BaseURL: simSrv.URL, TokenURL: simSrv.URL + "/oauth2/token", ClientID: "id", ClientSecret: "cs",
-		Mode: cradl.ModeWorkflow, WorkflowID: "wf"})
+		Mode: cradl.ModeWorkflow, WorkflowID: "wf", WebhookSecret: webhookSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func cradlWebhook(t *testing.T, webhookSecret string) {
 	}
 	eventstest.Run(t, poller.Run)
 	recv, err := callbacks.New(ctx, callbacks.Config{Bus: bus, Poller: poller, Refs: refs, PublicURL: ours.URL,
-		Endpoints: []callbacks.Endpoint{{Vendor: "cradl", Token: token, CradlSecret: webhookSecret, Parser: client}}})
+		Endpoints: []callbacks.Endpoint{{Vendor: "cradl", Token: token, Verifier: client.CallbackVerifier(), Parser: client}}})
 	if err != nil {
 		t.Fatal(err)
 	}

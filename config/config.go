@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,7 +23,9 @@ type Config struct {
 	NATS    NATS    `yaml:"nats"`
 	HTTP    HTTP    `yaml:"http"`
 	Sources Sources `yaml:"sources"`
-	Vendors Vendors `yaml:"vendors"`
+	// Vendors are the vendors' sections, each decoded and checked by its vendor's package (see
+	// vendors.Spec); a vendor without a section has its defaults.
+	Vendors map[string]Section `yaml:"vendors"`
 	// Routes send documents to vendors: the first whose match fits wins. A sender may name
 	// vendors or a route instead.
 	Routes    []Route   `yaml:"routes"`
@@ -34,6 +37,8 @@ type Config struct {
 	// soon another instance takes over the submissions and Idempotency-Key claims of one that
 	// died.
 	HeartbeatTTL Duration `yaml:"heartbeat_ttl"`
+	// Origin is where the configuration was read from (nil when built in code).
+	Origin *Origin `yaml:"-"`
 }
 
 // Log configures log/slog.
@@ -179,7 +184,6 @@ func Default() Config {
 			IdempotencyTTL:    Duration(24 * time.Hour),
 		},
 		Sources: Sources{HTTPDrop: HTTPDrop{Enabled: true, Name: "api"}, IMAP: []IMAPSource{}, WebDAV: []WebDAVSource{}},
-		Vendors: defaultVendors(),
 		Routes:  []Route{{Name: "default", Vendors: []string{"gini"}}},
 		Dispatch: Dispatch{
 			Workers: 8, PollWorkers: 16, MaxAttempts: 10,
@@ -190,12 +194,10 @@ func Default() Config {
 	}
 }
 
-// Validate returns every problem found, each naming its key.
-func (c *Config) Validate() []error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
-	}
+// Validate reports every problem of the keys this package owns, each under its key, changing
+// nothing. enabled are the enabled vendors' names (routes and sources must name those); the
+// vendors' own sections are their packages' to check.
+func (c *Config) Validate(enabled []string, bad Report) {
 	if strings.TrimSpace(c.DataDir) == "" {
 		bad("data_dir", "must not be empty")
 	}
@@ -308,9 +310,7 @@ func (c *Config) Validate() []error {
 	if c.Sources.HTTPDrop.Enabled && !validNamespace(c.Sources.HTTPDrop.Name) {
 		bad("sources.http_drop.name", "%q must be 1-32 characters of a-z, 0-9, _ or -, starting with a letter", c.Sources.HTTPDrop.Name)
 	}
-	errs = append(errs, c.Vendors.validate()...)
-	c.validateSources(bad)
-	enabled := c.Vendors.Enabled()
+	c.validateSources(enabled, bad)
 	seen := map[string]bool{}
 	for i, r := range c.Routes {
 		key := fmt.Sprintf("routes[%d]", i)
@@ -362,7 +362,6 @@ func (c *Config) Validate() []error {
 	if d.InDoubtTimeout.Std() < time.Minute {
 		bad("dispatch.in_doubt_timeout", "must be at least 1m")
 	}
-	return errs
 }
 
 func checkHostPort(addr string) error {
@@ -372,6 +371,10 @@ func checkHostPort(addr string) error {
 	}
 	if port == "" {
 		return fmt.Errorf("%q has no port", addr)
+	}
+	// What net.Listen would refuse only once everything else has started.
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: the port must be a number from 0 to 65535", addr)
 	}
 	return nil
 }

@@ -13,19 +13,6 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Problems is every problem found in one configuration, in file order where a line is known.
-type Problems struct {
-	Source string // file name, or "embedded default"
-	List   []string
-}
-
-func (p *Problems) Error() string {
-	if len(p.List) == 1 {
-		return fmt.Sprintf("config %s: %s", p.Source, p.List[0])
-	}
-	return fmt.Sprintf("config %s has %d problems:\n  %s", p.Source, len(p.List), strings.Join(p.List, "\n  "))
-}
-
 // LookupEnv finds environment variables; os.LookupEnv in production, a map in tests.
 type LookupEnv func(name string) (string, bool)
 
@@ -39,57 +26,129 @@ func Load(path string) (Config, error) {
 }
 
 // Parse reads a configuration from YAML, expanding ${VAR} and ${VAR:-default} in values. Every key
-// not present keeps its Default. The error, if any, is a *Problems listing everything wrong.
+// not present keeps its Default. It checks the YAML only — syntax, known keys, types, the
+// environment — and reports every problem at once as *Problems; whether the values make sense
+// together is Validate's question, and the components' (see service.Check).
 func Parse(data []byte, source string, env LookupEnv) (Config, error) {
 	cfg := Default()
-	probs := &Problems{Source: source}
+	origin := &Origin{Name: source, lines: lines{}}
+	var problems []Problem
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		probs.List = append(probs.List, strings.TrimPrefix(err.Error(), "yaml: "))
-		return cfg, probs
+		return cfg, NewProblems(source, []Problem{{Message: strings.TrimPrefix(err.Error(), "yaml: ")}})
 	}
+	cfg.Origin = origin
 	if len(doc.Content) == 0 { // an empty file means "all defaults"
 		return cfg, nil
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		probs.List = append(probs.List, fmt.Sprintf("line %d: the top level must be a mapping of keys (data_dir:, nats:, http:, …)", root.Line))
-		return cfg, probs
+		return cfg, NewProblems(source, []Problem{{Line: root.Line, Message: "the top level must be a mapping of keys (data_dir:, nats:, http:, …)"}})
 	}
 
-	w := walker{env: env, lines: map[int]string{}}
+	w := walker{env: env, expandEnv: true, lines: map[int]string{}, keys: origin.lines}
 	w.walk(root, reflect.TypeOf(cfg), "")
-	probs.List = append(probs.List, w.problems...)
-
+	problems = append(problems, w.problems...)
 	if err := root.Decode(&cfg); err != nil {
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			probs.List = append(probs.List, err.Error())
-		} else {
-			for _, e := range te.Errors {
-				probs.List = append(probs.List, w.describe(e))
-			}
-		}
+		problems = append(problems, w.decodeProblems(err)...)
 	}
-	if len(probs.List) > 0 {
-		sortByLine(probs.List)
-		return cfg, probs
-	}
-	for _, err := range cfg.Validate() {
-		probs.List = append(probs.List, err.Error())
-	}
-	if len(probs.List) > 0 {
-		return cfg, probs
+	cfg.Origin = origin
+	if p := NewProblems(source, problems); p != nil {
+		return cfg, p
 	}
 	return cfg, nil
+}
+
+// Origin says where a configuration was read from, so that problems found later can name their
+// lines.
+type Origin struct {
+	Name  string
+	lines lines
+}
+
+// Line is the line key was written on, or that of its nearest enclosing key; 0 when unknown.
+func (o *Origin) Line(key string) int {
+	if o == nil {
+		return 0
+	}
+	return o.lines.line(key)
+}
+
+// Problems words list for cfg's file, each problem with its line; nil when list is empty.
+func (c Config) Problems(list []Problem) error {
+	source := "(built in code)"
+	if c.Origin != nil {
+		source = c.Origin.Name
+		c.Origin.lines.locate(list)
+	}
+	if p := NewProblems(source, list); p != nil {
+		return p
+	}
+	return nil
+}
+
+// Section is a part of the configuration that belongs to a component (a vendor's keys): Parse
+// keeps it as written, ${ENV} expanded and lines known, and the component decodes it into its
+// own type with Decode.
+type Section struct {
+	node *yaml.Node
+}
+
+// UnmarshalYAML keeps the node for Decode.
+func (s *Section) UnmarshalYAML(n *yaml.Node) error {
+	s.node = n
+	return nil
+}
+
+// Decode fills into — a pointer to the component's configuration, holding its defaults — from the
+// section, with the same checks as the rest of the file: unknown keys (with a suggestion), wrong
+// types, each with its line. path is the section's key ("vendors.gini").
+func (s Section) Decode(into any, path string) []Problem {
+	if s.node == nil {
+		return nil
+	}
+	n := s.node
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && (n.Tag == "!!null" || n.Value == "") {
+		return nil // "gini:" with nothing under it: all defaults
+	}
+	if n.Kind != yaml.MappingNode {
+		return []Problem{{Line: n.Line, Key: path, Message: "want a mapping of keys"}}
+	}
+	w := walker{lines: map[int]string{}, keys: lines{}}
+	w.walk(n, reflect.TypeOf(into), path)
+	problems := w.problems
+	if err := n.Decode(into); err != nil {
+		problems = append(problems, w.decodeProblems(err)...)
+	}
+	return problems
 }
 
 // walker checks keys against the Config struct and expands environment variables in place, so that
 // line numbers in later decode errors still point into the file the user wrote.
 type walker struct {
-	env      LookupEnv
-	problems []string
-	lines    map[int]string // line → dotted key, to name keys in decoder errors
+	env       LookupEnv
+	expandEnv bool // false for a Section decoded later: it was expanded with the whole file
+	problems  []Problem
+	lines     map[int]string // line → dotted key, to name keys in decoder errors
+	keys      lines          // dotted key → line, to place problems found later
+}
+
+var sectionType = reflect.TypeOf(Section{})
+
+// decodeProblems turns the decoder's errors into problems naming their keys.
+func (w *walker) decodeProblems(err error) []Problem {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return []Problem{{Message: err.Error()}}
+	}
+	var out []Problem
+	for _, e := range te.Errors {
+		out = append(out, w.describe(e))
+	}
+	return out
 }
 
 var yamlUnmarshaler = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
@@ -101,15 +160,26 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	if n.Kind == yaml.ScalarNode {
 		if path != "" {
 			w.lines[n.Line] = path
+			w.keys[path] = n.Line
 		}
-		w.expand(n, path)
+		if w.expandEnv {
+			w.expand(n, path)
+		}
 		return
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if reflect.PointerTo(t).Implements(yamlUnmarshaler) {
-		return // Duration, ByteSize: they check their own shape
+	if t == sectionType {
+		w.walkAny(n, path) // its component checks the keys when it decodes it
+		return
+	}
+	// Types that read themselves (Duration, After, StringList) check their own shape; a struct
+	// that only fills in its defaults first (a source) has its keys checked like any other.
+	if reflect.PointerTo(t).Implements(yamlUnmarshaler) &&
+		!(n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct && len(yamlFields(t)) > 0) {
+		w.walkAny(n, path)
+		return
 	}
 	switch {
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
@@ -118,23 +188,53 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			k, v := n.Content[i], n.Content[i+1]
 			key := join(path, k.Value)
 			w.lines[k.Line] = key
+			w.keys[key] = k.Line
 			f, ok := fields[k.Value]
 			if !ok {
-				w.problems = append(w.problems, fmt.Sprintf("line %d: unknown key %q%s", k.Line, key, suggest(k.Value, fields)))
+				w.problems = append(w.problems, Problem{Line: k.Line, Message: fmt.Sprintf("unknown key %q%s", key, suggest(k.Value, fields))})
 				continue
 			}
 			w.walk(v, f.Type, key)
 		}
 	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
 		for i, item := range n.Content {
-			w.walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+			key := fmt.Sprintf("%s[%d]", path, i)
+			w.keys[key] = item.Line
+			w.walk(item, t.Elem(), key)
 		}
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			w.walk(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))
+			key := join(path, n.Content[i].Value)
+			w.lines[n.Content[i].Line] = key
+			w.keys[key] = n.Content[i].Line
+			w.walk(n.Content[i+1], t.Elem(), key)
 		}
 	}
 	// A wrong shape (a list where a mapping belongs…) is reported by the decoder.
+}
+
+// walkAny records lines and expands the environment in a part whose keys something else checks.
+func (w *walker) walkAny(n *yaml.Node, path string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		w.walk(n, nil, path)
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			key := fmt.Sprintf("%s[%d]", path, i)
+			w.keys[key] = item.Line
+			w.walkAny(item, key)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := join(path, n.Content[i].Value)
+			w.lines[n.Content[i].Line] = key
+			w.keys[key] = n.Content[i].Line
+			w.walkAny(n.Content[i+1], key)
+		}
+	}
 }
 
 var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
@@ -155,7 +255,7 @@ func (w *walker) expand(n *yaml.Node, path string) {
 		if m[2] != "" {
 			return m[3]
 		}
-		w.problems = append(w.problems, fmt.Sprintf("line %d: %s: environment variable %s is not set (or write ${%s:-default})", n.Line, path, m[1], m[1]))
+		w.problems = append(w.problems, Problem{Line: n.Line, Key: path, Message: fmt.Sprintf("environment variable %s is not set (or write ${%s:-default})", m[1], m[1])})
 		return ""
 	})
 	if n.Style == 0 && n.Value != before {
@@ -173,14 +273,15 @@ func (w *walker) expand(n *yaml.Node, path string) {
 var (
 	decodeLine     = regexp.MustCompile(`^line (\d+): (.*)$`)
 	intoConfigType = regexp.MustCompile(` into config\.\w+`)
+	intoOtherType  = regexp.MustCompile(` into \w+\.\w+`)
 )
 
 // describe rewrites a decoder message ("line 7: cannot unmarshal !!str `abc` into int") so it names
 // the key, which is what a person fixing the file needs.
-func (w *walker) describe(msg string) string {
+func (w *walker) describe(msg string) Problem {
 	m := decodeLine.FindStringSubmatch(msg)
 	if m == nil {
-		return msg
+		return Problem{Message: msg}
 	}
 	line, _ := strconv.Atoi(m[1])
 	text := m[2]
@@ -194,10 +295,11 @@ func (w *walker) describe(msg string) string {
 	text = strings.Replace(text, " into bool", " (want true or false)", 1)
 	text = strings.Replace(text, " into string", " (want a string)", 1)
 	text = intoConfigType.ReplaceAllString(text, " (want a mapping of keys)")
+	text = intoOtherType.ReplaceAllString(text, " (want a mapping of keys)")
 	if key, ok := w.lines[line]; ok {
-		return fmt.Sprintf("line %d: %s: %s", line, key, text)
+		return Problem{Line: line, Key: key, Message: text}
 	}
-	return fmt.Sprintf("line %d: %s", line, text)
+	return Problem{Line: line, Message: text}
 }
 
 func yamlFields(t reflect.Type) map[string]reflect.StructField {
@@ -260,15 +362,4 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
-}
-
-func sortByLine(list []string) {
-	lineOf := func(s string) int {
-		if m := decodeLine.FindStringSubmatch(s); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			return n
-		}
-		return 1 << 30
-	}
-	sort.SliceStable(list, func(i, j int) bool { return lineOf(list[i]) < lineOf(list[j]) })
 }

@@ -2,8 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/url"
-	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -137,7 +135,7 @@ type After struct {
 // UnmarshalYAML reads both forms.
 func (a *After) UnmarshalYAML(n *yaml.Node) error {
 	fail := func(format string, args ...any) error {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: after: %s", n.Line, fmt.Sprintf(format, args...))}}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, fmt.Sprintf(format, args...))}}
 	}
 	switch n.Kind {
 	case yaml.ScalarNode:
@@ -172,48 +170,44 @@ func (a After) MarshalYAML() (any, error) {
 	return map[string]string{a.Action: a.Target}, nil
 }
 
-// withDefaults fills what a source leaves out.
-func (s *IMAPSource) withDefaults() {
-	if s.TLS == "" {
-		s.TLS = "implicit"
-	}
-	if s.Port == 0 {
-		s.Port = 143
-		if s.TLS == "implicit" {
-			s.Port = 993
-		}
-	}
-	if s.Mailbox == "" {
-		s.Mailbox = "INBOX"
-	}
-	if s.After.Action == "" {
-		s.After = After{Action: "seen"}
-	}
-	if s.PollInterval == 0 {
-		s.PollInterval = Duration(time.Minute)
-	}
-	if s.CatchUpInterval == 0 {
-		s.CatchUpInterval = Duration(15 * time.Minute)
-	}
-	if s.IdleRestart == 0 {
-		s.IdleRestart = Duration(9 * time.Minute)
-	}
+// DefaultIMAPSource is a mailbox's configuration before its keys are read: port 0 means 993 with
+// implicit TLS and 143 otherwise.
+func DefaultIMAPSource() IMAPSource {
+	return IMAPSource{TLS: "implicit", Mailbox: "INBOX", After: After{Action: "seen"},
+		PollInterval: Duration(time.Minute), CatchUpInterval: Duration(15 * time.Minute), IdleRestart: Duration(9 * time.Minute)}
 }
 
-func (s *WebDAVSource) withDefaults() {
-	if s.PollInterval == 0 {
-		s.PollInterval = Duration(30 * time.Second)
+// UnmarshalYAML reads a mailbox over its defaults.
+func (s *IMAPSource) UnmarshalYAML(n *yaml.Node) error {
+	type plain IMAPSource
+	p := plain(DefaultIMAPSource())
+	if err := n.Decode(&p); err != nil {
+		return err
 	}
-	if s.MinAge == 0 {
-		s.MinAge = Duration(10 * time.Second)
-	}
-	if s.After.Action == "" {
-		s.After = After{Action: "move", Target: "processed/"}
-	}
+	*s = IMAPSource(p)
+	return nil
 }
 
-// validateSources fills defaults and reports problems.
-func (c *Config) validateSources(bad func(key, format string, args ...any)) {
+// DefaultWebDAVSource is a folder's configuration before its keys are read.
+func DefaultWebDAVSource() WebDAVSource {
+	return WebDAVSource{PollInterval: Duration(30 * time.Second), MinAge: Duration(10 * time.Second),
+		After: After{Action: "move", Target: "processed/"}}
+}
+
+// UnmarshalYAML reads a folder over its defaults.
+func (s *WebDAVSource) UnmarshalYAML(n *yaml.Node) error {
+	type plain WebDAVSource
+	p := plain(DefaultWebDAVSource())
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*s = WebDAVSource(p)
+	return nil
+}
+
+// validateSources reports the problems of the sources this package can see (names, shapes,
+// routing); each source's component checks the rest.
+func (c *Config) validateSources(enabled []string, bad Report) {
 	names := map[string]bool{}
 	unique := func(key, kind, name string) {
 		if !validNamespace(name) {
@@ -227,38 +221,16 @@ func (c *Config) validateSources(bad func(key, format string, args ...any)) {
 	for i := range c.Sources.IMAP {
 		s := &c.Sources.IMAP[i]
 		key := fmt.Sprintf("sources.imap[%d]", i)
-		s.withDefaults()
 		unique(key, "imap", s.Name)
-		if s.Host == "" {
-			bad(key+".host", "is required")
-		}
-		switch s.TLS {
-		case "implicit", "starttls", "none":
-		default:
-			bad(key+".tls", "%q is not one of implicit, starttls, none", s.TLS)
-		}
-		if s.Username == "" {
-			bad(key+".username", "is required")
-		}
-		if (s.Password == "") == !s.OAuth2.set() {
-			bad(key, "set either password or oauth2 (token_command, token_file or refresh_token), not both and not neither")
-		}
 		if s.OAuth2.RefreshToken != "" && (s.OAuth2.TokenURL == "" || s.OAuth2.ClientID == "") {
 			bad(key+".oauth2", "refresh_token needs token_url and client_id")
 		}
-		switch s.After.Action {
-		case "seen", "move", "flag", "delete", "none":
-		default:
-			bad(key+".after", "%q does not apply to a mailbox (seen, {move: FOLDER}, {flag: KEYWORD}, delete, none)", s.After.Action)
+		if s.Password != "" && s.OAuth2.set() {
+			bad(key, "set either password or oauth2 (token_command, token_file or refresh_token), not both")
 		}
 		for field, re := range map[string]string{"from": s.Filters.From, "to": s.Filters.To, "subject": s.Filters.Subject} {
 			if _, err := regexp.Compile(re); err != nil {
 				bad(key+".filters."+field, "%q is not a regular expression: %v", re, err)
-			}
-		}
-		for _, g := range append(append([]string{}, s.Filters.Filename...), s.Filters.ContentTypes...) {
-			if _, err := path.Match(g, ""); err != nil {
-				bad(key+".filters", "%q is not a valid pattern", g)
 			}
 		}
 		if s.Filters.Since != "" {
@@ -266,45 +238,24 @@ func (c *Config) validateSources(bad func(key, format string, args ...any)) {
 				bad(key+".filters.since", "%q is not a date like 2026-01-31", s.Filters.Since)
 			}
 		}
-		if s.Filters.MaxSize != 0 && s.Filters.MaxSize < s.Filters.MinSize {
-			bad(key+".filters.max_size", "is smaller than min_size")
-		}
-		c.checkRouting(key, s.Route, s.Vendor, bad)
+		c.checkRouting(key, s.Route, s.Vendor, enabled, bad)
 	}
 	for i := range c.Sources.WebDAV {
 		s := &c.Sources.WebDAV[i]
 		key := fmt.Sprintf("sources.webdav[%d]", i)
-		s.withDefaults()
 		unique(key, "webdav", s.Name)
-		if u, err := url.Parse(s.URL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			bad(key+".url", "%q is not an http(s) URL of a collection", s.URL)
-		}
 		if s.Password != "" && s.Username == "" {
 			bad(key+".username", "is required with password")
-		}
-		if s.BearerToken != "" && s.Username != "" {
-			bad(key, "set username/password or bearer_token, not both")
-		}
-		switch s.After.Action {
-		case "move", "delete", "keep":
-		default:
-			bad(key+".after", "%q does not apply to a folder ({move: processed/}, delete, keep)", s.After.Action)
-		}
-		for _, g := range append(append([]string{}, s.Include...), s.Exclude...) {
-			if _, err := path.Match(g, ""); err != nil {
-				bad(key, "%q is not a valid pattern", g)
-			}
 		}
 		if s.MinAge < 0 || s.PollInterval < Duration(time.Second) {
 			bad(key, "poll_interval must be at least 1s and min_age not negative")
 		}
-		c.checkRouting(key, s.Route, s.Vendor, bad)
+		c.checkRouting(key, s.Route, s.Vendor, enabled, bad)
 	}
 }
 
 // checkRouting makes sure a source's route or vendors exist.
-func (c *Config) checkRouting(key, route string, vendors []string, bad func(key, format string, args ...any)) {
-	enabled := c.Vendors.Enabled()
+func (c *Config) checkRouting(key, route string, vendors []string, enabled []string, bad Report) {
 	for _, v := range vendors {
 		found := false
 		for _, e := range enabled {

@@ -23,7 +23,7 @@ func TestEverythingHasTheConfiguredReplicas(t *testing.T) {
 	cfg.NATS.URL = urls
 	cfg.NATS.Stream.Replicas = 3
 	cfg.Routes = []config.Route{{Name: "default", Vendors: []string{"gini"}}}
-	cfg.Vendors.Allspark.CallbackToken = "cluster-test-callback-token-0123"
+	vendorsYAML(t, &cfg, "  allspark: {callback_token: cluster-test-callback-token-0123}\n")
 	// Sources whose servers are not there: their buckets are provisioned all the same.
 	cfg.Sources.IMAP = []config.IMAPSource{testIMAPSource()}
 	cfg.Sources.WebDAV = []config.WebDAVSource{testWebDAVSource()}
@@ -85,9 +85,13 @@ func mustStream(t *testing.T, js jetstream.JetStream, name string) jetstream.Str
 }
 
 func testIMAPSource() config.IMAPSource {
-	return config.IMAPSource{Name: "inbox", Host: "127.0.0.1", Port: 1, TLS: "none", Username: "u", Password: "p"}
+	m := config.DefaultIMAPSource()
+	m.Name, m.Host, m.Port, m.TLS, m.Username, m.Password = "inbox", "127.0.0.1", 1, "none", "u", "p"
+	return m
 }
 
 func testWebDAVSource() config.WebDAVSource {
-	return config.WebDAVSource{Name: "scans", URL: "http://127.0.0.1:1/dav/"}
+	f := config.DefaultWebDAVSource()
+	f.Name, f.URL = "scans", "http://127.0.0.1:1/dav/"
+	return f
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -76,8 +75,11 @@ func (s *Service) drain() time.Duration {
 // Start brings everything up. It returns once the service takes documents, or with the first
 // problem in words an operator can act on.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service, err error) {
-	if errs := cfg.Validate(); len(errs) > 0 {
-		return nil, &config.Problems{Source: "the given configuration", List: errorStrings(errs)}
+	// Everything that can be checked is, before anything starts: the same checks as
+	// `ingest config check`.
+	plan, err := check(cfg)
+	if err != nil {
+		return nil, err
 	}
 	s := &Service{cfg: cfg, log: log, failed: make(chan error, 1)}
 	defer func() {
@@ -132,10 +134,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, err
 	}
 	s.add("state projector", projector.Run)
-	if s.catalog, err = catalog.Build(ctx, cfg.Vendors, log); err != nil {
+	if s.catalog, err = catalog.Build(ctx, plan, log); err != nil {
 		return nil, err
 	}
-	router, err := vendors.NewRouter(rules(cfg.Routes), cfg.Vendors.Enabled())
+	router, err := vendors.NewRouter(rules(cfg.Routes), plan.Enabled())
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
@@ -221,26 +223,14 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 // startCallbacks opens the callback endpoint of every vendor that has a callback token.
 func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *vendors.RefIndex, reg prometheus.Registerer) error {
 	var eps []callbacks.Endpoint
-	add := func(name string, cb config.Callback, cradlSecret string) error {
-		if cb.CallbackToken == "" || s.catalog.Vendors[name] == nil {
-			return nil
+	for _, name := range s.catalog.Names() {
+		cb := s.catalog.Callbacks[name]
+		if cb == nil {
+			continue
 		}
-		parser, ok := s.catalog.Vendors[name].(vendors.CallbackVendor)
-		if !ok {
-			return fmt.Errorf("vendors.%s: this vendor does not call back", name)
-		}
-		ep := callbacks.Endpoint{Vendor: name, Token: cb.CallbackToken, CradlSecret: cradlSecret, Parser: parser}
-		for _, c := range cb.CallbackAllowCIDRs {
-			ep.AllowCIDRs = append(ep.AllowCIDRs, netip.MustParsePrefix(c)) // validated with the config
-		}
-		eps = append(eps, ep)
-		return nil
-	}
-	if err := add("allspark", cfg.Vendors.Allspark.Callback, ""); err != nil {
-		return err
-	}
-	if err := add("cradl", cfg.Vendors.Cradl.Callback, cfg.Vendors.Cradl.WebhookSecret); err != nil {
-		return err
+		v := s.catalog.Vendors[name].(vendors.CallbackVendor) // checked by catalog.Build
+		eps = append(eps, callbacks.Endpoint{Vendor: name, Token: cb.CallbackToken, AllowCIDRs: cb.AllowList(),
+			Verifier: v.CallbackVerifier(), Parser: v})
 	}
 	if len(eps) == 0 {
 		return nil
@@ -260,14 +250,6 @@ func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *v
 		s.log.Info(fmt.Sprintf("callback URL for %s (paste it into the vendor's console): %s", vendor, url), "vendor", vendor)
 	}
 	return nil
-}
-
-func errorStrings(errs []error) []string {
-	out := make([]string, len(errs))
-	for i, e := range errs {
-		out[i] = e.Error()
-	}
-	return out
 }
 
 func rules(routes []config.Route) []vendors.Rule {

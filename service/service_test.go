@@ -41,6 +41,17 @@ func testConfig(t *testing.T) config.Config {
 	return cfg
 }
 
+// vendorsYAML sets the vendor sections of cfg from YAML written under vendors:, as a user's
+// file would.
+func vendorsYAML(t *testing.T, cfg *config.Config, yml string) {
+	t.Helper()
+	parsed, err := config.Parse([]byte("vendors:\n"+yml), "test vendors", func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Vendors = parsed.Vendors
+}
+
 func start(t *testing.T, cfg config.Config) *service.Service {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -311,10 +322,13 @@ func TestSandboxWalkthroughEndsCompleted(t *testing.T) {
 	}
 	test := testConfig(t)
 	cfg.DataDir, cfg.HTTP.Listen, cfg.NATS.Embedded.Listen, cfg.HTTP.APIKeys = test.DataDir, test.HTTP.Listen, test.NATS.Embedded.Listen, test.HTTP.APIKeys
-	cfg.Vendors.Laigo.RateLimit = 0 // the documented 1/s would only make the test slow
-	for _, c := range []*config.VendorCommon{&cfg.Vendors.Laigo.VendorCommon, &cfg.Vendors.Gini.VendorCommon, &cfg.Vendors.Allspark.VendorCommon, &cfg.Vendors.DocuMine.VendorCommon} {
-		c.Poll.Initial = config.Duration(50 * time.Millisecond)
-	}
+	// The documented 1/s of Laigo would only make the test slow.
+	vendorsYAML(t, &cfg, `
+  laigo: {rate_limit: 0, poll: {initial: 50ms}}
+  gini: {poll: {initial: 50ms}}
+  allspark: {poll: {initial: 50ms}}
+  documine: {poll: {initial: 50ms}}
+`)
 	s := start(t, cfg)
 	path, _ := writePDF(t, 20<<10)
 	c := &httpdrop.Client{BaseURL: "http://" + s.HTTPAddr(), APIKey: key}
@@ -398,8 +412,7 @@ func TestAllsparkCallbackWiring(t *testing.T) {
 	}
 	test := testConfig(t)
 	cfg.DataDir, cfg.HTTP.Listen, cfg.NATS.Embedded.Listen, cfg.HTTP.APIKeys = test.DataDir, test.HTTP.Listen, test.NATS.Embedded.Listen, test.HTTP.APIKeys
-	cfg.Vendors.Allspark.CallbackToken = "callback-token-0123456789"
-	cfg.Vendors.Allspark.CallbackPollAfter = config.Duration(time.Hour)
+	vendorsYAML(t, &cfg, "  allspark: {callback_token: callback-token-0123456789, callback_poll_after: 1h}\n")
 	s := start(t, cfg)
 	path, _ := writePDF(t, 1000)
 	c := &httpdrop.Client{BaseURL: "http://" + s.HTTPAddr(), APIKey: key}
@@ -438,8 +451,7 @@ func TestCradlEmailSandbox(t *testing.T) {
 	}
 	test := testConfig(t)
 	cfg.DataDir, cfg.HTTP.Listen, cfg.NATS.Embedded.Listen, cfg.HTTP.APIKeys = test.DataDir, test.HTTP.Listen, test.NATS.Embedded.Listen, test.HTTP.APIKeys
-	cfg.Vendors.Cradl.Mode = "email"
-	cfg.Vendors.Cradl.Poll.Initial = config.Duration(50 * time.Millisecond)
+	vendorsYAML(t, &cfg, "  cradl: {mode: email, poll: {initial: 50ms}}\n")
 	s := start(t, cfg)
 	path, _ := writePDF(t, 3000)
 	c := &httpdrop.Client{BaseURL: "http://" + s.HTTPAddr(), APIKey: key}

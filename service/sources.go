@@ -41,17 +41,20 @@ func (s *Service) startSources(ctx context.Context, cfg config.Config, in *intak
 	}
 	var ws []named
 	for _, m := range cfg.Sources.IMAP {
-		w, err := imap.New(ctx, imapConfig(m, s, in, reg))
+		c := imapSettings(m, cfg.HTTP.MaxDocumentBytes.Int64())
+		c.Bus, c.Intake, c.Logger, c.Registerer = s.bus, in, s.log, reg
+		w, err := imap.New(ctx, c)
 		if err != nil {
 			return fmt.Errorf("sources.imap %s: %w", m.Name, err)
 		}
 		ws = append(ws, named{"imap." + m.Name, w})
 	}
 	for _, f := range cfg.Sources.WebDAV {
-		wc, err := webdavConfig(f, s, in, reg)
+		wc, err := webdavSettings(f, cfg.HTTP.MaxDocumentBytes.Int64())
 		if err != nil {
 			return fmt.Errorf("sources.webdav %s: %w", f.Name, err)
 		}
+		wc.Bus, wc.Intake, wc.Logger, wc.Registerer = s.bus, in, s.log, reg
 		w, err := webdav.New(ctx, wc)
 		if err != nil {
 			return fmt.Errorf("sources.webdav %s: %w", f.Name, err)
@@ -103,7 +106,9 @@ func (src *sources) ready() error {
 	return nil
 }
 
-func imapConfig(m config.IMAPSource, s *Service, in *intake.Intake, reg prometheus.Registerer) imap.Config {
+// imapSettings is a mailbox's configuration as its watcher reads it (without the service's
+// parts: bus, intake, logger).
+func imapSettings(m config.IMAPSource, maxDocumentBytes int64) imap.Config {
 	c := imap.Config{
 		Name: m.Name, Host: m.Host, Port: m.Port, TLS: m.TLS, Username: m.Username, Password: m.Password,
 		Mailbox: m.Mailbox, Vendors: m.Vendor, Route: m.Route,
@@ -112,8 +117,7 @@ func imapConfig(m config.IMAPSource, s *Service, in *intake.Intake, reg promethe
 		IncludeBody: m.IncludeBody, IncludeEML: m.IncludeEML,
 		Limits: mimewalk.Limits{MaxDepth: m.Limits.MaxDepth, MaxParts: m.Limits.MaxParts,
 			MaxMessageBytes: m.Limits.MaxMessageBytes.Int64(), MaxPartBytes: m.Limits.MaxPartBytes.Int64()},
-		MaxDocumentBytes: s.cfg.HTTP.MaxDocumentBytes.Int64(),
-		Bus:              s.bus, Intake: in, Logger: s.log, Registerer: reg,
+		MaxDocumentBytes: maxDocumentBytes,
 	}
 	switch m.After.Action {
 	case "move":
@@ -127,10 +131,11 @@ func imapConfig(m config.IMAPSource, s *Service, in *intake.Intake, reg promethe
 	}
 	f := m.Filters
 	re := func(s string) *regexp.Regexp {
-		if s == "" {
-			return nil
+		r, err := regexp.Compile(s)
+		if s == "" || err != nil {
+			return nil // a bad one is reported by the configuration's checks
 		}
-		return regexp.MustCompile(s) // validated with the config
+		return r
 	}
 	c.Filters = imap.Filters{From: re(f.From), To: re(f.To), Subject: re(f.Subject), Filenames: f.Filename,
 		ContentTypes: f.ContentTypes, MinSize: f.MinSize.Int64(), MaxSize: f.MaxSize.Int64(), UnseenOnly: f.UnseenOnly}
@@ -140,14 +145,15 @@ func imapConfig(m config.IMAPSource, s *Service, in *intake.Intake, reg promethe
 	return c
 }
 
-func webdavConfig(f config.WebDAVSource, s *Service, in *intake.Intake, reg prometheus.Registerer) (webdav.Config, error) {
+// webdavSettings is a folder's configuration as its watcher reads it (without the service's
+// parts).
+func webdavSettings(f config.WebDAVSource, maxDocumentBytes int64) (webdav.Config, error) {
 	c := webdav.Config{
 		Name: f.Name, URL: f.URL, Username: f.Username, Password: f.Password, BearerToken: f.BearerToken,
 		Recursive: f.Recursive, Include: f.Include, Exclude: f.Exclude,
 		PollInterval: f.PollInterval.Std(), MinAge: f.MinAge.Std(), Vendors: f.Vendor, Route: f.Route,
 		After: f.After.Action, MoveTo: f.After.Target, MoveFailed: f.MoveFailed, ReingestOnChange: f.ReingestOnChange,
-		MaxDocumentBytes: s.cfg.HTTP.MaxDocumentBytes.Int64(),
-		Bus:              s.bus, Intake: in, Logger: s.log, Registerer: reg,
+		MaxDocumentBytes: maxDocumentBytes,
 	}
 	if f.TLS.CAFile != "" || f.TLS.InsecureSkipVerify {
 		tc := &tls.Config{InsecureSkipVerify: f.TLS.InsecureSkipVerify} //nolint:gosec // the user asked for it

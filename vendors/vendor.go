@@ -86,4 +86,7 @@ type CallbackVendor interface {
 	// sometimes found through the vendor's API (an execution started by e-mail). "" means the
 	// identifier is not one of ours.
 	RefOf(ctx context.Context, id string) (string, error)
+	// CallbackVerifier checks the signature of the vendor's callbacks; nil when they carry none
+	// (or none is configured), and the secret URL and address list are all there is.
+	CallbackVerifier() CallbackVerifier
 }

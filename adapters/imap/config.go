@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ingest-dev/ingest/adapters/imap/mimewalk"
+	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/intake"
 )
@@ -125,40 +126,93 @@ const (
 	maxIdleRestart          = 29 * time.Minute // RFC 2177: servers may drop an IDLE after 30 minutes
 )
 
-// withDefaults checks c and fills in the defaults.
-func (c Config) withDefaults() (Config, error) {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+// Check reports every problem of c a person can fix in the configuration, under the key of
+// sources.imap[i] it concerns, without filling anything in. The service runs it for `ingest config
+// check` and before it starts anything; New runs it again.
+func (c Config) Check(report config.Report) {
 	if !events.ValidToken(c.Name) {
-		bad("name %q must be 1-64 characters of a-z, 0-9, _ and -", c.Name)
+		report("name", "%q must be 1-64 characters of a-z, 0-9, _ and -", c.Name)
 	}
 	if c.Host == "" {
-		bad("host is required")
+		report("host", "is required")
 	}
 	switch c.TLS {
-	case "":
-		c.TLS = TLSImplicit
-	case TLSImplicit, TLSStartTLS:
+	case "", TLSImplicit, TLSStartTLS:
 	case TLSNone:
-		if !isLoopback(c.Host) {
-			bad("tls: none sends the password in clear text and is allowed only for a server on this machine (for tests), not %q", c.Host)
+		if c.Host != "" && !isLoopback(c.Host) {
+			report("tls", "none sends the password in clear text and is allowed only for a server on this machine (for tests), not %q", c.Host)
 		}
 	default:
-		bad("tls must be implicit, starttls or none, not %q", c.TLS)
+		report("tls", "must be implicit, starttls or none, not %q", c.TLS)
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		report("port", "must be a port number, not %d", c.Port)
+	}
+	if c.Username == "" {
+		report("username", "is required")
+	}
+	if c.OAuth2 != nil {
+		c.OAuth2.check(config.Under("oauth2", report))
+	} else if c.Password == "" {
+		report("", "a password or oauth2 settings are required")
+	}
+	if c.IdleRestart >= maxIdleRestart {
+		report("idle_restart", "must be under %s (servers drop an IDLE after 30 minutes), not %s", maxIdleRestart, c.IdleRestart)
+	}
+	mailbox := c.Mailbox
+	if mailbox == "" {
+		mailbox = "INBOX"
+	}
+	switch c.After.Action {
+	case "", ActionSeen, ActionDelete, ActionNone:
+	case ActionMove:
+		if c.After.Folder == "" {
+			report("after", "move needs a folder")
+		} else if c.After.Folder == mailbox {
+			report("after", "move to %q, the watched mailbox itself, would do nothing", c.After.Folder)
+		}
+	case ActionFlag:
+		if !validKeyword(c.After.Keyword) {
+			report("after", "flag needs a keyword of letters, digits and $_-. (e.g. $Ingested), not %q", c.After.Keyword)
+		}
+	default:
+		report("after", "must be seen, move, flag, delete or none, not %q", c.After.Action)
+	}
+	for _, g := range append(append([]string(nil), c.Filters.Filenames...), c.Filters.ContentTypes...) {
+		if _, err := path.Match(g, ""); err != nil {
+			report("filters", "pattern %q is not a valid glob: %v", g, err)
+		}
+	}
+	if c.Filters.MaxSize > 0 && c.Filters.MinSize > c.Filters.MaxSize {
+		report("filters.max_size", "is below min_size (%d bytes)", c.Filters.MinSize)
+	}
+}
+
+// withDefaults checks c and fills in the defaults.
+func (c Config) withDefaults() (Config, error) {
+	var problems []config.Problem
+	c.Check(config.Collect(&problems))
+	if c.Bus == nil {
+		problems = append(problems, config.Problem{Message: "a Bus is required"})
+	}
+	if c.Intake == nil {
+		problems = append(problems, config.Problem{Message: "an Intake is required"})
+	}
+	if len(problems) > 0 {
+		errs := make([]error, len(problems))
+		for i, p := range problems {
+			errs[i] = errors.New(p.String())
+		}
+		return c, fmt.Errorf("imap source %q: %w", c.Name, errors.Join(errs...))
+	}
+	if c.TLS == "" {
+		c.TLS = TLSImplicit
 	}
 	if c.Port == 0 {
 		c.Port = 143
 		if c.TLS == TLSImplicit {
 			c.Port = 993
 		}
-	}
-	if c.Username == "" {
-		bad("username is required")
-	}
-	if c.OAuth2 != nil {
-		errs = append(errs, c.OAuth2.check()...)
-	} else if c.Password == "" {
-		bad("a password or oauth2 settings are required")
 	}
 	if c.Mailbox == "" {
 		c.Mailbox = "INBOX"
@@ -172,53 +226,19 @@ func (c Config) withDefaults() (Config, error) {
 	if c.IdleRestart <= 0 {
 		c.IdleRestart = 9 * time.Minute
 	}
-	if c.IdleRestart >= maxIdleRestart {
-		bad("idle_restart must be under %s (servers drop an IDLE after 30 minutes), not %s", maxIdleRestart, c.IdleRestart)
-	}
-	switch c.After.Action {
-	case "":
+	if c.After.Action == "" {
 		c.After.Action = ActionSeen
-	case ActionSeen, ActionDelete, ActionNone:
-	case ActionMove:
-		if c.After.Folder == "" {
-			bad("after: move needs a folder")
-		} else if c.After.Folder == c.Mailbox {
-			bad("after: move to %q, the watched mailbox itself, would do nothing", c.After.Folder)
-		}
-	case ActionFlag:
-		if !validKeyword(c.After.Keyword) {
-			bad("after: flag needs a keyword of letters, digits and $_-. (e.g. $Ingested), not %q", c.After.Keyword)
-		}
-	default:
-		bad("after must be seen, move, flag, delete or none, not %q", c.After.Action)
-	}
-	for _, g := range append(append([]string(nil), c.Filters.Filenames...), c.Filters.ContentTypes...) {
-		if _, err := path.Match(g, ""); err != nil {
-			bad("filter pattern %q is not a valid glob: %v", g, err)
-		}
-	}
-	if c.Filters.MaxSize > 0 && c.Filters.MinSize > c.Filters.MaxSize {
-		bad("filters: min_size %d is above max_size %d", c.Filters.MinSize, c.Filters.MaxSize)
 	}
 	if c.MaxDocumentBytes <= 0 {
 		c.MaxDocumentBytes = defaultMaxDocumentBytes
 	}
-	if c.Bus == nil {
-		bad("a Bus is required")
-	}
-	if c.Intake == nil {
-		bad("an Intake is required")
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return c, fmt.Errorf("imap source %q: %w", c.Name, err)
 	}
 	return c, nil
 }
 
-func (o *OAuth2) check() []error {
+func (o *OAuth2) check(report config.Report) {
 	set := 0
 	for _, s := range []bool{len(o.TokenCommand) > 0, o.TokenFile != "", o.TokenURL != ""} {
 		if s {
@@ -227,11 +247,10 @@ func (o *OAuth2) check() []error {
 	}
 	switch {
 	case set != 1:
-		return []error{errors.New("oauth2 needs exactly one of token_command, token_file or token_url")}
+		report("", "needs exactly one of token_command, token_file or token_url")
 	case o.TokenURL != "" && (o.ClientID == "" || o.RefreshToken == ""):
-		return []error{errors.New("oauth2 with token_url needs client_id and refresh_token")}
+		report("", "with token_url needs client_id and refresh_token")
 	}
-	return nil
 }
 
 func isLoopback(host string) bool {

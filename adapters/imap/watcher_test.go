@@ -129,13 +129,13 @@ func TestConfigErrors(t *testing.T) {
 		want   string
 	}{
 		{"bad name", func(c *imapsrc.Config) { c.Name = "Mail Box" }, "name"},
-		{"no host", func(c *imapsrc.Config) { c.Host = "" }, "host is required"},
+		{"no host", func(c *imapsrc.Config) { c.Host = "" }, "host: is required"},
 		{"plaintext to a remote server", func(c *imapsrc.Config) { c.Host = "imap.example.com" }, "clear text"},
-		{"unknown tls", func(c *imapsrc.Config) { c.TLS = "ssl" }, "tls must be"},
+		{"unknown tls", func(c *imapsrc.Config) { c.TLS = "ssl" }, "tls: must be"},
 		{"no secret", func(c *imapsrc.Config) { c.Password = "" }, "password or oauth2"},
 		{"move without folder", func(c *imapsrc.Config) { c.After = imapsrc.After{Action: "move"} }, "needs a folder"},
 		{"flag without keyword", func(c *imapsrc.Config) { c.After = imapsrc.After{Action: "flag"} }, "needs a keyword"},
-		{"unknown action", func(c *imapsrc.Config) { c.After = imapsrc.After{Action: "archive"} }, "after must be"},
+		{"unknown action", func(c *imapsrc.Config) { c.After = imapsrc.After{Action: "archive"} }, "after: must be"},
 		{"idle restart too long", func(c *imapsrc.Config) { c.IdleRestart = 30 * time.Minute }, "idle_restart"},
 		{"bad glob", func(c *imapsrc.Config) { c.Filters.Filenames = []string{"[x"} }, "not a valid glob"},
 		{"two token sources", func(c *imapsrc.Config) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/intake"
 )
@@ -105,31 +106,56 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Check reports every problem of cfg a person can fix in the configuration, under the key of
+// sources.webdav[i] it concerns. The service runs it for `ingest config check` and before it starts
+// anything; New runs it again.
+func (cfg Config) Check(report config.Report) {
+	cfg.normalize(report)
+}
+
 // withDefaults validates cfg and fills in its defaults. Every problem is worded for the person
 // who wrote the configuration.
 func (cfg Config) withDefaults() (Config, *url.URL, error) {
-	var problems []string
-	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-
 	if cfg.Bus == nil || cfg.Intake == nil {
 		return cfg, nil, errors.New("webdav: Bus and Intake are required")
 	}
+	var problems []config.Problem
+	cfg, root := cfg.normalize(config.Collect(&problems))
+	if len(problems) > 0 {
+		words := make([]string, len(problems))
+		for i, p := range problems {
+			words[i] = p.String()
+		}
+		return cfg, nil, fmt.Errorf("webdav source %q: %s", cfg.Name, strings.Join(words, "; "))
+	}
+	return cfg, root, nil
+}
+
+// normalize reports what is wrong with cfg and returns it with its defaults, and its URL as a
+// collection (with its trailing slash: relative resolution and prefix checks work).
+func (cfg Config) normalize(report config.Report) (Config, *url.URL) {
+	bad := func(key string) func(format string, args ...any) {
+		return func(format string, args ...any) { report(key, format, args...) }
+	}
 	if !events.ValidToken(cfg.Name) {
-		bad("name %q must be 1-64 characters of a-z, 0-9, _ and -", cfg.Name)
+		bad("name")("%q must be 1-64 characters of a-z, 0-9, _ and -", cfg.Name)
 	}
 	root, err := url.Parse(cfg.URL)
 	switch {
 	case cfg.URL == "":
-		bad("url is required")
+		bad("url")("is required")
 	case err != nil:
-		bad("url %q is not a URL: %v", cfg.URL, err)
+		bad("url")("%q is not a URL: %v", cfg.URL, err)
 	case root.Scheme != "http" && root.Scheme != "https" || root.Host == "":
-		bad("url %q must be an http:// or https:// URL", cfg.URL)
+		bad("url")("%q must be an http:// or https:// URL", cfg.URL)
 	case root.User != nil:
-		bad("url %q must not carry credentials; use username and password", redact(root))
+		bad("url")("%q must not carry credentials; use username and password", redact(root))
+	}
+	if err != nil || root == nil {
+		root = &url.URL{}
 	}
 	if cfg.BearerToken != "" && (cfg.Username != "" || cfg.Password != "") {
-		bad("set either username/password or bearer_token, not both")
+		bad("")("set either username/password or bearer_token, not both")
 	}
 	if cfg.After == "" {
 		cfg.After = AfterMove
@@ -141,7 +167,7 @@ func (cfg Config) withDefaults() (Config, *url.URL, error) {
 		}
 	case AfterDelete, AfterKeep:
 	default:
-		bad("after %q must be move, delete or keep", cfg.After)
+		bad("after")("%q must be move, delete or keep", cfg.After)
 	}
 	for _, f := range []struct {
 		name string
@@ -152,13 +178,17 @@ func (cfg Config) withDefaults() (Config, *url.URL, error) {
 		}
 		clean, err := cleanRel(*f.v)
 		if err != nil {
-			bad("%s %q: %v", f.name, *f.v, err)
+			key := f.name
+			if key == "move_to" {
+				key = "after" // written as after: {move: …}
+			}
+			bad(key)("%q %v", *f.v, err)
 			continue
 		}
 		*f.v = clean
 	}
 	if cfg.After == AfterMove && cfg.MoveTo == "" {
-		bad("move_to must name a subfolder when after is move")
+		bad("after")("move must name a subfolder")
 	}
 	if cfg.SkipPatterns == nil {
 		cfg.SkipPatterns = DefaultSkipPatterns()
@@ -169,16 +199,16 @@ func (cfg Config) withDefaults() (Config, *url.URL, error) {
 	}{{"include", cfg.Include}, {"exclude", cfg.Exclude}, {"skip_patterns", cfg.SkipPatterns}} {
 		for _, p := range set.patterns {
 			if err := validGlob(p); err != nil {
-				bad("%s pattern %q: %v", set.name, p, err)
+				bad(set.name)("pattern %q: %v", p, err)
 			}
 		}
 	}
 	if cfg.Route != "" && !events.ValidToken(cfg.Route) {
-		bad("route %q must be 1-64 characters of a-z, 0-9, _ and -", cfg.Route)
+		bad("route")("%q must be 1-64 characters of a-z, 0-9, _ and -", cfg.Route)
 	}
 	for _, v := range cfg.Vendors {
 		if !events.ValidToken(v) {
-			bad("vendor %q must be 1-64 characters of a-z, 0-9, _ and -", v)
+			bad("vendor")("%q must be 1-64 characters of a-z, 0-9, _ and -", v)
 		}
 	}
 	for _, d := range []struct {
@@ -192,7 +222,7 @@ func (cfg Config) withDefaults() (Config, *url.URL, error) {
 		{"empty_grace", &cfg.EmptyGrace, DefaultEmptyGrace},
 	} {
 		if *d.v < 0 {
-			bad("%s must not be negative", d.name)
+			bad(d.name)("must not be negative")
 		}
 		if *d.v == 0 {
 			*d.v = d.def
@@ -213,9 +243,6 @@ func (cfg Config) withDefaults() (Config, *url.URL, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if len(problems) > 0 {
-		return cfg, nil, fmt.Errorf("webdav source %q: %s", cfg.Name, strings.Join(problems, "; "))
-	}
 	// The watched URL is a collection: with its trailing slash, relative resolution and
 	// prefix checks work.
 	if !strings.HasSuffix(root.Path, "/") {
@@ -225,7 +252,7 @@ func (cfg Config) withDefaults() (Config, *url.URL, error) {
 		}
 	}
 	root.RawQuery, root.Fragment = "", ""
-	return cfg, root, nil
+	return cfg, root
 }
 
 // cleanRel checks a configured subfolder (MoveTo, MoveFailed) and returns it without leading or

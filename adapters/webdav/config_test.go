@@ -23,17 +23,17 @@ func TestConfigIsChecked(t *testing.T) {
 		mutate func(*Config)
 		want   []string
 	}{
-		{"bad name", func(c *Config) { c.Name = "Scans!" }, []string{`name "Scans!"`}},
-		{"no url", func(c *Config) { c.URL = "" }, []string{"url is required"}},
+		{"bad name", func(c *Config) { c.Name = "Scans!" }, []string{`name: "Scans!"`}},
+		{"no url", func(c *Config) { c.URL = "" }, []string{"url: is required"}},
 		{"not http", func(c *Config) { c.URL = "ftp://x/y" }, []string{"http:// or https://"}},
 		{"credentials in the url", func(c *Config) { c.URL = "https://u:secret@x/y" }, []string{"must not carry credentials"}},
 		{"two kinds of auth", func(c *Config) { c.Username = "u"; c.BearerToken = "t" }, []string{"not both"}},
-		{"unknown post-action", func(c *Config) { c.After = "archive" }, []string{`after "archive"`}},
-		{"move_to climbing out", func(c *Config) { c.MoveTo = "../elsewhere" }, []string{"move_to", `".."`}},
+		{"unknown post-action", func(c *Config) { c.After = "archive" }, []string{`after: "archive"`}},
+		{"move_to climbing out", func(c *Config) { c.MoveTo = "../elsewhere" }, []string{"after:", `".."`}},
 		{"absolute move_failed", func(c *Config) { c.MoveFailed = "/failed" }, []string{"move_failed", "relative"}},
-		{"bad glob", func(c *Config) { c.Include = []string{"[a-"} }, []string{"include pattern"}},
-		{"negative interval", func(c *Config) { c.PollInterval = -1 }, []string{"poll_interval must not be negative"}},
-		{"bad vendor", func(c *Config) { c.Vendors = []string{"Gini"} }, []string{`vendor "Gini"`}},
+		{"bad glob", func(c *Config) { c.Include = []string{"[a-"} }, []string{"include: pattern"}},
+		{"negative interval", func(c *Config) { c.PollInterval = -1 }, []string{"poll_interval: must not be negative"}},
+		{"bad vendor", func(c *Config) { c.Vendors = []string{"Gini"} }, []string{`vendor: "Gini"`}},
 		{"every problem at once", func(c *Config) { c.Name = ""; c.After = "x"; c.MinAge = -1 }, []string{"name", "after", "min_age"}},
 	}
 	for _, c := range cases {

@@ -26,11 +26,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	} else if len(pos) > 0 {
 		return fmt.Errorf("%w: serve takes no arguments, got %q", errUsage, pos)
 	}
-	cfg, err := loadConfig(*cfgPath)
+	cfg, which, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
-	return service.Run(ctx, cfg, service.NewLogger(cfg.Log, stderr))
+	log := service.NewLogger(cfg.Log, stderr)
+	log.Info("configuration: " + which)
+	return service.Run(ctx, cfg, log)
 }
 
 func tail(ctx context.Context, args []string, stdout io.Writer) error {
@@ -163,19 +165,20 @@ func configCheck(args []string, stdout io.Writer) error {
 	if _, err := flags(fs, args); err != nil {
 		return err
 	}
-	if _, err := loadConfig(*cfgPath); err != nil {
+	cfg, which, err := loadConfig(*cfgPath)
+	if err != nil {
 		return err
 	}
-	src := *cfgPath
-	if src == "" {
-		src = "embedded default (config.yaml)"
+	// Exactly what serve checks before it starts anything.
+	if err := service.Check(cfg); err != nil {
+		return err
 	}
-	_, err := fmt.Fprintf(stdout, "%s: OK\n", src)
+	_, err = fmt.Fprintf(stdout, "%s: OK\n", which)
 	return err
 }
 
 func discover(cfgPath string) (config.Config, service.Endpoints, error) {
-	cfg, err := loadConfig(cfgPath)
+	cfg, _, err := loadConfig(cfgPath)
 	if err != nil {
 		return cfg, service.Endpoints{}, err
 	}

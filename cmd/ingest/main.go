@@ -108,13 +108,29 @@ func flags(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func configFlag(fs *flag.FlagSet) *string {
-	return fs.String("config", os.Getenv("INGEST_CONFIG"), "configuration file (default: the embedded config.yaml)")
+	return fs.String("config", "", "configuration file (default: $INGEST_CONFIG, else ./config.yaml when there is one, else the embedded default)")
 }
 
-// loadConfig reads the file at path, or the embedded default when path is empty.
-func loadConfig(path string) (config.Config, error) {
+// embeddedConfig names the built-in configuration in messages.
+const embeddedConfig = "embedded default (config.yaml)"
+
+// loadConfig reads the configuration: the file given with --config, else $INGEST_CONFIG, else
+// ./config.yaml when it exists, else the embedded default. It also says which one it read, for the
+// person who wonders why a setting does not apply.
+func loadConfig(flagPath string) (config.Config, string, error) {
+	path, why := flagPath, "--config"
 	if path == "" {
-		return config.Parse(ingest.DefaultConfigYAML(), "embedded default (config.yaml)", os.LookupEnv)
+		path, why = os.Getenv("INGEST_CONFIG"), "$INGEST_CONFIG"
 	}
-	return config.Load(path)
+	if path == "" {
+		if _, err := os.Stat("config.yaml"); err == nil {
+			path, why = "config.yaml", "found in the working directory"
+		}
+	}
+	if path == "" {
+		cfg, err := config.Parse(ingest.DefaultConfigYAML(), embeddedConfig, os.LookupEnv)
+		return cfg, embeddedConfig, err
+	}
+	cfg, err := config.Load(path)
+	return cfg, fmt.Sprintf("%s (%s)", path, why), err
 }

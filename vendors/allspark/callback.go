@@ -33,3 +33,7 @@ func (c *Client) CallbackIDs(body []byte) ([]string, error) {
 
 // RefOf: the case id is the reference Submit returned.
 func (c *Client) RefOf(_ context.Context, id string) (string, error) { return id, nil }
+
+// CallbackVerifier is nil: Allspark documents no signature on its callbacks; the secret URL and
+// the address allow-list are what proves them.
+func (c *Client) CallbackVerifier() vendors.CallbackVerifier { return nil }

@@ -1,6 +1,10 @@
-// Package catalog builds the configured vendors. A vendor in sandbox mode gets its simulator
+// Package catalog is the registry of the vendors this build knows, and the one place that turns
+// the configuration's vendor sections into clients. A vendor in sandbox mode gets its simulator
 // started in-process on a loopback port, and its client pointed there with the simulator's
 // credentials: the same client code runs in sandbox and in production.
+//
+// Adding a vendor: write its package (client, simulator, tests, and a Spec with its settings),
+// then add its Spec to Specs below. Nothing else names a vendor.
 package catalog
 
 import (
@@ -10,214 +14,155 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/allspark"
-	"github.com/ingest-dev/ingest/vendors/allspark/allsparksim"
 	"github.com/ingest-dev/ingest/vendors/cradl"
-	"github.com/ingest-dev/ingest/vendors/cradl/cradlsim"
 	"github.com/ingest-dev/ingest/vendors/documine"
-	"github.com/ingest-dev/ingest/vendors/documine/documinesim"
 	"github.com/ingest-dev/ingest/vendors/gini"
-	"github.com/ingest-dev/ingest/vendors/gini/ginisim"
 	"github.com/ingest-dev/ingest/vendors/laigo"
-	"github.com/ingest-dev/ingest/vendors/laigo/laigosim"
 )
 
-// Catalog is the set of enabled vendors.
+// Specs are the vendors this build knows, in the order the documentation lists them.
+func Specs() []vendors.Spec {
+	return []vendors.Spec{laigo.Spec(), gini.Spec(), allspark.Spec(), documine.Spec(), cradl.Spec()}
+}
+
+// Plan is the vendors' configuration: every known vendor's settings, from its section or its
+// defaults, decoded and checked.
+type Plan struct {
+	specs    []vendors.Spec
+	settings map[string]vendors.Config
+}
+
+// Configure decodes each vendor's section over its defaults and checks it. It reports every
+// problem (unknown vendors, unknown keys, wrong types, values the vendor refuses) under the key
+// vendors.<name>…, and never fails: a Plan with problems is only good for reporting them.
+func Configure(sections map[string]config.Section) (*Plan, []config.Problem) {
+	p := &Plan{specs: Specs(), settings: map[string]vendors.Config{}}
+	var problems []config.Problem
+	report := config.Collect(&problems)
+	known := map[string]bool{}
+	for _, s := range p.specs {
+		known[s.Name] = true
+		cfg := s.NewConfig()
+		key := "vendors." + s.Name
+		if sec, ok := sections[s.Name]; ok {
+			problems = append(problems, sec.Decode(cfg, key)...)
+		}
+		r := config.Under(key, report)
+		cfg.Base().Check(r)
+		if cb, ok := cfg.(vendors.CallbackConfig); ok {
+			cb.CallbackSettings().Check(r)
+		}
+		if cfg.Base().Enabled {
+			cfg.Validate(r)
+		}
+		p.settings[s.Name] = cfg
+	}
+	for name := range sections {
+		if !known[name] {
+			report("vendors."+name, "there is no vendor %q (known: %s)", name, strings.Join(p.names(), ", "))
+		}
+	}
+	return p, problems
+}
+
+func (p *Plan) names() []string {
+	var out []string
+	for _, s := range p.specs {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// Enabled lists the enabled vendors.
+func (p *Plan) Enabled() []string {
+	var out []string
+	for _, s := range p.specs {
+		if p.settings[s.Name].Base().Enabled {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
+// Settings are a vendor's settings (nil for a vendor this build does not know).
+func (p *Plan) Settings(name string) vendors.Config { return p.settings[name] }
+
+// Catalog is the set of enabled vendors, running.
 type Catalog struct {
 	Vendors map[string]vendors.Vendor
 	Poll    map[string]vendors.PollSettings
+	// Callbacks are the callback settings of the enabled vendors that call back, with a token.
+	Callbacks map[string]*vendors.Callbacks
 	// Sandboxes are the simulators' base URLs by vendor (sandbox mode only).
 	Sandboxes map[string]string
 	servers   []*http.Server
-	closers   []func()
+	stops     []func()
 }
 
-// Sandbox credentials: what the simulators accept and the clients send in sandbox mode.
-const (
-	sandboxClient   = "sandbox-client"
-	sandboxSecret   = "sandbox-secret"
-	sandboxUser     = "sandbox-user"
-	sandboxPassword = "sandbox-password"
-	sandboxAPIKey   = "sandbox-api-key"
-	sandboxTenant   = "sandbox"
-	sandboxTemplate = "sandbox-template"
-	sandboxDossier  = "sandbox-dossier"
-	sandboxModel    = "las:organization:cradl/las:model:invoice"
-	sandboxWorkflow = "las:workflow:sandbox"
-	// sandboxWorkflowEmail is the simulated workflow's address.
-	sandboxWorkflowEmail = "workflow@sandbox.cradl.local"
-)
-
-// Build makes a client for every enabled vendor, starting simulators for those in sandbox mode.
-func Build(ctx context.Context, cfg config.Vendors, log *slog.Logger) (_ *Catalog, err error) {
-	c := &Catalog{Vendors: map[string]vendors.Vendor{}, Poll: map[string]vendors.PollSettings{}, Sandboxes: map[string]string{}}
+// Build makes a client for every enabled vendor of plan, starting simulators for those in sandbox
+// mode. plan must have had no problems.
+func Build(ctx context.Context, plan *Plan, log *slog.Logger) (_ *Catalog, err error) {
+	c := &Catalog{Vendors: map[string]vendors.Vendor{}, Poll: map[string]vendors.PollSettings{},
+		Callbacks: map[string]*vendors.Callbacks{}, Sandboxes: map[string]string{}}
 	defer func() {
 		if err != nil {
 			c.Close(ctx)
 		}
 	}()
-	add := func(name string, common config.VendorCommon, v vendors.Vendor, err error) error {
-		if err != nil {
-			return fmt.Errorf("vendors.%s: %w", name, err)
+	for _, spec := range plan.specs {
+		cfg := plan.settings[spec.Name]
+		base := cfg.Base()
+		if !base.Enabled {
+			continue
 		}
-		c.Vendors[name] = v
-		c.Poll[name] = vendors.PollSettings{Initial: common.Poll.Initial.Std(), Max: common.Poll.Max.Std(), Deadline: common.Poll.Deadline.Std()}
-		return nil
-	}
-	sandbox := func(name string, h http.Handler) (string, error) {
-		url, err := c.serve(h)
-		if err != nil {
-			return "", fmt.Errorf("vendors.%s: start the sandbox simulator: %w", name, err)
-		}
-		c.Sandboxes[name] = url
-		log.Warn(fmt.Sprintf("vendor %s runs in SANDBOX mode: documents go to an in-process simulator at %s, not to the real service", name, url),
-			"vendor", name, "simulator", url)
-		return url, nil
-	}
-
-	if l := cfg.Laigo; l.Enabled {
-		lc := laigo.Config{
-			BaseURL: l.BaseURL, TokenURL: l.TokenURL, ClientID: l.ClientID, ClientSecret: l.ClientSecret,
-			OutputFormats: l.OutputFormats, LanguageHint: l.LanguageHint, FetchZIP: l.FetchZIP,
-			Timeout: l.Timeout.Std(), RateLimit: l.RateLimit, Concurrency: l.Concurrency,
-		}
-		if lc.RateLimit == 0 {
-			lc.RateLimit = -1 // our 0 means "no limit"; the client's 0 means "Laigo's documented 1/s"
-		}
-		if l.Sandbox {
-			url, err := sandbox("laigo", laigosim.New(laigosim.Config{ClientID: sandboxClient, ClientSecret: sandboxSecret, PendingPolls: l.SandboxPendingPolls}))
-			if err != nil {
-				return nil, err
-			}
-			lc.BaseURL, lc.TokenURL = url, url+"/realms/SmartTools/protocol/openid-connect/token"
-			lc.ClientID, lc.ClientSecret = sandboxClient, sandboxSecret
-		}
-		v, err := laigo.New(lc)
-		if err := add("laigo", l.VendorCommon, v, err); err != nil {
-			return nil, err
-		}
-	}
-	if g := cfg.Gini; g.Enabled {
-		gc := gini.Config{
-			BaseURL: g.BaseURL, ClientID: g.ClientID, ClientSecret: g.ClientSecret, UserIdentifier: g.UserIdentifier,
-			TokenURL: g.TokenURL, Username: g.Username, Password: g.Password, DocType: g.DocType, FetchLayout: g.FetchLayout,
-			ListNewestFirst: g.ListNewestFirst,
-			Timeout:         g.Timeout.Std(), RateLimit: g.RateLimit, Concurrency: g.Concurrency, Logger: log,
-		}
-		if g.Sandbox {
-			url, err := sandbox("gini", ginisim.New(ginisim.Config{ClientID: sandboxClient, ClientSecret: sandboxSecret, PendingPolls: g.SandboxPendingPolls}))
-			if err != nil {
-				return nil, err
-			}
-			// Backend mode: Basic client credentials and a user identifier.
-			gc.BaseURL, gc.ClientID, gc.ClientSecret, gc.UserIdentifier = url, sandboxClient, sandboxSecret, sandboxUser
-			gc.Username, gc.Password = "", ""
-		}
-		v, err := gini.New(gc)
-		if err := add("gini", g.VendorCommon, v, err); err != nil {
-			return nil, err
-		}
-	}
-	if a := cfg.Allspark; a.Enabled {
-		ac := allspark.Config{
-			BaseURL: a.BaseURL, APIKey: a.APIKey, DocumentType: a.DocumentType,
-			DoneStatuses: a.DoneStatuses, FailedStatuses: a.FailedStatuses, FetchOCR: true,
-			Timeout: a.Timeout.Std(), RateLimit: a.RateLimit, Concurrency: a.Concurrency,
-		}
-		if a.Sandbox {
-			url, err := sandbox("allspark", allsparksim.New(allsparksim.Config{APIKey: sandboxAPIKey, PendingPolls: a.SandboxPendingPolls}))
-			if err != nil {
-				return nil, err
-			}
-			ac.BaseURL, ac.APIKey = url+"/api/v1", sandboxAPIKey
-		}
-		v, err := allspark.New(ac)
-		if err := add("allspark", a.VendorCommon, v, err); err != nil {
-			return nil, err
-		}
-		if a.CallbackToken != "" {
-			p := c.Poll["allspark"]
-			p.CallbackGrace = a.CallbackPollAfter.Std()
-			c.Poll["allspark"] = p
-		}
-	}
-	if d := cfg.DocuMine; d.Enabled {
-		dc := documine.Config{
-			BaseURL: d.BaseURL, TokenURL: d.TokenURL, ClientID: d.ClientID, ClientSecret: d.ClientSecret,
-			Username: d.Username, Password: d.Password, Tenant: d.Tenant,
-			DossierTemplateID: d.DossierTemplateID, DossierID: d.DossierID,
-			UploadPath: d.UploadPath, StatusPath: d.StatusPath, ComponentsPath: d.ComponentsPath,
-			Timeout: d.Timeout.Std(), RateLimit: d.RateLimit, Concurrency: d.Concurrency,
-		}
-		if d.Sandbox {
-			url, err := sandbox("documine", documinesim.New(documinesim.Config{
-				ClientID: sandboxClient, ClientSecret: sandboxSecret, Tenant: sandboxTenant,
-				DossierTemplateID: sandboxTemplate, DossierID: sandboxDossier,
-				Users: map[string]string{sandboxUser: sandboxPassword}, PendingPolls: d.SandboxPendingPolls,
-			}))
-			if err != nil {
-				return nil, err
-			}
-			dc.BaseURL, dc.TokenURL = url, ""
-			dc.ClientID, dc.ClientSecret, dc.Username, dc.Password = sandboxClient, sandboxSecret, sandboxUser, sandboxPassword
-			dc.Tenant, dc.DossierTemplateID, dc.DossierID = sandboxTenant, sandboxTemplate, sandboxDossier
-			dc.UploadPath, dc.StatusPath, dc.ComponentsPath = "", "", ""
-		}
-		v, err := documine.New(dc)
-		if err := add("documine", d.VendorCommon, v, err); err != nil {
-			return nil, err
-		}
-	}
-	if cr := cfg.Cradl; cr.Enabled {
-		cc := cradl.Config{
-			BaseURL: cr.BaseURL, TokenURL: cr.TokenURL, ClientID: cr.ClientID, ClientSecret: cr.ClientSecret,
-			Mode: cr.Mode, ModelID: cr.ModelID, WorkflowID: cr.WorkflowID, WorkflowEmail: cr.WorkflowEmail,
-			SMTP: cradl.SMTPConfig{Host: cr.SMTP.Host, Port: cr.SMTP.Port, Username: cr.SMTP.Username,
-				Password: cr.SMTP.Password, From: cr.SMTP.From, TLS: cr.SMTP.TLS},
-			Timeout: cr.Timeout.Std(), RateLimit: cr.RateLimit, Concurrency: cr.Concurrency, Logger: log,
-		}
-		if cr.Sandbox {
-			sim, err := cradlsim.New(cradlsim.Config{
-				ClientID: sandboxClient, ClientSecret: sandboxSecret, PendingPolls: cr.SandboxPendingPolls,
-				ModelID: sandboxModel, WorkflowID: sandboxWorkflow, WorkflowEmail: sandboxWorkflowEmail,
-			})
-			if err != nil {
-				return nil, fmt.Errorf("vendors.cradl: sandbox: %w", err)
-			}
-			url, err := sandbox("cradl", sim)
-			if err != nil {
-				return nil, err
-			}
-			cc.BaseURL, cc.TokenURL, cc.ClientID, cc.ClientSecret = url, url+"/oauth2/token", sandboxClient, sandboxSecret
-			cc.ModelID, cc.WorkflowID, cc.WorkflowEmail = sandboxModel, sandboxWorkflow, sandboxWorkflowEmail
-			if cr.Mode == "email" {
-				// The sandbox's mail goes to the simulator's own SMTP receiver, in clear on loopback.
-				addr, stop, err := sim.ListenSMTP("127.0.0.1:0")
+		env := vendors.Env{
+			Logger: log,
+			Serve: func(h http.Handler) (string, error) {
+				url, err := c.serve(h)
 				if err != nil {
-					return nil, fmt.Errorf("vendors.cradl: sandbox SMTP: %w", err)
+					return "", fmt.Errorf("start the sandbox simulator: %w", err)
 				}
-				c.closers = append(c.closers, stop)
-				host, port, _ := net.SplitHostPort(addr)
-				p, _ := strconv.Atoi(port)
-				cc.SMTP = cradl.SMTPConfig{Host: host, Port: p, From: "ingest@sandbox.local", TLS: "none"}
+				c.Sandboxes[spec.Name] = url
+				log.Warn(fmt.Sprintf("vendor %s runs in SANDBOX mode: documents go to an in-process simulator at %s, not to the real service", spec.Name, url),
+					"vendor", spec.Name, "simulator", url)
+				return url, nil
+			},
+			OnStop: func(f func()) { c.stops = append(c.stops, f) },
+		}
+		v, err := spec.New(ctx, cfg, env)
+		if err != nil {
+			return nil, fmt.Errorf("vendors.%s: %w", spec.Name, err)
+		}
+		c.Vendors[spec.Name] = v
+		poll := base.PollSettings()
+		if cb, ok := cfg.(vendors.CallbackConfig); ok && cb.CallbackSettings().CallbackToken != "" {
+			if _, ok := v.(vendors.CallbackVendor); !ok {
+				return nil, fmt.Errorf("vendors.%s: this vendor does not call back", spec.Name)
 			}
+			c.Callbacks[spec.Name] = cb.CallbackSettings()
+			// Polling is the safety net for a lost callback: it waits for the callback first.
+			poll.CallbackGrace = cb.CallbackSettings().CallbackPollAfter.Std()
 		}
-		v, err := cradl.New(cc)
-		if err := add("cradl", cr.VendorCommon, v, err); err != nil {
-			return nil, err
-		}
-		if cr.CallbackToken != "" {
-			p := c.Poll["cradl"]
-			p.CallbackGrace = cr.CallbackPollAfter.Std()
-			c.Poll["cradl"] = p
-		}
+		c.Poll[spec.Name] = poll
 	}
 	return c, nil
+}
+
+// Names are the running vendors' names, sorted.
+func (c *Catalog) Names() []string {
+	var out []string
+	for n := range c.Vendors {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // serve runs h on a loopback port and returns its base URL.
@@ -244,8 +189,8 @@ func (c *Catalog) Close(ctx context.Context) {
 		}
 	}
 	c.servers = nil
-	for _, stop := range c.closers {
+	for _, stop := range c.stops {
 		stop()
 	}
-	c.closers = nil
+	c.stops = nil
 }

@@ -5,28 +5,53 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sort"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ingest-dev/ingest"
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/catalog"
 )
 
-func TestSandboxCatalog(t *testing.T) {
-	var logs strings.Builder
-	cfg := config.Default().Vendors
-	c, err := catalog.Build(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+func noEnv(string) (string, bool) { return "", false }
+
+// plan configures the vendors of a YAML file.
+func plan(t *testing.T, yml string) (*catalog.Plan, []config.Problem) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yml), "t.yaml", noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for n := range c.Vendors {
-		names = append(names, n)
+	return catalog.Configure(cfg.Vendors)
+}
+
+// The shipped config.yaml claims to show every vendor's defaults; hold it to that.
+func TestShippedConfigHoldsEveryVendorsDefaults(t *testing.T) {
+	p, problems := plan(t, string(ingest.DefaultConfigYAML()))
+	if len(problems) > 0 {
+		t.Fatal(problems)
 	}
-	sort.Strings(names)
+	for _, s := range catalog.Specs() {
+		if got, want := p.Settings(s.Name), s.NewConfig(); !reflect.DeepEqual(got, want) {
+			t.Errorf("config.yaml's vendors.%s differs from the vendor's defaults:\n got %+v\nwant %+v", s.Name, got, want)
+		}
+	}
+}
+
+func TestSandboxCatalog(t *testing.T) {
+	var logs strings.Builder
+	p, problems := plan(t, "")
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	c, err := catalog.Build(context.Background(), p, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := c.Names()
 	if strings.Join(names, ",") != "allspark,cradl,documine,gini,laigo" || len(c.Sandboxes) != 5 {
 		t.Fatalf("vendors %v, sandboxes %v", names, c.Sandboxes)
 	}
@@ -55,20 +80,36 @@ func TestSandboxCatalog(t *testing.T) {
 }
 
 func TestProductionCatalogUsesConfiguredEndpoints(t *testing.T) {
-	cfg := config.Default().Vendors
-	cfg.Laigo.Sandbox, cfg.Laigo.ClientID, cfg.Laigo.ClientSecret = false, "id", "secret"
-	cfg.Gini.Enabled, cfg.Allspark.Enabled, cfg.DocuMine.Enabled, cfg.Cradl.Enabled = false, false, false, false
-	c, err := catalog.Build(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	off := "  gini: {enabled: false}\n  allspark: {enabled: false}\n  documine: {enabled: false}\n  cradl: {enabled: false}\n"
+	p, problems := plan(t, "vendors:\n  laigo: {sandbox: false, client_id: id, client_secret: secret}\n"+off)
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	c, err := catalog.Build(context.Background(), p, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	if len(c.Vendors) != 1 || c.Vendors["laigo"] == nil || len(c.Sandboxes) != 0 {
+	if len(c.Vendors) != 1 || c.Vendors["laigo"] == nil || len(c.Sandboxes) != 0 || strings.Join(p.Enabled(), ",") != "laigo" {
 		t.Fatalf("catalog %+v", c)
 	}
-	// Missing production credentials are the client's error, named by vendor.
-	cfg.Laigo.ClientSecret = ""
-	if _, err := catalog.Build(context.Background(), cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "vendors.laigo") {
-		t.Fatalf("err = %v", err)
+	// Missing production credentials are a problem of the configuration, named by key and line.
+	_, problems = plan(t, "vendors:\n  laigo:\n    sandbox: false\n    client_id: id\n"+off)
+	if len(problems) != 1 || problems[0].Key != "vendors.laigo.client_secret" {
+		t.Fatalf("problems %v", problems)
+	}
+}
+
+func TestUnknownVendorAndKeys(t *testing.T) {
+	_, problems := plan(t, "vendors:\n  abbyy: {enabled: true}\n  gini:\n    client_idd: x\n")
+	var got []string
+	for _, p := range problems {
+		got = append(got, p.String())
+	}
+	all := strings.Join(got, "\n")
+	for _, want := range []string{`vendors.abbyy: there is no vendor "abbyy"`, `line 4: unknown key "vendors.gini.client_idd" (did you mean "client_id"?)`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems do not say %q:\n%s", want, all)
+		}
 	}
 }

@@ -150,3 +150,12 @@ func (c *Client) RefOf(ctx context.Context, id string) (string, error) {
 	}
 	return "", nil
 }
+
+// CallbackVerifier checks Cradl's signed webhooks when a webhook secret is configured; nil
+// accepts unsigned (classic) exports.
+func (c *Client) CallbackVerifier() vendors.CallbackVerifier {
+	if c.cfg.WebhookSecret == "" {
+		return nil
+	}
+	return WebhookVerifier{Secret: c.cfg.WebhookSecret}
+}

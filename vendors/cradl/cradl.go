@@ -126,6 +126,9 @@ type Config struct {
 	// GET /workflows/{id} (emailConfig.email).
 	WorkflowEmail string
 	SMTP          SMTPConfig
+	// WebhookSecret checks Cradl's signed webhooks (CallbackVerifier); empty accepts unsigned
+	// (classic) exports.
+	WebhookSecret string
 	// ListPageSize and ListPages bound walks through the executions (DefaultListPageSize,
 	// DefaultListPages).
 	ListPageSize, ListPages int

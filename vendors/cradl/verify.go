@@ -1,4 +1,4 @@
-package callbacks
+package cradl
 
 import (
 	"crypto/hmac"
@@ -21,8 +21,18 @@ var (
 	errUnsignedHdr = errors.New("X-Cradl-SignedHeaders must include x-cradl-timestamp and x-cradl-nonce")
 )
 
-// maxSkew is how far a signed callback's timestamp may be from our clock.
-const maxSkew = 5 * time.Minute
+// MaxSkew is how far a signed callback's timestamp may be from our clock (the callback receiver
+// remembers nonces a little longer than twice that).
+const MaxSkew = 5 * time.Minute
+
+// WebhookVerifier checks Cradl's signed webhooks with the secret shared with Cradl. It is a
+// vendors.CallbackVerifier.
+type WebhookVerifier struct{ Secret string }
+
+// VerifyCallback refuses a webhook that is not signed with Secret; see verifyCradl.
+func (v WebhookVerifier) VerifyCallback(r *http.Request, publicURL string, body []byte, now time.Time) (string, error) {
+	return verifyCradl(v.Secret, r, publicURL, body, now)
+}
 
 // cradlCanonical is the string Cradl signs, as its own receiver (n8n-nodes-cradlai
 // verifySignature) reads it: upper-case method, the full URL as the sender called it, then for
@@ -83,7 +93,7 @@ func verifyCradl(secret string, r *http.Request, publicURL string, body []byte, 
 	if err != nil {
 		return "", fmt.Errorf("%w (%q is not unix seconds)", errStale, ts)
 	}
-	if d := now.Sub(time.Unix(secs, 0)); d > maxSkew || d < -maxSkew {
+	if d := now.Sub(time.Unix(secs, 0)); d > MaxSkew || d < -MaxSkew {
 		return "", errStale
 	}
 	return nonce, nil

@@ -1,0 +1,57 @@
+package allspark
+
+import (
+	"context"
+
+	"github.com/ingest-dev/ingest/config"
+	"github.com/ingest-dev/ingest/vendors"
+	"github.com/ingest-dev/ingest/vendors/allspark/allsparksim"
+)
+
+// Settings are Allspark's keys under vendors.allspark.
+type Settings struct {
+	vendors.Common    `yaml:",inline"`
+	vendors.Callbacks `yaml:",inline"`
+	APIKey            string   `yaml:"api_key"`
+	DocumentType      string   `yaml:"document_type"`
+	DoneStatuses      []string `yaml:"done_statuses"`
+	FailedStatuses    []string `yaml:"failed_statuses"`
+}
+
+// Validate checks the production key and that no status is both done and failed.
+func (s *Settings) Validate(report config.Report) {
+	s.Require(report, map[string]string{"api_key": s.APIKey})
+	for _, d := range s.DoneStatuses {
+		if hasStatus(s.FailedStatuses, d) {
+			report("done_statuses", "%q is also one of failed_statuses", d)
+		}
+	}
+}
+
+// Spec makes Allspark known to ingest.
+func Spec() vendors.Spec {
+	return vendors.Spec{
+		Name: Name,
+		NewConfig: func() vendors.Config {
+			return &Settings{Common: vendors.DefaultCommon(DefaultBaseURL), Callbacks: vendors.DefaultCallbacks(),
+				DoneStatuses: []string{"completed"}, FailedStatuses: []string{"failed", "error"}}
+		},
+		New: func(_ context.Context, cfg vendors.Config, env vendors.Env) (vendors.Vendor, error) {
+			s := cfg.(*Settings)
+			ac := Config{
+				BaseURL: s.BaseURL, APIKey: s.APIKey, DocumentType: s.DocumentType,
+				DoneStatuses: s.DoneStatuses, FailedStatuses: s.FailedStatuses, FetchOCR: true,
+				Timeout: s.Timeout.Std(), RateLimit: s.RateLimit, Concurrency: s.Concurrency,
+			}
+			if s.Sandbox {
+				const key = "sandbox-api-key"
+				url, err := env.Serve(allsparksim.New(allsparksim.Config{APIKey: key, PendingPolls: s.SandboxPendingPolls}))
+				if err != nil {
+					return nil, err
+				}
+				ac.BaseURL, ac.APIKey = url+allsparksim.Prefix, key
+			}
+			return New(ac)
+		},
+	}
+}
