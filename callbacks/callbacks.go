@@ -37,7 +37,7 @@ type Endpoint struct {
 	// AllowCIDRs, when not empty, are the only source addresses accepted.
 	AllowCIDRs []netip.Prefix
 	// Verifier, when set, checks each callback's signature before anything else is done with it
-	// (Cradl's signed webhooks); callbacks it refuses are answered 401.
+	// (a vendor's signed webhooks); callbacks it refuses are answered 401.
 	Verifier vendors.CallbackVerifier
 	// Parser reads the vendor's identifiers out of a body.
 	Parser vendors.CallbackVendor
@@ -48,7 +48,7 @@ type Config struct {
 	Bus       *events.Bus
 	Endpoints []Endpoint
 	// PublicURL is the scheme and host vendors call (https://ingest.example.com): the URLs to
-	// paste into vendor consoles, and what Cradl signs.
+	// paste into vendor consoles, and what a signing vendor signs.
 	PublicURL string
 	// MaxBody bounds a callback body (default 10 MiB): 413 beyond.
 	MaxBody int64
@@ -77,7 +77,7 @@ type Receiver struct {
 }
 
 // nonceMemory is how long a signed callback's nonce is remembered: longer than any signature
-// window a vendor uses (Cradl's: 5 minutes either way), so that a replay finds it.
+// window a vendor uses (5 minutes either way is usual), so that a replay finds it.
 const nonceMemory = 11 * time.Minute
 
 // maxInlineBody is the largest body kept inside the parked record; larger ones go to the Object

@@ -27,7 +27,8 @@ type Config struct {
 	// vendors.Spec); a vendor without a section has its defaults.
 	Vendors map[string]Section `yaml:"vendors"`
 	// Routes send documents to vendors: the first whose match fits wins. A sender may name
-	// vendors or a route instead.
+	// vendors or a route instead. Not set (nil): the vendor catalog's default route; empty: no
+	// routing, documents stay received unless their sender names a vendor.
 	Routes    []Route   `yaml:"routes"`
 	Dispatch  Dispatch  `yaml:"dispatch"`
 	Callbacks Callbacks `yaml:"callbacks"`
@@ -184,7 +185,6 @@ func Default() Config {
 			IdempotencyTTL:    Duration(24 * time.Hour),
 		},
 		Sources: Sources{HTTPDrop: HTTPDrop{Enabled: true, Name: "api"}, IMAP: []IMAPSource{}, WebDAV: []WebDAVSource{}},
-		Routes:  []Route{{Name: "default", Vendors: []string{"gini"}}},
 		Dispatch: Dispatch{
 			Workers: 8, PollWorkers: 16, MaxAttempts: 10,
 			RetryInitial: Duration(2 * time.Second), RetryMax: Duration(5 * time.Minute), Lease: Duration(10 * time.Minute),

@@ -102,7 +102,7 @@ func (s *Section) UnmarshalYAML(n *yaml.Node) error {
 
 // Decode fills into — a pointer to the component's configuration, holding its defaults — from the
 // section, with the same checks as the rest of the file: unknown keys (with a suggestion), wrong
-// types, each with its line. path is the section's key ("vendors.gini").
+// types, each with its line. path is the section's key ("vendors.<name>").
 func (s Section) Decode(into any, path string) []Problem {
 	if s.node == nil {
 		return nil
@@ -112,7 +112,7 @@ func (s Section) Decode(into any, path string) []Problem {
 		n = n.Alias
 	}
 	if n.Kind == yaml.ScalarNode && (n.Tag == "!!null" || n.Value == "") {
-		return nil // "gini:" with nothing under it: all defaults
+		return nil // "<name>:" with nothing under it: all defaults
 	}
 	if n.Kind != yaml.MappingNode {
 		return []Problem{{Line: n.Line, Key: path, Message: "want a mapping of keys"}}

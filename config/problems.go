@@ -10,7 +10,7 @@ import (
 // known, and what is wrong, in words.
 type Problem struct {
 	Line    int
-	Key     string // dotted: "http.listen", "sources.imap[0].tls", "vendors.gini.client_id"
+	Key     string // dotted: "http.listen", "sources.imap[0].tls", "vendors.<name>.client_id"
 	Message string
 }
 

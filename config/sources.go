@@ -100,7 +100,7 @@ type SourceTLS struct {
 // StringList is one string or a list of them.
 type StringList []string
 
-// UnmarshalYAML takes "gini", "gini, laigo" or [gini, laigo].
+// UnmarshalYAML takes "a", "a, b" or [a, b].
 func (s *StringList) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.ScalarNode:

@@ -53,7 +53,7 @@ type SubmittedData struct {
 type Field struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
-	// Currency is set for amounts (Gini's "24.99:EUR" becomes value 24.99, currency EUR).
+	// Currency is set for amounts ("24.99:EUR" from a vendor becomes value 24.99, currency EUR).
 	Currency   string   `json:"currency,omitempty"`
 	Confidence *float64 `json:"confidence,omitempty"`
 	Page       *int     `json:"page,omitempty"`

@@ -19,6 +19,7 @@ func Check(cfg config.Config) error {
 func check(cfg config.Config) (*catalog.Plan, error) {
 	plan, problems := catalog.Configure(cfg.Vendors)
 	report := config.Collect(&problems)
+	cfg.Routes = routes(cfg, plan)
 	cfg.Validate(plan.Enabled(), report)
 	for i, m := range cfg.Sources.IMAP {
 		imapSettings(m, cfg.HTTP.MaxDocumentBytes.Int64()).Check(config.Under(fmt.Sprintf("sources.imap[%d]", i), report))
@@ -32,4 +33,12 @@ func check(cfg config.Config) (*catalog.Plan, error) {
 		wc.Check(config.Under(key, report))
 	}
 	return plan, cfg.Problems(problems)
+}
+
+// routes are the configured routes, or the catalog's default when the configuration sets none.
+func routes(cfg config.Config, plan *catalog.Plan) []config.Route {
+	if cfg.Routes == nil {
+		return plan.DefaultRoutes()
+	}
+	return cfg.Routes
 }

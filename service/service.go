@@ -137,7 +137,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if s.catalog, err = catalog.Build(ctx, plan, log); err != nil {
 		return nil, err
 	}
-	router, err := vendors.NewRouter(rules(cfg.Routes), plan.Enabled())
+	router, err := vendors.NewRouter(rules(routes(cfg, plan)), plan.Enabled())
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}

@@ -37,7 +37,7 @@ func testConfig(t *testing.T) config.Config {
 	cfg.NATS.Embedded.Listen = "127.0.0.1:0"
 	cfg.HTTP.APIKeys = []string{key}
 	cfg.NATS.Embedded.MaxStore = 2 << 30
-	cfg.Routes = nil // documents stay received: these tests are about the backbone
+	cfg.Routes = []config.Route{} // documents stay received: these tests are about the backbone
 	return cfg
 }
 

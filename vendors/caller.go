@@ -21,7 +21,7 @@ type CallerConfig struct {
 	Vendor string
 	// Timeout bounds one request including its body (an upload); default 5 minutes.
 	Timeout time.Duration
-	// RateLimit is requests per second (0: unlimited); Laigo documents 1.
+	// RateLimit is requests per second (0: unlimited).
 	RateLimit float64
 	// Concurrency is how many requests may be in flight at once (0: unlimited).
 	Concurrency int

@@ -92,7 +92,7 @@ const maxErrorBody = 64 << 10
 // shapes ({"message"}, {"detail"}, {"error_description"}, {"code","message"}, a bare string), the
 // Retry-After header, and the default classification: 408, 425, 429 and 5xx are transient, every
 // other status permanent. Vendor packages adjust Permanent where their documentation says more
-// (Laigo's "insufficient Laigos" is a 400 that credits fix, still permanent for this document).
+// (a 400 for "insufficient credits" is fixed by buying some, still permanent for this document).
 // It closes the body.
 func ResponseError(vendor, op string, res *http.Response) *Error {
 	defer res.Body.Close()

@@ -32,9 +32,9 @@ type OAuthConfig struct {
 	ClientSecret string
 	Scopes       []string
 	// AuthStyle: how client credentials travel. oauth2.AuthStyleInParams (form body: Keycloak as
-	// Laigo and DocuMine document it) or oauth2.AuthStyleInHeader (Basic: Gini).
+	// as most vendors document it) or oauth2.AuthStyleInHeader (Basic).
 	AuthStyle oauth2.AuthStyle
-	// EndpointParams are extra form values (Cradl's "audience").
+	// EndpointParams are extra form values (an "audience").
 	EndpointParams map[string][]string
 	// HTTP is the client for token requests (the sandbox's, a test's); http.DefaultClient if nil.
 	HTTP *http.Client
@@ -69,7 +69,7 @@ func ClientCredentials(c OAuthConfig) *Tokens {
 }
 
 // PasswordGrant logs in with the resource-owner password grant, renews with the refresh token
-// while that is valid, and logs in again when it is not (DocuMine's refresh tokens last 30 min).
+// while that is valid, and logs in again when it is not (refresh tokens that last 30 min).
 func PasswordGrant(c OAuthConfig, username, password string) *Tokens {
 	oc := &oauth2.Config{
 		ClientID: c.ClientID, ClientSecret: c.ClientSecret, Scopes: c.Scopes,

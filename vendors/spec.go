@@ -174,7 +174,7 @@ func (c *Callbacks) AllowList() []netip.Prefix {
 }
 
 // CallbackVerifier is implemented by clients that check a callback's signature before anything
-// else is done with it (Cradl's signed webhooks). It decides from the request, the body and our
+// else is done with it (signed webhooks). It decides from the request, the body and our
 // public URL; nonce, when not empty, is remembered to refuse a replay.
 type CallbackVerifier interface {
 	VerifyCallback(r *http.Request, publicURL string, body []byte, now time.Time) (nonce string, err error)

@@ -15,7 +15,7 @@ import (
 
 // Vendor is one document-AI service. Implementations are safe for concurrent use.
 type Vendor interface {
-	// Name is the vendor's name in config, subjects and events ("laigo", "gini", …).
+	// Name is the vendor's name in config, subjects and events: its key under vendors:.
 	Name() string
 	// Submit hands a document to the vendor and returns the vendor's reference for it (job id,
 	// document id, case id). Errors should be *Error so that the dispatcher can tell a refusal
@@ -47,7 +47,7 @@ type Document struct {
 // Progress is a vendor's answer to "are you done?".
 type Progress struct {
 	Done   bool
-	Failed bool   // the vendor gave up on the document (Gini ERROR, an Allspark error status)
+	Failed bool   // the vendor gave up on the document (an error status)
 	Error  string // the vendor's words when Failed
 	// RetryAfter is the vendor's hint for the next look, zero when it gave none.
 	RetryAfter time.Duration
@@ -61,7 +61,7 @@ type Result struct {
 	Raw       json.RawMessage
 }
 
-// Artifact is a result file (Laigo's searchable PDF as a ZIP, …). The poller streams it into the
+// Artifact is a result file (a searchable PDF as a ZIP, …). The poller streams it into the
 // Object Store.
 type Artifact struct {
 	Name        string
@@ -69,7 +69,7 @@ type Artifact struct {
 	Open        func(ctx context.Context) (io.ReadCloser, error)
 }
 
-// Finisher is implemented by vendors that want to hear that a result was taken (Cradl: PATCH
+// Finisher is implemented by vendors that want to hear that a result was taken (PATCH
 // the execution to "completed", as its own integrations do). The poller calls it after the
 // completed event is durable; an error is only logged.
 type Finisher interface {

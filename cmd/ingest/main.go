@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // flags parses args into fs, letting flags and positional arguments mix ("submit a.pdf --vendor
-// gini"), and returns the positional ones.
+// VENDOR"), and returns the positional ones.
 func flags(fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string

@@ -32,6 +32,18 @@ func Specs() []vendors.Spec {
 	return []vendors.Spec{laigo.Spec(), gini.Spec(), allspark.Spec(), documine.Spec(), cradl.Spec()}
 }
 
+// defaultVendor takes every document when the configuration sets no routes.
+func defaultVendor() string { return gini.Spec().Name }
+
+// DefaultRoutes are the routes of a configuration that sets none: everything to the default
+// vendor, when it is enabled.
+func (p *Plan) DefaultRoutes() []config.Route {
+	if s := p.settings[defaultVendor()]; s != nil && s.Base().Enabled {
+		return []config.Route{{Name: "default", Vendors: []string{defaultVendor()}}}
+	}
+	return []config.Route{}
+}
+
 // Plan is the vendors' configuration: every known vendor's settings, from its section or its
 // defaults, decoded and checked.
 type Plan struct {

@@ -28,11 +28,19 @@ func plan(t *testing.T, yml string) (*catalog.Plan, []config.Problem) {
 	return catalog.Configure(cfg.Vendors)
 }
 
-// The shipped config.yaml claims to show every vendor's defaults; hold it to that.
+// The shipped config.yaml claims to show every vendor's defaults and the default route; hold it
+// to that.
 func TestShippedConfigHoldsEveryVendorsDefaults(t *testing.T) {
-	p, problems := plan(t, string(ingest.DefaultConfigYAML()))
+	cfg, err := config.Parse(ingest.DefaultConfigYAML(), "config.yaml", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, problems := catalog.Configure(cfg.Vendors)
 	if len(problems) > 0 {
 		t.Fatal(problems)
+	}
+	if !reflect.DeepEqual(cfg.Routes, p.DefaultRoutes()) {
+		t.Errorf("config.yaml's routes %+v are not the default %+v", cfg.Routes, p.DefaultRoutes())
 	}
 	for _, s := range catalog.Specs() {
 		if got, want := p.Settings(s.Name), s.NewConfig(); !reflect.DeepEqual(got, want) {
