@@ -204,3 +204,24 @@ func retryable(err error) bool {
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected)
 }
+
+// Record publishes a document event once and folds it into the document's state: the one way a
+// document step is written. The state is looked at first, since a repeat past the stream's
+// duplicate window would otherwise be a second event; the publish carries the event id as its
+// Nats-Msg-Id, so a repeat inside the window is dropped by JetStream; the state is written at
+// once so that a client reads its own write, and when that write fails the projector makes it
+// from the event. It returns the state as far as it is known and whether the event was new.
+func (b *Bus) Record(ctx context.Context, subject string, ev Event) (Document, bool, error) {
+	if doc, err := b.states.Get(ctx, ev.Subject); err == nil && doc.has(ev.ID) {
+		return doc, false, nil
+	}
+	if _, err := b.Publish(ctx, subject, ev); err != nil {
+		return Document{}, false, err
+	}
+	doc, _, err := b.states.Apply(context.WithoutCancel(ctx), ev)
+	if err != nil {
+		b.log.WarnContext(ctx, "document state not written yet; the projector will", "doc_id", ev.Subject, "event_id", ev.ID, "err", err)
+		return Document{ID: ev.Subject}, true, nil
+	}
+	return doc, true, nil
+}

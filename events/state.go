@@ -151,8 +151,13 @@ func IsConflict(err error) bool {
 }
 
 // apply folds one event in; it reports whether the document changed.
+// has reports whether event id is in the document's history.
+func (d *Document) has(id string) bool {
+	return slices.ContainsFunc(d.History, func(h HistoryEntry) bool { return h.EventID == id })
+}
+
 func (d *Document) apply(ev Event) (bool, error) {
-	if slices.ContainsFunc(d.History, func(h HistoryEntry) bool { return h.EventID == ev.ID }) {
+	if d.has(ev.ID) {
 		return false, nil
 	}
 	entry := HistoryEntry{EventID: ev.ID, Type: ev.Type, Time: ev.Time}

@@ -210,9 +210,6 @@ type Origin struct {
 // Commit returned nil. Committing the same document again publishes nothing new.
 func (in *Intake) Commit(ctx context.Context, st Staged, o Origin) (events.Document, error) {
 	eventID := st.DocumentID + ".received"
-	if doc, err := in.bus.States().Get(ctx, st.DocumentID); err == nil && hasEvent(doc, eventID) {
-		return doc, nil // committed before (a retried request after a crash)
-	}
 	subject, err := in.bus.Names().Subject(events.Received, o.Source.Kind)
 	if err != nil {
 		return events.Document{}, err
@@ -241,19 +238,19 @@ func (in *Intake) Commit(ctx context.Context, st Staged, o Origin) (events.Docum
 	if err != nil {
 		return events.Document{}, err
 	}
-	if _, err := in.bus.Publish(ctx, subject, ev); err != nil {
+	// Committing the same document again (a retried request after a crash) publishes nothing.
+	doc, fresh, err := in.bus.Record(ctx, subject, ev)
+	if err != nil {
 		return events.Document{}, err
+	}
+	if !fresh {
+		return doc, nil
 	}
 	in.received.WithLabelValues(o.Source.Kind, o.Source.Name).Inc()
 	in.bytes.WithLabelValues(o.Source.Kind, o.Source.Name).Add(float64(st.Size))
 	in.log.InfoContext(ctx, "document received", "doc_id", st.DocumentID, "source", o.Source.Kind+"/"+o.Source.Name,
 		"filename", st.Filename, "content_type", st.ContentType, "size", st.Size)
-
-	// The event is durable now. The state write makes the document readable at once; should it
-	// fail, the projector writes it from the event.
-	doc, _, err := in.bus.States().Apply(context.WithoutCancel(ctx), ev)
-	if err != nil {
-		in.log.WarnContext(ctx, "document state not written yet; the projector will", "doc_id", st.DocumentID, "err", err)
+	if doc.Status == "" { // the state is not written yet; the projector will
 		return documentFrom(ev, data), nil
 	}
 	return doc, nil
@@ -338,7 +335,7 @@ type Rejection struct {
 func (in *Intake) Reject(ctx context.Context, r Rejection) (events.Document, error) {
 	eventID := r.DocumentID + ".rejected"
 	if doc, err := in.bus.States().Get(ctx, r.DocumentID); err == nil && hasEvent(doc, eventID) {
-		return doc, nil
+		return doc, nil // before the raw bytes are stored again
 	}
 	data := events.RejectedData{
 		DocumentID: r.DocumentID, Source: r.Origin.Source, Filename: SanitizeFilename(r.Filename, r.DocumentID, ""),
@@ -364,14 +361,13 @@ func (in *Intake) Reject(ctx context.Context, r Rejection) (events.Document, err
 	if err != nil {
 		return events.Document{}, err
 	}
-	if _, err := in.bus.Publish(ctx, subject, ev); err != nil {
+	doc, fresh, err := in.bus.Record(ctx, subject, ev)
+	if err != nil {
 		return events.Document{}, err
 	}
-	in.log.WarnContext(ctx, "input rejected", "doc_id", r.DocumentID, "source", r.Origin.Source.Kind+"/"+r.Origin.Source.Name,
-		"reason", r.Reason, "detail", r.Detail)
-	doc, _, err := in.bus.States().Apply(context.WithoutCancel(ctx), ev)
-	if err != nil {
-		in.log.WarnContext(ctx, "document state not written yet; the projector will", "doc_id", r.DocumentID, "err", err)
+	if fresh {
+		in.log.WarnContext(ctx, "input rejected", "doc_id", r.DocumentID, "source", r.Origin.Source.Kind+"/"+r.Origin.Source.Name,
+			"reason", r.Reason, "detail", r.Detail)
 	}
 	return doc, nil
 }

@@ -24,30 +24,16 @@ func eventID(docID string, k events.Kind, vendor string) string {
 }
 
 func (a announcer) announce(ctx context.Context, k events.Kind, docID, vendor string, at time.Time, data any) error {
-	id := eventID(docID, k, vendor)
-	// Past the stream's duplicate window a repeat would be a second event: look first.
-	if doc, err := a.bus.States().Get(ctx, docID); err == nil {
-		for _, h := range doc.History {
-			if h.EventID == id {
-				return nil
-			}
-		}
-	}
 	subject, err := a.bus.Names().Subject(k, vendor)
 	if err != nil {
 		return err
 	}
-	ev, err := events.NewEvent(k, id, events.VendorURI(vendor), docID, at, data)
+	ev, err := events.NewEvent(k, eventID(docID, k, vendor), events.VendorURI(vendor), docID, at, data)
 	if err != nil {
 		return err
 	}
-	if _, err := a.bus.Publish(ctx, subject, ev); err != nil {
-		return err
-	}
-	if _, _, err := a.bus.States().Apply(context.WithoutCancel(ctx), ev); err != nil {
-		a.log.WarnContext(ctx, "document state not written yet; the projector will", "doc_id", docID, "err", err)
-	}
-	return nil
+	_, _, err = a.bus.Record(ctx, subject, ev)
+	return err
 }
 
 // maxEventData keeps a completed event under the stream's 1 MiB message limit with room for the
