@@ -22,6 +22,7 @@ import (
 	"github.com/ingest-dev/ingest/broker"
 	"github.com/ingest-dev/ingest/callbacks"
 	"github.com/ingest-dev/ingest/config"
+	"github.com/ingest-dev/ingest/docapi"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/httpapi"
 	"github.com/ingest-dev/ingest/intake"
@@ -186,12 +187,18 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
+	// Documents are read back whatever their source.
+	docs, err := docapi.New(docapi.Config{Bus: s.bus, APIKeys: keys, Enrich: s.dispatch.Enrich, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	docs.Register(s.http.Echo())
 	if cfg.Sources.HTTPDrop.Enabled {
 		drop, err := httpdrop.New(ctx, httpdrop.Config{
 			Bus: s.bus, Intake: in, SourceName: cfg.Sources.HTTPDrop.Name, APIKeys: keys,
 			MaxDocumentBytes: cfg.HTTP.MaxDocumentBytes.Int64(), MaxRequestBytes: cfg.HTTP.MaxRequestBytes.Int64(),
 			MaxFiles: cfg.HTTP.MaxFiles, IdempotencyTTL: cfg.HTTP.IdempotencyTTL.Std(),
-			CheckRouting: router.Check, Enrich: s.dispatch.Enrich, Liveness: s.live,
+			CheckRouting: router.Check, Liveness: s.live,
 			Logger: log, Registerer: reg,
 		})
 		if err != nil {

@@ -464,3 +464,33 @@ func TestCradlEmailSandbox(t *testing.T) {
 		t.Fatalf("ref %q", ref)
 	}
 }
+
+// The document read API does not depend on the HTTP drop: with uploads switched off, documents
+// (from mailboxes, folders) are still read through it.
+func TestDocumentAPIWithoutTheDrop(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Sources.HTTPDrop.Enabled = false
+	s := start(t, cfg)
+	res, err := http.Get("http://" + s.HTTPAddr() + "/v1/documents/0192aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET without a key: %d, want 401 from the read API", res.StatusCode)
+	}
+	res2, body := get(t, s.HTTPAddr(), "/v1/documents/0192aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee")
+	if res2.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "there is no document") {
+		t.Fatalf("GET an unknown document: %d %s", res2.StatusCode, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+s.HTTPAddr()+"/v1/documents?filename=a.pdf", strings.NewReader("%PDF-1.7\n"))
+	req.Header.Set("Authorization", "Bearer "+key)
+	res3, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res3.Body.Close()
+	if res3.StatusCode == http.StatusAccepted {
+		t.Fatal("an upload was accepted with the drop switched off")
+	}
+}

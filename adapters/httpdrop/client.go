@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ingest-dev/ingest/docapi"
 	"github.com/ingest-dev/ingest/httpapi"
 )
 
@@ -84,7 +85,7 @@ func (c *Client) SubmitFile(ctx context.Context, path string, opts SubmitOptions
 
 // Status returns a document's state as the server sends it.
 func (c *Client) Status(ctx context.Context, id string) (json.RawMessage, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.BaseURL, "/")+StatusURL(url.PathEscape(id)), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.BaseURL, "/")+docapi.StatusURL(url.PathEscape(id)), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
-// Package httpdrop is the HTTP drop: POST /v1/documents takes documents (multipart or a raw body),
-// GET /v1/documents/{id} tells their state and GET /v1/documents/{id}/content returns their bytes.
+// Package httpdrop is the HTTP drop: POST /v1/documents takes documents (multipart or a raw body).
 // A 202 is answered only after JetStream acknowledged the received event: an accepted document is
-// never lost.
+// never lost. Reading documents back is package docapi's.
 package httpdrop
 
 import (
@@ -35,9 +34,6 @@ type Config struct {
 	// CheckRouting refuses an upload that names a vendor or route this deployment does not have,
 	// at once with a 400, instead of accepting a document that can only fail. Nil: no check.
 	CheckRouting func(vendors []string, route string) error
-	// Enrich adds to a document's state what is not in its events (the dispatcher's attempts and
-	// last errors). Nil: the state as projected.
-	Enrich func(ctx context.Context, doc *events.Document)
 	// Liveness tells which instances are running: a repeat of a request whose instance died
 	// takes its Idempotency-Key over at once. Nil: a claim is only taken over after an hour.
 	Liveness   Liveness
@@ -127,6 +123,4 @@ func (d *Drop) Run(ctx context.Context) error {
 func (d *Drop) Register(e *echo.Echo) {
 	g := e.Group("/v1/documents", httpapi.RequireAPIKey(d.cfg.APIKeys))
 	g.POST("", d.upload)
-	g.GET("/:id", d.status)
-	g.GET("/:id/content", d.content)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ingest-dev/ingest/adapters/httpdrop"
+	"github.com/ingest-dev/ingest/docapi"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
 	"github.com/ingest-dev/ingest/httpapi"
@@ -57,6 +58,11 @@ func newHarness(t *testing.T, nc *nats.Conn, maxDoc int64) *harness {
 		t.Fatal(err)
 	}
 	drop.Register(srv.Echo())
+	docs, err := docapi.New(docapi.Config{Bus: bus, APIKeys: []string{"other-key-abcdefghijklmnop", apiKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs.Register(srv.Echo())
 	ts := httptest.NewServer(srv.Echo())
 	t.Cleanup(ts.Close)
 	return &harness{t: t, url: ts.URL, bus: bus}

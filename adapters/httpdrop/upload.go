@@ -17,6 +17,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ingest-dev/ingest/docapi"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/httpapi"
 	"github.com/ingest-dev/ingest/intake"
@@ -216,7 +217,7 @@ func (d *Drop) announced(ctx context.Context, id string) bool {
 }
 
 func accepted(st intake.Staged) Accepted {
-	return Accepted{ID: st.DocumentID, StatusURL: StatusURL(st.DocumentID), Filename: st.Filename,
+	return Accepted{ID: st.DocumentID, StatusURL: docapi.StatusURL(st.DocumentID), Filename: st.Filename,
 		ContentType: st.ContentType, Size: st.Size, SHA256: st.SHA256}
 }
 
@@ -488,4 +489,11 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

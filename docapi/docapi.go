@@ -1,9 +1,15 @@
-package httpdrop
+// Package docapi is the document read API: GET /v1/documents/{id} (the document's state, with
+// what the dispatcher knows beyond its events) and GET /v1/documents/{id}/content (its bytes). It
+// is registered whatever sources are configured: a mail's or a folder's document is read the same
+// way as an upload.
+package docapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
@@ -17,7 +23,42 @@ import (
 // StatusURL is where a document's state is read.
 func StatusURL(id string) string { return "/v1/documents/" + id }
 
-func (d *Drop) lookup(c echo.Context) (events.Document, error) {
+// Config configures the API.
+type Config struct {
+	Bus     *events.Bus
+	APIKeys []string
+	// Enrich adds to a document's state what is not in its events (the dispatcher's attempts and
+	// last errors, an in-doubt submission's candidates). Nil: the state as projected.
+	Enrich func(ctx context.Context, doc *events.Document)
+	Logger *slog.Logger
+}
+
+// API serves the document read endpoints.
+type API struct {
+	cfg Config
+	bus *events.Bus
+	log *slog.Logger
+}
+
+// New returns the API.
+func New(cfg Config) (*API, error) {
+	if cfg.Bus == nil || len(cfg.APIKeys) == 0 {
+		return nil, errors.New("docapi: a Bus and API keys are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &API{cfg: cfg, bus: cfg.Bus, log: cfg.Logger}, nil
+}
+
+// Register adds the routes to the server.
+func (d *API) Register(e *echo.Echo) {
+	g := e.Group("/v1/documents", httpapi.RequireAPIKey(d.cfg.APIKeys))
+	g.GET("/:id", d.status)
+	g.GET("/:id/content", d.content)
+}
+
+func (d *API) lookup(c echo.Context) (events.Document, error) {
 	id := c.Param("id")
 	c.Set(httpapi.DocIDKey, id)
 	doc, err := d.bus.States().Get(c.Request().Context(), id)
@@ -27,7 +68,7 @@ func (d *Drop) lookup(c echo.Context) (events.Document, error) {
 	return doc, err
 }
 
-func (d *Drop) status(c echo.Context) error {
+func (d *API) status(c echo.Context) error {
 	doc, err := d.lookup(c)
 	if err != nil {
 		return err
@@ -38,7 +79,7 @@ func (d *Drop) status(c echo.Context) error {
 	return c.JSON(http.StatusOK, doc)
 }
 
-func (d *Drop) content(c echo.Context) error {
+func (d *API) content(c echo.Context) error {
 	doc, err := d.lookup(c)
 	if err != nil {
 		return err
