@@ -54,14 +54,12 @@ type Config struct {
 
 // Server is the simulated API, an http.Handler. It is safe for concurrent use.
 type Server struct {
-	// Faults are served before the normal answer, per operation: "upload" (direct upload),
-	// "create", "add-file", "mark-complete", "case" (GET one case), "list", "ocr".
-	Faults *simkit.Faults
-	// Ledger records every file accepted, with its case id as Ref.
-	Ledger *simkit.Ledger
+	// Scaffold's operations (for Faults and Requests): "upload" (direct upload), "create",
+	// "add-file", "mark-complete", "case" (GET one case), "list", "ocr". Its Ledger records every
+	// file accepted, with its case id as Ref.
+	*simkit.Scaffold
 
 	cfg Config
-	mux *http.ServeMux
 
 	mu     sync.Mutex
 	apiKey string
@@ -92,22 +90,22 @@ func New(cfg Config) *Server {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
 	s := &Server{
-		Faults: &simkit.Faults{},
-		Ledger: &simkit.Ledger{},
-		cfg:    cfg,
-		apiKey: cfg.APIKey,
-		nextID: 1,
-		cases:  map[int]*simCase{},
+		// Allspark has no token exchange: the scaffold's tokens go unused.
+		Scaffold: simkit.NewScaffold(0, cfg.MaxBytes+1<<20),
+		cfg:      cfg,
+		apiKey:   cfg.APIKey,
+		nextID:   1,
+		cases:    map[int]*simCase{},
 	}
-	m := http.NewServeMux()
+	m := s.Scaffold
 	// {$} anchors a pattern that ends in a slash: without it the pattern would match a subtree.
-	m.HandleFunc("POST "+Prefix+"/cases/direct-upload/{$}", s.op("upload", s.directUpload))
-	m.HandleFunc("POST "+Prefix+"/cases/{$}", s.op("create", s.createCase))
-	m.HandleFunc("GET "+Prefix+"/cases/{$}", s.op("list", s.listCases))
-	m.HandleFunc("POST "+Prefix+"/cases/{id}/add-file/{$}", s.op("add-file", s.addFile))
-	m.HandleFunc("POST "+Prefix+"/cases/{id}/mark-complete/{$}", s.op("mark-complete", s.markComplete))
-	m.HandleFunc("GET "+Prefix+"/cases/{id}", s.op("case", s.getCase))
-	m.HandleFunc("GET "+Prefix+"/cases/{id}/ocr-output", s.op("ocr", s.ocrOutput))
+	m.Handle("POST "+Prefix+"/cases/direct-upload/{$}", "upload", s.authed(s.directUpload))
+	m.Handle("POST "+Prefix+"/cases/{$}", "create", s.authed(s.createCase))
+	m.Handle("GET "+Prefix+"/cases/{$}", "list", s.authed(s.listCases))
+	m.Handle("POST "+Prefix+"/cases/{id}/add-file/{$}", "add-file", s.authed(s.addFile))
+	m.Handle("POST "+Prefix+"/cases/{id}/mark-complete/{$}", "mark-complete", s.authed(s.markComplete))
+	m.Handle("GET "+Prefix+"/cases/{id}", "case", s.authed(s.getCase))
+	m.Handle("GET "+Prefix+"/cases/{id}/ocr-output", "ocr", s.authed(s.ocrOutput))
 	notFound := func(w http.ResponseWriter, r *http.Request) { detail(w, http.StatusNotFound, "Not found.") }
 	// ServeMux would redirect a path missing its trailing slash; DRF cannot redirect a POST, so
 	// here, as there in effect, the slashless paths lead nowhere, and a client dropping a slash
@@ -116,12 +114,8 @@ func New(cfg Config) *Server {
 		m.HandleFunc("POST "+Prefix+p, notFound)
 	}
 	m.HandleFunc("/", notFound)
-	s.mux = m
 	return s
 }
-
-// ServeHTTP serves the API under Prefix.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // SetAPIKey replaces the accepted key, as when the account's key is revoked or rotated in the UI.
 func (s *Server) SetAPIKey(key string) {
@@ -154,39 +148,13 @@ func (s *Server) Status(caseID string) (string, bool) {
 	return c.status, true
 }
 
-// op wraps a handler: queued faults first (the request body drained so the client reads the
-// answer, not a broken pipe), then the API key.
-func (s *Server) op(name string, h http.HandlerFunc) http.HandlerFunc {
+// authed wants the API key before h.
+func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.faultFor(name, w, r) {
-			return
+		if s.authorised(w, r) {
+			h(w, r)
 		}
-		if !s.authorised(w, r) {
-			return
-		}
-		h(w, r)
 	}
-}
-
-func (s *Server) faultFor(name string, w http.ResponseWriter, r *http.Request) bool {
-	return s.Faults.Serve(name, &drainingWriter{ResponseWriter: w, body: r.Body, limit: s.cfg.MaxBytes + 1<<20})
-}
-
-// drainingWriter reads the request body (bounded) before the answer's header goes out: a client
-// still sending an upload then reads the injected answer instead of a reset connection.
-type drainingWriter struct {
-	http.ResponseWriter
-	body    io.Reader
-	limit   int64
-	drained bool
-}
-
-func (d *drainingWriter) WriteHeader(code int) {
-	if !d.drained {
-		d.drained = true
-		_, _ = io.Copy(io.Discard, io.LimitReader(d.body, d.limit))
-	}
-	d.ResponseWriter.WriteHeader(code)
 }
 
 // authorised checks API-KEY. DRF answers a missing credential with 401 and a wrong one with 403

@@ -108,15 +108,12 @@ type Mail struct {
 
 // Server is the simulated Cradl. It is an http.Handler, safe for concurrent use.
 type Server struct {
-	// Faults are served before the normal answer; operations: token, upload, put, prediction,
-	// prediction-get, execution-start, execution, list, patch, workflow.
-	Faults *simkit.Faults
-	Tokens *simkit.Tokens
-	// Ledger records every document whose bytes arrived (inline, PUT or e-mail).
-	Ledger *simkit.Ledger
+	// Scaffold's operations (for Faults and Requests): token, upload, put, prediction,
+	// prediction-get, execution-start, execution, list, patch, workflow. Its Ledger records every
+	// document whose bytes arrived (inline, PUT or e-mail).
+	*simkit.Scaffold
 
 	cfg    Config
-	mux    *http.ServeMux
 	client *http.Client
 
 	mu          sync.Mutex
@@ -126,7 +123,6 @@ type Server struct {
 	executions  map[string]*Execution
 	seq         int
 	used        int // quota
-	requests    map[string]int
 	tokenReqs   []TokenRequest
 	deliveries  []Delivery
 	mails       []Mail
@@ -161,32 +157,22 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("cradlsim: pending polls and quota must not be negative")
 	}
 	s := &Server{
-		Faults: &simkit.Faults{}, Tokens: &simkit.Tokens{TTL: cfg.TokenTTL}, Ledger: &simkit.Ledger{},
-		cfg: cfg, mux: http.NewServeMux(), client: &http.Client{Timeout: 30 * time.Second},
+		Scaffold: simkit.NewScaffold(cfg.TokenTTL, cfg.MaxBytes+1<<20),
+		cfg:      cfg, client: &http.Client{Timeout: 30 * time.Second},
 		docs: map[string]*document{}, files: map[string]string{}, predictions: map[string]*prediction{},
-		executions: map[string]*Execution{}, requests: map[string]int{},
+		executions: map[string]*Execution{},
 	}
-	s.mux.HandleFunc("POST /oauth2/token", s.op("token", s.token))
-	s.mux.HandleFunc("POST /documents", s.api("upload", s.createDocument))
-	s.mux.HandleFunc("PUT /files/{token}", s.api("put", s.putFile))
-	s.mux.HandleFunc("POST /predictions", s.api("prediction", s.predict))
-	s.mux.HandleFunc("GET /predictions/{id}", s.api("prediction-get", s.getPrediction))
-	s.mux.HandleFunc("GET /workflows/{wid}", s.api("workflow", s.workflow))
-	s.mux.HandleFunc("POST /workflows/{wid}/executions", s.api("execution-start", s.startExecution))
-	s.mux.HandleFunc("GET /workflows/{wid}/executions", s.api("list", s.listExecutions))
-	s.mux.HandleFunc("GET /workflows/{wid}/executions/{eid}", s.api("execution", s.getExecution))
-	s.mux.HandleFunc("PATCH /workflows/{wid}/executions/{eid}", s.api("patch", s.patchExecution))
+	s.Handle("POST /oauth2/token", "token", s.token)
+	s.Handle("POST /documents", "upload", s.api(s.createDocument))
+	s.Handle("PUT /files/{token}", "put", s.api(s.putFile))
+	s.Handle("POST /predictions", "prediction", s.api(s.predict))
+	s.Handle("GET /predictions/{id}", "prediction-get", s.api(s.getPrediction))
+	s.Handle("GET /workflows/{wid}", "workflow", s.api(s.workflow))
+	s.Handle("POST /workflows/{wid}/executions", "execution-start", s.api(s.startExecution))
+	s.Handle("GET /workflows/{wid}/executions", "list", s.api(s.listExecutions))
+	s.Handle("GET /workflows/{wid}/executions/{eid}", "execution", s.api(s.getExecution))
+	s.Handle("PATCH /workflows/{wid}/executions/{eid}", "patch", s.api(s.patchExecution))
 	return s, nil
-}
-
-// ServeHTTP answers one request as Cradl would.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
-
-// Requests counts the requests seen for an operation, whatever their answer.
-func (s *Server) Requests(op string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[op]
 }
 
 // TokenRequests lists the accepted token requests.
@@ -278,28 +264,15 @@ func (s *Server) CompleteExecution(id string) error {
 	return s.deliver(id, payload)
 }
 
-// op counts the request and serves a queued fault before anything else.
-func (s *Server) op(name string, h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.requests[name]++
-		s.mu.Unlock()
-		if s.Faults.Serve(name, w) {
-			return
-		}
-		h(w, r)
-	}
-}
-
 // api wants a valid bearer token.
-func (s *Server) api(name string, h http.HandlerFunc) http.HandlerFunc {
-	return s.op(name, func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.Tokens.Valid(simkit.Bearer(r)) {
 			apiError(w, http.StatusUnauthorized, "Unauthorized")
 			return
 		}
 		h(w, r)
-	})
+	}
 }
 
 // token is the OAuth2 endpoint: Basic client credentials (auth.lucidtech.ai) or form

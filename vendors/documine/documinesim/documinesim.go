@@ -48,17 +48,13 @@ type Config struct {
 
 // Server is the simulated instance, an http.Handler. It is safe for concurrent use.
 type Server struct {
-	// Faults are served before anything else is checked; ops: "token", "upload", "status",
-	// "components", "list".
-	Faults *simkit.Faults
-	// Tokens are the access tokens; ExpireAll makes them stale mid-flow.
-	Tokens *simkit.Tokens
-	// Ledger records every accepted upload.
-	Ledger *simkit.Ledger
+	// Scaffold's operations (for Faults, served before anything else is checked, and
+	// Requests): "token", "upload", "status", "components", "list". Tokens.ExpireAll makes the
+	// access tokens stale mid-flow; Ledger records every accepted upload.
+	*simkit.Scaffold
 
 	cfg     Config
 	refresh *simkit.Tokens
-	mux     *http.ServeMux
 
 	mu        sync.Mutex
 	files     map[string]*file
@@ -89,27 +85,22 @@ func New(cfg Config) *Server {
 		cfg.MaxBytes = 100 << 20
 	}
 	s := &Server{
-		Faults:  &simkit.Faults{},
-		Tokens:  &simkit.Tokens{TTL: cfg.TokenTTL},
-		Ledger:  &simkit.Ledger{},
-		cfg:     cfg,
-		refresh: &simkit.Tokens{TTL: cfg.RefreshTTL},
-		mux:     http.NewServeMux(),
-		files:   map[string]*file{},
+		Scaffold: simkit.NewScaffold(cfg.TokenTTL, cfg.MaxBytes+1<<20),
+		cfg:      cfg,
+		refresh:  &simkit.Tokens{TTL: cfg.RefreshTTL},
+		files:    map[string]*file{},
 	}
 	const files = "/api/dossier-templates/{templateId}/dossiers/{dossierId}/files"
-	s.mux.HandleFunc("POST /auth/realms/{realm}/protocol/openid-connect/token", s.token)
-	s.mux.HandleFunc("POST "+files, s.api("upload", s.upload))
-	s.mux.HandleFunc("GET "+files, s.api("list", s.list))
-	s.mux.HandleFunc("GET "+files+"/{fileId}", s.api("status", s.status))
-	s.mux.HandleFunc("GET "+files+"/{fileId}/components", s.api("components", s.components))
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	s.Handle("POST /auth/realms/{realm}/protocol/openid-connect/token", "token", s.token)
+	s.Handle("POST "+files, "upload", s.api(s.upload))
+	s.Handle("GET "+files, "list", s.api(s.list))
+	s.Handle("GET "+files+"/{fileId}", "status", s.api(s.status))
+	s.Handle("GET "+files+"/{fileId}/components", "components", s.api(s.components))
+	s.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "No endpoint "+r.Method+" "+r.URL.Path)
 	})
 	return s
 }
-
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // SetStatus makes fileID's processingStatus status from now on ("ERROR", "FAILED", "PROCESSED",
 // anything). It reports whether the file exists.
@@ -159,9 +150,6 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 }
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
-	if s.Faults.Serve("token", w) {
-		return
-	}
 	if r.PathValue("realm") != s.cfg.Tenant {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "Realm does not exist"})
 		return
@@ -211,13 +199,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// api wraps a file API handler with what every call goes through, in this order: an injected
-// fault, the bearer token, the tenant, the dossier template and dossier.
-func (s *Server) api(op string, h http.HandlerFunc) http.HandlerFunc {
+// api wraps a file API handler with what every call goes through after an injected fault, in
+// this order: the bearer token, the tenant, the dossier template and dossier.
+func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.Faults.Serve(op, w) {
-			return
-		}
 		if !s.Tokens.Valid(simkit.Bearer(r)) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="`+s.cfg.Tenant+`"`)
 			writeError(w, http.StatusUnauthorized, "Full authentication is required to access this resource")

@@ -69,23 +69,17 @@ type Config struct {
 
 // Server is the simulated Gini. It is an http.Handler, safe for concurrent use.
 type Server struct {
-	// Faults are served before the normal answer; operations: token, upload, document,
-	// extractions, layout, list, delete.
-	Faults *simkit.Faults
-	// Tokens are the access tokens issued by the token endpoint.
-	Tokens *simkit.Tokens
-	// Ledger records every accepted upload.
-	Ledger *simkit.Ledger
+	// Scaffold's operations (for Faults and Requests): token, upload, document, extractions,
+	// layout, list, delete. Its Ledger records every accepted upload.
+	*simkit.Scaffold
 
 	cfg Config
-	mux *http.ServeMux
 
-	mu       sync.Mutex
-	docs     map[string]*document
-	seq      int
-	users    map[string]string // access token → username ("" for client tokens, refused by the API)
-	refresh  map[string]string // refresh token → username
-	requests map[string]int    // operation → requests seen
+	mu      sync.Mutex
+	docs    map[string]*document
+	seq     int
+	users   map[string]string // access token → username ("" for client tokens, refused by the API)
+	refresh map[string]string // refresh token → username
 }
 
 type document struct {
@@ -110,28 +104,21 @@ func New(cfg Config) *Server {
 		cfg.MaxTextBytes = 512 << 10
 	}
 	s := &Server{
-		Faults:   &simkit.Faults{},
-		Tokens:   &simkit.Tokens{TTL: cfg.TokenTTL},
-		Ledger:   &simkit.Ledger{},
+		Scaffold: simkit.NewScaffold(cfg.TokenTTL, cfg.MaxBytes+1<<20),
 		cfg:      cfg,
-		mux:      http.NewServeMux(),
 		docs:     map[string]*document{},
 		users:    map[string]string{},
 		refresh:  map[string]string{},
-		requests: map[string]int{},
 	}
-	s.mux.HandleFunc("POST /oauth/token", s.op("token", s.token))
-	s.mux.HandleFunc("POST /documents", s.api("upload", s.upload))
-	s.mux.HandleFunc("GET /documents", s.api("list", s.list))
-	s.mux.HandleFunc("GET /documents/{id}", s.api("document", s.document))
-	s.mux.HandleFunc("DELETE /documents/{id}", s.api("delete", s.delete))
-	s.mux.HandleFunc("GET /documents/{id}/extractions", s.api("extractions", s.extractions))
-	s.mux.HandleFunc("GET /documents/{id}/layout", s.api("layout", s.layout))
+	s.Handle("POST /oauth/token", "token", s.token)
+	s.Handle("POST /documents", "upload", s.api(s.upload))
+	s.Handle("GET /documents", "list", s.api(s.list))
+	s.Handle("GET /documents/{id}", "document", s.api(s.document))
+	s.Handle("DELETE /documents/{id}", "delete", s.api(s.delete))
+	s.Handle("GET /documents/{id}/extractions", "extractions", s.api(s.extractions))
+	s.Handle("GET /documents/{id}/layout", "layout", s.api(s.layout))
 	return s
 }
-
-// ServeHTTP answers one request as Gini would.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // SetProgress forces a document's progress (PENDING, COMPLETED, ERROR or anything else, to test
 // a client's tolerance). It reports whether the document exists.
@@ -156,13 +143,6 @@ func (s *Server) SetCreated(id string, t time.Time) bool {
 	return ok
 }
 
-// Requests counts the requests seen for an operation, whatever their answer.
-func (s *Server) Requests(op string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[op]
-}
-
 // Documents counts the stored documents of all users.
 func (s *Server) Documents() int {
 	s.mu.Lock()
@@ -170,23 +150,9 @@ func (s *Server) Documents() int {
 	return len(s.docs)
 }
 
-// op counts the request and serves a queued fault before anything else, so that a test can put
-// any answer in front of any operation.
-func (s *Server) op(name string, h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.requests[name]++
-		s.mu.Unlock()
-		if s.Faults.Serve(name, w) {
-			return
-		}
-		h(w, r)
-	}
-}
-
 // api adds what every documents API call needs: credentials, then the pinned media type.
-func (s *Server) api(name string, h func(w http.ResponseWriter, r *http.Request, owner string)) http.HandlerFunc {
-	return s.op(name, func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) api(h func(w http.ResponseWriter, r *http.Request, owner string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		owner, msg := s.owner(r)
 		if owner == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="Gini API"`)
@@ -198,7 +164,7 @@ func (s *Server) api(name string, h func(w http.ResponseWriter, r *http.Request,
 			return
 		}
 		h(w, r, owner)
-	})
+	}
 }
 
 // owner is whose documents a request may see: the derived user of an X-User-Identifier (backend

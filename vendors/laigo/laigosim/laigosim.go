@@ -99,12 +99,10 @@ type job struct {
 
 // Server is the simulated Laigo, an http.Handler safe for concurrent use.
 type Server struct {
-	Faults *simkit.Faults
-	Tokens *simkit.Tokens
-	Ledger *simkit.Ledger
+	// Scaffold's operations (for Faults and Requests): token, upload, result (JSON), zip.
+	*simkit.Scaffold
 
 	cfg Config
-	mux *http.ServeMux
 
 	mu        sync.Mutex
 	jobs      map[string]*job
@@ -129,28 +127,23 @@ func New(cfg Config) *Server {
 		cfg.Languages = strings.Fields("en de fr it es pt nl pl cs sk sl hr hu ro da sv no fi et lv lt el ru uk bg tr")
 	}
 	s := &Server{
-		Faults:    &simkit.Faults{},
-		Tokens:    &simkit.Tokens{TTL: cfg.TokenTTL},
-		Ledger:    &simkit.Ledger{},
+		Scaffold:  simkit.NewScaffold(cfg.TokenTTL, cfg.MaxBytes+1<<20),
 		cfg:       cfg,
-		mux:       http.NewServeMux(),
 		jobs:      map[string]*job{},
 		languages: map[string]bool{},
 	}
 	for _, l := range cfg.Languages {
 		s.languages[strings.ToLower(l)] = true
 	}
-	s.mux.HandleFunc("POST "+TokenPath, s.token)
-	s.mux.HandleFunc("POST "+UploadPath, s.upload)
-	s.mux.HandleFunc("GET "+ResultPath+"/{id}/json", s.result("result"))
-	s.mux.HandleFunc("GET "+ResultPath+"/{id}/zip", s.result("zip"))
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	s.Handle("POST "+TokenPath, "token", s.token)
+	s.Handle("POST "+UploadPath, "upload", s.upload)
+	s.Handle("GET "+ResultPath+"/{id}/json", "result", s.result("result"))
+	s.Handle("GET "+ResultPath+"/{id}/zip", "zip", s.result("zip"))
+	s.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "No such route.")
 	})
 	return s
 }
-
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // Expire makes a job's result "not available any more", and reports whether the job exists.
 func (s *Server) Expire(jobID string) bool {
@@ -187,9 +180,6 @@ func (s *Server) Refusals() int {
 // token is Keycloak's client_credentials grant. Keycloak takes the client's credentials from the
 // form or from HTTP Basic; it does not read multipart bodies.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
-	if s.Faults.Serve("token", w) {
-		return
-	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
 		return
@@ -242,9 +232,6 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 // upload reads the multipart form as a stream, holding at most MaxBytes of the file: a client that
 // sends more gets Laigo's size refusal, not an exhausted server.
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
-	if s.Faults.Serve("upload", w) {
-		return
-	}
 	if !s.authorized(w, r) {
 		return
 	}
@@ -344,9 +331,6 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 // expires.
 func (s *Server) result(op string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.Faults.Serve(op, w) {
-			return
-		}
 		if !s.authorized(w, r) {
 			return
 		}
