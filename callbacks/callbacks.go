@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/httpapi"
 	"github.com/ingest-dev/ingest/vendors"
@@ -55,8 +56,8 @@ type Config struct {
 	// ParkWindow is how long a callback whose document is not known yet (it came before our own
 	// submitted record) is kept trying before it is recorded as unmatched (default 10 min).
 	ParkWindow time.Duration
-	Poller     *vendors.Poller
-	Refs       *vendors.RefIndex
+	Poller     *dispatch.Poller
+	Refs       *dispatch.RefIndex
 	Workers    int // callbacks resolved at once (default 8)
 	// AckWait and Drain: see events.ConsumerSpec.
 	AckWait, Drain time.Duration

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ingest-dev/ingest/callbacks"
+	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
 	"github.com/ingest-dev/ingest/httpapi"
@@ -64,13 +65,13 @@ func newRig(t *testing.T, o opts) *rig {
 		t.Fatal(err)
 	}
 	vs := map[string]vendors.Vendor{"allspark": client, "cradl": fakeCradl{}}
-	router, _ := vendors.NewRouter([]vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}, []string{"allspark", "cradl"})
+	router, _ := dispatch.NewRouter([]dispatch.Rule{{Name: "d", Vendors: []string{"allspark"}}}, []string{"allspark", "cradl"})
 	in, _ := intake.New(intake.Config{Bus: bus, Route: router.Route})
-	refs, err := vendors.OpenRefIndex(ctx, bus)
+	refs, err := dispatch.OpenRefIndex(ctx, bus)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := vendors.NewDispatcher(ctx, vendors.DispatchConfig{Bus: bus, Vendors: vs, Router: router, Refs: refs, RetryInitial: 20 * time.Millisecond})
+	d, err := dispatch.NewDispatcher(ctx, dispatch.Config{Bus: bus, Vendors: vs, Router: router, Refs: refs, RetryInitial: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func newRig(t *testing.T, o opts) *rig {
 	if grace == 0 {
 		grace = time.Hour // only a callback can complete the document
 	}
-	poller, err := vendors.NewPoller(ctx, vendors.PollConfig{Bus: bus, Vendors: vs, Settings: map[string]vendors.PollSettings{
+	poller, err := dispatch.NewPoller(ctx, dispatch.PollConfig{Bus: bus, Vendors: vs, Settings: map[string]vendors.PollSettings{
 		"allspark": {Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond, CallbackGrace: grace},
 	}})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ingest-dev/ingest/callbacks"
+	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
 	"github.com/ingest-dev/ingest/httpapi"
@@ -57,15 +58,15 @@ func cradlWebhook(t *testing.T, webhookSecret string) {
 	}
 	eventstest.Run(t, p.Run)
 	vs := map[string]vendors.Vendor{"cradl": client}
-	router, _ := vendors.NewRouter([]vendors.Rule{{Name: "d", Vendors: []string{"cradl"}}}, []string{"cradl"})
+	router, _ := dispatch.NewRouter([]dispatch.Rule{{Name: "d", Vendors: []string{"cradl"}}}, []string{"cradl"})
 	in, _ := intake.New(intake.Config{Bus: bus, Route: router.Route})
-	refs, _ := vendors.OpenRefIndex(ctx, bus)
-	d, err := vendors.NewDispatcher(ctx, vendors.DispatchConfig{Bus: bus, Vendors: vs, Router: router, Refs: refs})
+	refs, _ := dispatch.OpenRefIndex(ctx, bus)
+	d, err := dispatch.NewDispatcher(ctx, dispatch.Config{Bus: bus, Vendors: vs, Router: router, Refs: refs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	eventstest.Run(t, d.Run)
-	poller, err := vendors.NewPoller(ctx, vendors.PollConfig{Bus: bus, Vendors: vs,
+	poller, err := dispatch.NewPoller(ctx, dispatch.PollConfig{Bus: bus, Vendors: vs,
 		Settings: map[string]vendors.PollSettings{"cradl": {CallbackGrace: time.Hour}}})
 	if err != nil {
 		t.Fatal(err)

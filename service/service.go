@@ -22,6 +22,7 @@ import (
 	"github.com/ingest-dev/ingest/broker"
 	"github.com/ingest-dev/ingest/callbacks"
 	"github.com/ingest-dev/ingest/config"
+	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/docapi"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/httpapi"
@@ -39,8 +40,8 @@ type Service struct {
 	bus       *events.Bus
 	live      *liveness.Registry
 	catalog   *catalog.Catalog
-	dispatch  *vendors.Dispatcher
-	poller    *vendors.Poller
+	dispatch  *dispatch.Dispatcher
+	poller    *dispatch.Poller
 	callbacks *callbacks.Receiver
 	sources   *sources
 	http      *httpapi.Server
@@ -138,7 +139,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if s.catalog, err = catalog.Build(ctx, plan, log); err != nil {
 		return nil, err
 	}
-	router, err := vendors.NewRouter(rules(routes(cfg, plan)), plan.Enabled())
+	router, err := dispatch.NewRouter(rules(routes(cfg, plan)), plan.Enabled())
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
@@ -146,15 +147,15 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
-	vm, err := vendors.NewMetrics(reg)
+	vm, err := dispatch.NewMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
-	refs, err := vendors.OpenRefIndex(ctx, s.bus)
+	refs, err := dispatch.OpenRefIndex(ctx, s.bus)
 	if err != nil {
 		return nil, err
 	}
-	if s.dispatch, err = vendors.NewDispatcher(ctx, vendors.DispatchConfig{
+	if s.dispatch, err = dispatch.NewDispatcher(ctx, dispatch.Config{
 		Bus: s.bus, Vendors: s.catalog.Vendors, Router: router,
 		Workers: cfg.Dispatch.Workers, MaxAttempts: cfg.Dispatch.MaxAttempts,
 		RetryInitial: cfg.Dispatch.RetryInitial.Std(), RetryMax: cfg.Dispatch.RetryMax.Std(), Lease: cfg.Dispatch.Lease.Std(),
@@ -164,7 +165,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, err
 	}
 	s.add("dispatcher", s.dispatch.Run)
-	if s.poller, err = vendors.NewPoller(ctx, vendors.PollConfig{
+	if s.poller, err = dispatch.NewPoller(ctx, dispatch.PollConfig{
 		Bus: s.bus, Vendors: s.catalog.Vendors, Settings: s.catalog.Poll,
 		Workers: cfg.Dispatch.PollWorkers, AckWait: cfg.HeartbeatTTL.Std(), Drain: s.drain(), Logger: log, Metrics: vm,
 	}); err != nil {
@@ -228,7 +229,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 }
 
 // startCallbacks opens the callback endpoint of every vendor that has a callback token.
-func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *vendors.RefIndex, reg prometheus.Registerer) error {
+func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *dispatch.RefIndex, reg prometheus.Registerer) error {
 	var eps []callbacks.Endpoint
 	for _, name := range s.catalog.Names() {
 		cb := s.catalog.Callbacks[name]
@@ -259,10 +260,10 @@ func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *v
 	return nil
 }
 
-func rules(routes []config.Route) []vendors.Rule {
-	out := make([]vendors.Rule, len(routes))
+func rules(routes []config.Route) []dispatch.Rule {
+	out := make([]dispatch.Rule, len(routes))
 	for i, r := range routes {
-		out[i] = vendors.Rule{Name: r.Name, SourceKind: r.Match.SourceKind, SourceName: r.Match.SourceName,
+		out[i] = dispatch.Rule{Name: r.Name, SourceKind: r.Match.SourceKind, SourceName: r.Match.SourceName,
 			Filename: r.Match.Filename, ContentType: r.Match.ContentType, Vendors: r.Vendors}
 	}
 	return out

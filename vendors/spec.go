@@ -179,3 +179,27 @@ func (c *Callbacks) AllowList() []netip.Prefix {
 type CallbackVerifier interface {
 	VerifyCallback(r *http.Request, publicURL string, body []byte, now time.Time) (nonce string, err error)
 }
+
+// PollSettings say how one vendor is polled.
+type PollSettings struct {
+	Initial  time.Duration // first delay after "not yet" (default 1 s), doubling
+	Max      time.Duration // delay cap (default 1 min)
+	Deadline time.Duration // give up this long after submission (default 24 h)
+	// CallbackGrace: a vendor that calls back is first asked this long after submission; zero
+	// for vendors that do not call back.
+	CallbackGrace time.Duration
+}
+
+// WithDefaults fills what is zero: 1 s, 1 min, 24 h.
+func (p PollSettings) WithDefaults() PollSettings {
+	if p.Initial <= 0 {
+		p.Initial = time.Second
+	}
+	if p.Max <= 0 {
+		p.Max = time.Minute
+	}
+	if p.Deadline <= 0 {
+		p.Deadline = 24 * time.Hour
+	}
+	return p
+}

@@ -1,7 +1,9 @@
-// Package vendors is what ingest needs of a document-AI vendor: the Vendor interface each vendor
-// package implements, the HTTP plumbing they share (errors a dispatcher can act on, OAuth2 tokens,
-// one retry after a 401, rate limits), routing of documents to vendors, and the dispatcher and
-// poller that drive submissions through JetStream.
+// Package vendors is the contract between ingest and a document-AI vendor: the Vendor interface
+// each vendor package implements (and Reconciler, CallbackVendor, Finisher where the vendor can),
+// the correlation tags that make a lost submission findable, the Spec through which a vendor's
+// settings and client reach ingest, and the HTTP kit the clients share (errors the engine can act
+// on, OAuth2 tokens, one retry after a 401, rate limits, streamed multipart). The engine that
+// drives documents through vendors is package dispatch; the list of vendors is vendors/catalog.
 package vendors
 
 import (

@@ -1,4 +1,9 @@
-package vendors
+// Package dispatch drives documents through the vendors: routing, the dispatcher (submits each
+// received document to its vendors exactly once, through submission records and correlation
+// tags) and the poller (follows submissions until the vendor is done and announces the result),
+// both handlers on the events consumer runtime, and the index that maps vendor references back to
+// documents for callbacks.
+package dispatch
 
 import (
 	"context"
@@ -11,12 +16,13 @@ import (
 	"time"
 
 	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/vendors"
 )
 
-// DispatchConfig configures the dispatcher.
-type DispatchConfig struct {
+// Config configures the dispatcher.
+type Config struct {
 	Bus     *events.Bus
-	Vendors map[string]Vendor
+	Vendors map[string]vendors.Vendor
 	Router  *Router
 	// Workers is how many documents are dispatched at once (default 8). Each vendor's own
 	// concurrency and rate limits apply on top.
@@ -59,7 +65,7 @@ type Liveness interface {
 // Dispatcher submits each received document to its vendors exactly once, through a durable
 // JetStream consumer shared by every instance.
 type Dispatcher struct {
-	cfg  DispatchConfig
+	cfg  Config
 	subs *submissions
 	ann  announcer
 	log  *slog.Logger
@@ -115,7 +121,7 @@ const (
 )
 
 // NewDispatcher provisions its consumer and bucket; Run dispatches.
-func NewDispatcher(ctx context.Context, cfg DispatchConfig) (*Dispatcher, error) {
+func NewDispatcher(ctx context.Context, cfg Config) (*Dispatcher, error) {
 	if cfg.Bus == nil || cfg.Router == nil {
 		return nil, errors.New("dispatcher: Bus and Router are required")
 	}
@@ -165,7 +171,7 @@ func NewDispatcher(ctx context.Context, cfg DispatchConfig) (*Dispatcher, error)
 	return d, nil
 }
 
-// Run dispatches until ctx ends; submissions under way then get DispatchConfig.Drain to finish.
+// Run dispatches until ctx ends; submissions under way then get Config.Drain to finish.
 func (d *Dispatcher) Run(ctx context.Context) error { return d.c.Run(ctx) }
 
 // panicked fails the document a panicking handler was about, at every vendor it was meant for:
@@ -361,9 +367,9 @@ func (d *Dispatcher) retryIfErr(err error) (time.Duration, error) {
 	return 0, nil
 }
 
-func (d *Dispatcher) document(rd events.ReceivedData) Document {
+func (d *Dispatcher) document(rd events.ReceivedData) vendors.Document {
 	blobs, key := d.cfg.Bus.Blobs(), rd.ObjectKey
-	return Document{
+	return vendors.Document{
 		ID: rd.DocumentID, Filename: rd.Filename, ContentType: rd.ContentType, Size: rd.Size, SHA256: rd.SHA256,
 		Metadata: rd.Metadata,
 		Open: func(ctx context.Context) (io.ReadCloser, error) {
@@ -373,11 +379,11 @@ func (d *Dispatcher) document(rd events.ReceivedData) Document {
 	}
 }
 
-func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route string, v Vendor, rec submission, rev uint64) (time.Duration, error) {
+func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route string, v vendors.Vendor, rec submission, rev uint64) (time.Duration, error) {
 	name := v.Name()
 	defer d.active.remove(subKey(rd.DocumentID, name)) // marked by claim
 	doc := d.document(rd)
-	doc.Tag = NewTag(rd.DocumentID, rec.Attempts)
+	doc.Tag = vendors.NewTag(rd.DocumentID, rec.Attempts)
 	start := d.now()
 	ref, err := v.Submit(ctx, doc)
 	d.m.calls.WithLabelValues(name, "submit").Observe(time.Since(start).Seconds())
@@ -403,7 +409,7 @@ func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route s
 			return d.retryIfErr(d.announceSubmitted(wctx, rd, route, name, got))
 		}
 		return d.retryIfErr(d.announceSubmitted(wctx, rd, route, name, got))
-	case IsPermanent(err):
+	case vendors.IsPermanent(err):
 		d.m.submissions.WithLabelValues(name, "refused").Inc()
 		d.log.Warn("vendor refused the document", "doc_id", rd.DocumentID, "vendor", name, "err", err)
 		rec.State, rec.LastError = stateFailed, messageOf(err)
@@ -411,7 +417,7 @@ func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route s
 			return d.cfg.RetryInitial, perr
 		}
 		return d.retryIfErr(d.fail(wctx, rd.DocumentID, name, rec, rec.LastError))
-	case NoAnswer(err) || ctx.Err() != nil:
+	case vendors.NoAnswer(err) || ctx.Err() != nil:
 		// The upload may have reached the vendor: the next attempt must look before it submits.
 		d.m.submissions.WithLabelValues(name, "in_doubt").Inc()
 		rec.InDoubt, rec.LastError = true, messageOf(err)
@@ -420,7 +426,7 @@ func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route s
 	default:
 		// The vendor answered "not now" (5xx, 429): nothing was submitted.
 		d.m.submissions.WithLabelValues(name, "retry").Inc()
-		delay := backoff(rec.Attempts, d.cfg.RetryInitial, d.cfg.RetryMax, RetryAfterOf(err))
+		delay := backoff(rec.Attempts, d.cfg.RetryInitial, d.cfg.RetryMax, vendors.RetryAfterOf(err))
 		rec.State, rec.LastError, rec.NotBefore = stateRetry, messageOf(err), d.now().Add(delay)
 		_, _ = d.subs.put(wctx, rd.DocumentID, name, rec, rev)
 		return delay, err
@@ -459,19 +465,19 @@ func (d *Dispatcher) settle(ctx context.Context, docID, vendor string, want subm
 // first attempt counts as "it does not"; anything in between is retried with backoff and, after
 // InDoubtTimeout, failed for an operator to decide. Vendors that cannot be asked get the
 // document again (at-least-once, counted).
-func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, route string, v Vendor, rec submission, rev uint64) (time.Duration, error) {
+func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, route string, v vendors.Vendor, rec submission, rev uint64) (time.Duration, error) {
 	name := v.Name()
 	log := d.log.With("doc_id", rd.DocumentID, "vendor", name)
 	since := rec.FirstStarted
 	if since.IsZero() {
 		since = rec.Started
 	}
-	r, ok := v.(Reconciler)
-	var lk Lookup
+	r, ok := v.(vendors.Reconciler)
+	var lk vendors.Lookup
 	var err error
 	if ok {
 		lk, err = r.Find(ctx, d.document(rd), since)
-		if errors.Is(err, ErrNotReconcilable) {
+		if errors.Is(err, vendors.ErrNotReconcilable) {
 			ok = false
 		}
 	}
@@ -480,8 +486,8 @@ func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, rout
 		d.m.inDoubt.WithLabelValues(name, "unreconcilable").Inc()
 		log.Warn("an interrupted submission cannot be checked at this vendor; submitting again, so it may process the document twice")
 	case err != nil:
-		return d.stillInDoubt(ctx, rd.DocumentID, name, rec, rev, Lookup{Reason: "the vendor could not be asked: " + messageOf(err)}, RetryAfterOf(err))
-	case lk.Outcome == Found:
+		return d.stillInDoubt(ctx, rd.DocumentID, name, rec, rev, vendors.Lookup{Reason: "the vendor could not be asked: " + messageOf(err)}, vendors.RetryAfterOf(err))
+	case lk.Outcome == vendors.Found:
 		d.m.inDoubt.WithLabelValues(name, "reconciled").Inc()
 		if len(lk.Duplicates) > 0 {
 			d.m.inDoubt.WithLabelValues(name, "duplicate").Inc()
@@ -495,7 +501,7 @@ func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, rout
 			return d.cfg.RetryInitial, err
 		}
 		return d.retryIfErr(d.announceSubmitted(ctx, rd, route, name, rec))
-	case lk.Outcome == Absent:
+	case lk.Outcome == vendors.Absent:
 		d.m.inDoubt.WithLabelValues(name, "absent").Inc()
 		log.Info("interrupted submission did not reach the vendor (it has nothing with the document's tag); submitting again")
 	default:
@@ -519,7 +525,7 @@ func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, rout
 // stillInDoubt records that the vendor could not say whether it has the document, and retries
 // later; past InDoubtTimeout the pair fails with the vendor jobs that might be it, for an
 // operator to decide. Nothing is submitted on a guess.
-func (d *Dispatcher) stillInDoubt(ctx context.Context, docID, name string, rec submission, rev uint64, lk Lookup, retryAfter time.Duration) (time.Duration, error) {
+func (d *Dispatcher) stillInDoubt(ctx context.Context, docID, name string, rec submission, rev uint64, lk vendors.Lookup, retryAfter time.Duration) (time.Duration, error) {
 	now := d.now()
 	if rec.InDoubtSince.IsZero() {
 		rec.InDoubtSince = now
@@ -612,7 +618,7 @@ func NotConfigured(vendor string) string {
 }
 
 func messageOf(err error) string {
-	var e *Error
+	var e *vendors.Error
 	if errors.As(err, &e) {
 		return e.Error()
 	}

@@ -1,4 +1,4 @@
-package vendors_test
+package dispatch_test
 
 import (
 	"fmt"
@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/intake"
-	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/gini"
 	"github.com/ingest-dev/ingest/vendors/gini/ginisim"
 )
@@ -25,7 +25,7 @@ func TestExactlyOnceAgainstGiniSimulator(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRig(t, client)
-	rules := []vendors.Rule{{Name: "default", Vendors: []string{"gini"}}}
+	rules := []dispatch.Rule{{Name: "default", Vendors: []string{"gini"}}}
 	first := r.dispatcher(rules, nil)
 	r.dispatcher(rules, nil)
 	r.poller(time.Hour)

@@ -1,4 +1,4 @@
-package vendors
+package dispatch
 
 import (
 	"context"
@@ -10,39 +10,17 @@ import (
 	"time"
 
 	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/vendors"
 )
-
-// PollSettings say how one vendor is polled.
-type PollSettings struct {
-	Initial  time.Duration // first delay after "not yet" (default 1 s), doubling
-	Max      time.Duration // delay cap (default 1 min)
-	Deadline time.Duration // give up this long after submission (default 24 h)
-	// CallbackGrace: a vendor that calls back is first asked this long after submission; zero
-	// for vendors that do not call back.
-	CallbackGrace time.Duration
-}
-
-func (p PollSettings) withDefaults() PollSettings {
-	if p.Initial <= 0 {
-		p.Initial = time.Second
-	}
-	if p.Max <= 0 {
-		p.Max = time.Minute
-	}
-	if p.Deadline <= 0 {
-		p.Deadline = 24 * time.Hour
-	}
-	return p
-}
 
 // PollConfig configures the poller.
 type PollConfig struct {
 	Bus      *events.Bus
-	Vendors  map[string]Vendor
-	Settings map[string]PollSettings // by vendor; missing means defaults
+	Vendors  map[string]vendors.Vendor
+	Settings map[string]vendors.PollSettings // by vendor; missing means defaults
 	// Workers is how many documents are checked at once (default 16).
 	Workers int
-	// AckWait and Drain: see DispatchConfig.
+	// AckWait and Drain: see Config.
 	AckWait, Drain time.Duration
 	Logger         *slog.Logger
 	// Metrics is shared by the dispatcher and the poller; nil means unregistered ones.
@@ -113,7 +91,7 @@ func (p *Poller) handle(ctx context.Context, d events.Delivery) events.Outcome {
 	if err != nil {
 		return events.Drop("not a submitted event: " + err.Error())
 	}
-	settings := p.cfg.Settings[sd.Vendor].withDefaults()
+	settings := p.cfg.Settings[sd.Vendor].WithDefaults()
 	// A vendor that calls back gets time to do so before we ask; polling is the safety net.
 	if age := p.now().Sub(sd.SubmittedAt); d.Attempt == 1 && settings.CallbackGrace > age {
 		return events.RetryAfter(settings.CallbackGrace - age)
@@ -160,7 +138,7 @@ func (p *Poller) Settle(ctx context.Context, docID, vendor string) (finished boo
 // settle asks the vendor about one submission and publishes the outcome: completed (with the
 // result) or failed. finished reports that nothing is left to do for it.
 func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt int) (finished bool, retryIn time.Duration, err error) {
-	settings := p.cfg.Settings[sd.Vendor].withDefaults()
+	settings := p.cfg.Settings[sd.Vendor].WithDefaults()
 	again := func(err error, hint time.Duration) (bool, time.Duration, error) {
 		return false, backoff(attempt, settings.Initial, settings.Max, hint), err
 	}
@@ -183,12 +161,12 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 	prog, err := v.Check(ctx, sd.VendorRef)
 	p.m.calls.WithLabelValues(sd.Vendor, "check").Observe(time.Since(start).Seconds())
 	switch {
-	case err != nil && IsPermanent(err):
+	case err != nil && vendors.IsPermanent(err):
 		p.m.polls.WithLabelValues(sd.Vendor, "error").Inc()
 		return p.fail(ctx, sd, messageOf(err), "check")
 	case err != nil:
 		p.m.polls.WithLabelValues(sd.Vendor, "error").Inc()
-		return again(err, RetryAfterOf(err))
+		return again(err, vendors.RetryAfterOf(err))
 	case !prog.Done:
 		p.m.polls.WithLabelValues(sd.Vendor, "pending").Inc()
 		return again(nil, prog.RetryAfter)
@@ -206,10 +184,10 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 	res, err := v.Result(ctx, sd.VendorRef)
 	p.m.calls.WithLabelValues(sd.Vendor, "result").Observe(time.Since(start).Seconds())
 	if err != nil {
-		if IsPermanent(err) {
+		if vendors.IsPermanent(err) {
 			return p.fail(ctx, sd, messageOf(err), "result")
 		}
-		return again(err, RetryAfterOf(err))
+		return again(err, vendors.RetryAfterOf(err))
 	}
 	data := events.CompletedData{
 		DocumentID: sd.DocumentID, Vendor: sd.Vendor, VendorRef: sd.VendorRef,
@@ -218,7 +196,7 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 	for _, a := range res.Artifacts {
 		stored, err := p.storeArtifact(ctx, sd, a)
 		if err != nil {
-			return again(fmt.Errorf("store result file %s: %w", a.Name, err), RetryAfterOf(err))
+			return again(fmt.Errorf("store result file %s: %w", a.Name, err), vendors.RetryAfterOf(err))
 		}
 		data.Artifacts = append(data.Artifacts, stored)
 	}
@@ -234,7 +212,7 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 	}
 	p.log.Info("document completed", "doc_id", sd.DocumentID, "vendor", sd.Vendor, "ref", sd.VendorRef,
 		"fields", len(data.Fields), "artifacts", len(data.Artifacts))
-	if f, ok := v.(Finisher); ok {
+	if f, ok := v.(vendors.Finisher); ok {
 		if err := f.Finish(ctx, sd.VendorRef); err != nil {
 			p.log.Warn("vendor was not told the result was taken", "doc_id", sd.DocumentID, "vendor", sd.Vendor, "err", err)
 		}
@@ -255,7 +233,7 @@ func (p *Poller) fail(ctx context.Context, sd events.SubmittedData, msg, reason 
 }
 
 // storeArtifact streams a result file into the Object Store under a key of our making.
-func (p *Poller) storeArtifact(ctx context.Context, sd events.SubmittedData, a Artifact) (events.Artifact, error) {
+func (p *Poller) storeArtifact(ctx context.Context, sd events.SubmittedData, a vendors.Artifact) (events.Artifact, error) {
 	name := safeName(a.Name)
 	r, err := a.Open(ctx)
 	if err != nil {

@@ -1,4 +1,4 @@
-package vendors_test
+package dispatch_test
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
 	"github.com/ingest-dev/ingest/intake"
@@ -150,7 +151,7 @@ type rig struct {
 	bus *events.Bus
 	in  *intake.Intake
 	vs  map[string]vendors.Vendor
-	m   *vendors.Metrics
+	m   *dispatch.Metrics
 }
 
 func newRig(t *testing.T, vs ...vendors.Vendor) *rig {
@@ -160,7 +161,7 @@ func newRig(t *testing.T, vs ...vendors.Vendor) *rig {
 		t.Fatal(err)
 	}
 	eventstest.Run(t, p.Run)
-	m, _ := vendors.NewMetrics(nil)
+	m, _ := dispatch.NewMetrics(nil)
 	r := &rig{t: t, bus: bus, vs: map[string]vendors.Vendor{}, m: m}
 	for _, v := range vs {
 		r.vs[v.Name()] = v
@@ -169,8 +170,8 @@ func newRig(t *testing.T, vs ...vendors.Vendor) *rig {
 }
 
 // route makes received events name their vendors, as the service does.
-func (r *rig) route(rules []vendors.Rule) {
-	router, err := vendors.NewRouter(rules, r.names())
+func (r *rig) route(rules []dispatch.Rule) {
+	router, err := dispatch.NewRouter(rules, r.names())
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -209,8 +210,8 @@ func (r *rig) instance() (reg *liveness.Registry, stop func()) {
 
 // dispatcher is a running Dispatcher of its own instance.
 type dispatcher struct {
-	*vendors.Dispatcher
-	stop          func() // ends Run: calls in hand get DispatchConfig.Drain (50 ms here)
+	*dispatch.Dispatcher
+	stop          func() // ends Run: calls in hand get Config.Drain (50 ms here)
 	stopHeartbeat func()
 }
 
@@ -232,34 +233,34 @@ func runUntil(t *testing.T, run func(context.Context) error) (stop func()) {
 	return stop
 }
 
-func (r *rig) dispatcher(rules []vendors.Rule, tweak func(*vendors.DispatchConfig)) dispatcher {
+func (r *rig) dispatcher(rules []dispatch.Rule, tweak func(*dispatch.Config)) dispatcher {
 	r.t.Helper()
-	router, err := vendors.NewRouter(rules, r.names())
+	router, err := dispatch.NewRouter(rules, r.names())
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	reg, stop := r.instance()
-	cfg := vendors.DispatchConfig{Bus: r.bus, Vendors: r.vs, Router: router, Workers: 4,
+	cfg := dispatch.Config{Bus: r.bus, Vendors: r.vs, Router: router, Workers: 4,
 		RetryInitial: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Metrics: r.m, Liveness: reg,
 		Drain: 50 * time.Millisecond}
 	if tweak != nil {
 		tweak(&cfg)
 	}
 	r.route(rules)
-	d, err := vendors.NewDispatcher(context.Background(), cfg)
+	d, err := dispatch.NewDispatcher(context.Background(), cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	return dispatcher{Dispatcher: d, stop: runUntil(r.t, d.Run), stopHeartbeat: stop}
 }
 
-func (r *rig) poller(deadline time.Duration) *vendors.Poller {
+func (r *rig) poller(deadline time.Duration) *dispatch.Poller {
 	r.t.Helper()
 	settings := map[string]vendors.PollSettings{}
 	for n := range r.vs {
 		settings[n] = vendors.PollSettings{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Deadline: deadline}
 	}
-	p, err := vendors.NewPoller(context.Background(), vendors.PollConfig{Bus: r.bus, Vendors: r.vs, Settings: settings, Metrics: r.m,
+	p, err := dispatch.NewPoller(context.Background(), dispatch.PollConfig{Bus: r.bus, Vendors: r.vs, Settings: settings, Metrics: r.m,
 		Drain: 50 * time.Millisecond})
 	if err != nil {
 		r.t.Fatal(err)
@@ -313,7 +314,7 @@ func (r *rig) eventsOf(id string) []events.Event {
 
 func pdf(s string) []byte { return []byte("%PDF-1.7\n" + s) }
 
-var all = []vendors.Rule{{Name: "default", Vendors: []string{"gini"}}}
+var all = []dispatch.Rule{{Name: "default", Vendors: []string{"gini"}}}
 
 func TestDispatchAndPollToCompletion(t *testing.T) {
 	gini := newFake("gini")
@@ -369,7 +370,7 @@ func TestFanOutToTwoVendors(t *testing.T) {
 	gini, laigo := newFake("gini"), newFake("laigo")
 	laigo.pending = 2
 	r := newRig(t, gini, laigo)
-	r.dispatcher([]vendors.Rule{{Name: "both", Vendors: []string{"gini", "laigo"}}}, nil)
+	r.dispatcher([]dispatch.Rule{{Name: "both", Vendors: []string{"gini", "laigo"}}}, nil)
 	r.poller(time.Hour)
 	st := r.receive("a.pdf", pdf("fan-out"))
 	doc := r.waitStatus(st.DocumentID, events.StatusCompleted)
@@ -435,7 +436,7 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 		return &vendors.Error{Vendor: "gini", Op: "submit", Status: 502, Message: "bad gateway"}
 	}
 	r := newRig(t, gini)
-	r.dispatcher(all, func(c *vendors.DispatchConfig) { c.MaxAttempts = 3 })
+	r.dispatcher(all, func(c *dispatch.Config) { c.MaxAttempts = 3 })
 	st := r.receive("a.pdf", pdf("doomed"))
 	doc := r.waitStatus(st.DocumentID, events.StatusFailed)
 	if e := doc.Vendors["gini"].Error; !strings.Contains(e, "gave up after 3 attempts") || !strings.Contains(e, "bad gateway") {
@@ -468,7 +469,7 @@ func TestVendorSideErrorAndDeadline(t *testing.T) {
 	slow := newFake("laigo")
 	slow.pending = 1 << 30
 	r2 := newRig(t, slow)
-	r2.dispatcher([]vendors.Rule{{Name: "d", Vendors: []string{"laigo"}}}, nil)
+	r2.dispatcher([]dispatch.Rule{{Name: "d", Vendors: []string{"laigo"}}}, nil)
 	r2.poller(300 * time.Millisecond)
 	st2 := r2.receive("b.pdf", pdf("never done"))
 	doc2 := r2.waitStatus(st2.DocumentID, events.StatusFailed)
@@ -503,7 +504,7 @@ func TestInterruptedSubmissionIsReconciled(t *testing.T) {
 	fake.hang = make(chan struct{})
 	v := reconcilingVendor{fakeVendor: fake}
 	r := newRig(t, v)
-	rules := []vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}
+	rules := []dispatch.Rule{{Name: "d", Vendors: []string{"allspark"}}}
 	d1 := r.dispatcher(rules, nil)
 	st := r.receive("case.pdf", pdf("in doubt"))
 	eventstest.WaitFor(t, 10*time.Second, "the upload to reach the vendor", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
@@ -536,15 +537,15 @@ func TestExpiredLeaseWithoutReconciler(t *testing.T) {
 	fake := newFake("laigo")
 	fake.hang = make(chan struct{})
 	r := newRig(t, fake)
-	rules := []vendors.Rule{{Name: "d", Vendors: []string{"laigo"}}}
-	d1 := r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.Lease = 300 * time.Millisecond })
+	rules := []dispatch.Rule{{Name: "d", Vendors: []string{"laigo"}}}
+	d1 := r.dispatcher(rules, func(c *dispatch.Config) { c.Lease = 300 * time.Millisecond })
 	st := r.receive("x.pdf", pdf("lease"))
 	eventstest.WaitFor(t, 10*time.Second, "the upload", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
 	d1.stop() // its heartbeat goes on
 	fake.mu.Lock()
 	fake.hang = nil
 	fake.mu.Unlock()
-	r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.Lease = 300 * time.Millisecond })
+	r.dispatcher(rules, func(c *dispatch.Config) { c.Lease = 300 * time.Millisecond })
 	r.poller(time.Hour)
 	r.waitStatus(st.DocumentID, events.StatusCompleted)
 	if n := fake.uploadsOf(st.SHA256); n != 2 {
@@ -589,7 +590,7 @@ func TestUnknownIsNeverResubmitted(t *testing.T) {
 		return vendors.Lookup{Outcome: vendors.Unknown, Candidates: []string{"case-77"}, Reason: "the case list was cut short"}, nil, true
 	}}
 	r := newRig(t, v)
-	rules := []vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}
+	rules := []dispatch.Rule{{Name: "d", Vendors: []string{"allspark"}}}
 	d1 := r.dispatcher(rules, nil)
 	st := r.receive("case.pdf", pdf("unknown"))
 	eventstest.WaitFor(t, 10*time.Second, "the upload to reach the vendor", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
@@ -598,7 +599,7 @@ func TestUnknownIsNeverResubmitted(t *testing.T) {
 	fake.hang = nil
 	fake.mu.Unlock()
 
-	d2 := r.dispatcher(rules, func(c *vendors.DispatchConfig) { c.InDoubtTimeout = 2 * time.Second })
+	d2 := r.dispatcher(rules, func(c *dispatch.Config) { c.InDoubtTimeout = 2 * time.Second })
 	eventstest.WaitFor(t, 10*time.Second, "the vendor to be asked twice", func() bool {
 		fake.mu.Lock()
 		defer fake.mu.Unlock()
@@ -635,7 +636,7 @@ func TestFindErrorIsNotAbsent(t *testing.T) {
 		return vendors.Lookup{}, &vendors.Error{Vendor: "allspark", Op: "find", Status: 503, Message: "maintenance"}, down
 	}
 	r := newRig(t, v)
-	rules := []vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}
+	rules := []dispatch.Rule{{Name: "d", Vendors: []string{"allspark"}}}
 	d1 := r.dispatcher(rules, nil)
 	st := r.receive("case.pdf", pdf("vendor down"))
 	eventstest.WaitFor(t, 10*time.Second, "the upload", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
@@ -669,7 +670,7 @@ func TestDeadOwnerIsTakenOverAtOnce(t *testing.T) {
 	fake.hang = make(chan struct{})
 	v := reconcilingVendor{fakeVendor: fake}
 	r := newRig(t, v)
-	rules := []vendors.Rule{{Name: "d", Vendors: []string{"allspark"}}}
+	rules := []dispatch.Rule{{Name: "d", Vendors: []string{"allspark"}}}
 	d1 := r.dispatcher(rules, nil) // lease: the default 10 minutes
 	st := r.receive("case.pdf", pdf("owner dies"))
 	eventstest.WaitFor(t, 10*time.Second, "the upload", func() bool { return fake.uploadsOf(st.SHA256) == 1 })
@@ -737,7 +738,7 @@ func TestRemovedVendorFailsItsDocuments(t *testing.T) {
 	r := newRig(t, gini)
 	d1 := r.dispatcher(all, nil)
 	stopPoll := runUntil(t, func(ctx context.Context) error {
-		p, err := vendors.NewPoller(ctx, vendors.PollConfig{Bus: r.bus, Vendors: r.vs, Metrics: r.m, Drain: 50 * time.Millisecond,
+		p, err := dispatch.NewPoller(ctx, dispatch.PollConfig{Bus: r.bus, Vendors: r.vs, Metrics: r.m, Drain: 50 * time.Millisecond,
 			Settings: map[string]vendors.PollSettings{"gini": {Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}}})
 		if err != nil {
 			return err
@@ -753,7 +754,7 @@ func TestRemovedVendorFailsItsDocuments(t *testing.T) {
 	})
 	stopPoll()
 	// Restarted without gini.
-	p, err := vendors.NewPoller(context.Background(), vendors.PollConfig{Bus: r.bus, Vendors: map[string]vendors.Vendor{}, Metrics: r.m})
+	p, err := dispatch.NewPoller(context.Background(), dispatch.PollConfig{Bus: r.bus, Vendors: map[string]vendors.Vendor{}, Metrics: r.m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -764,9 +765,9 @@ func TestRemovedVendorFailsItsDocuments(t *testing.T) {
 	}
 	// And a document routed to it before it went is failed by the dispatcher the same way.
 	d1.stop()
-	router, _ := vendors.NewRouter(all, []string{"gini"})
+	router, _ := dispatch.NewRouter(all, []string{"gini"})
 	in, _ := intake.New(intake.Config{Bus: r.bus, Route: router.Route})
-	d, err := vendors.NewDispatcher(context.Background(), vendors.DispatchConfig{Bus: r.bus, Vendors: map[string]vendors.Vendor{}, Router: router, Metrics: r.m})
+	d, err := dispatch.NewDispatcher(context.Background(), dispatch.Config{Bus: r.bus, Vendors: map[string]vendors.Vendor{}, Router: router, Metrics: r.m})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,23 +1,23 @@
-package vendors_test
+package dispatch_test
 
 import (
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/events"
-	"github.com/ingest-dev/ingest/vendors"
 )
 
 func TestRouting(t *testing.T) {
-	rules := []vendors.Rule{
+	rules := []dispatch.Rule{
 		{Name: "invoices-mail", SourceKind: "imap", SourceName: "invoices", Vendors: []string{"gini", "laigo"}},
 		{Name: "scans", ContentType: "image/*", Vendors: []string{"laigo"}},
 		{Name: "contracts", Filename: "contract-*.pdf", Vendors: []string{"documine"}},
 		{Name: "text", ContentType: "text/plain", Vendors: []string{"allspark"}},
 		{Name: "default", Vendors: []string{"gini"}},
 	}
-	r, err := vendors.NewRouter(rules, []string{"gini", "laigo", "documine", "allspark"})
+	r, err := dispatch.NewRouter(rules, []string{"gini", "laigo", "documine", "allspark"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,14 +68,14 @@ func TestRouting(t *testing.T) {
 		})
 	}
 	// Without a catch-all, an unmatched document has no vendor.
-	r2, _ := vendors.NewRouter(rules[:1], []string{"gini", "laigo"})
+	r2, _ := dispatch.NewRouter(rules[:1], []string{"gini", "laigo"})
 	if got, _, err := r2.Route(doc("http", "api", "a.pdf", "application/pdf")); err != nil || got != nil {
 		t.Fatalf("unmatched: %v %v", got, err)
 	}
 }
 
 func TestRouterRejectsBadRules(t *testing.T) {
-	cases := map[string][]vendors.Rule{
+	cases := map[string][]dispatch.Rule{
 		"no name":         {{Vendors: []string{"gini"}}},
 		"twice":           {{Name: "a", Vendors: []string{"gini"}}, {Name: "a", Vendors: []string{"gini"}}},
 		"disabled vendor": {{Name: "a", Vendors: []string{"laigo"}}},
@@ -83,7 +83,7 @@ func TestRouterRejectsBadRules(t *testing.T) {
 		"bad glob":        {{Name: "a", Filename: "[", Vendors: []string{"gini"}}},
 	}
 	for name, rules := range cases {
-		if _, err := vendors.NewRouter(rules, []string{"gini"}); err == nil {
+		if _, err := dispatch.NewRouter(rules, []string{"gini"}); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
