@@ -256,7 +256,7 @@ func (b *Broker) Ready(ctx context.Context) error {
 		return err
 	}
 	if _, err := js.AccountInfo(ctx); err != nil {
-		return fmt.Errorf("JetStream does not answer: %w", err)
+		return fmt.Errorf("JetStream does not answer (on a cluster: the nodes have no quorum or are electing a leader): %w", err)
 	}
 	return nil
 }

@@ -71,7 +71,11 @@ const maxDownload = 30 * time.Minute
 // io.EOF has delivered exactly the bytes stored. Close it when done.
 func (b *Blobs) Open(ctx context.Context, key string) (io.ReadCloser, BlobInfo, error) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), maxDownload)
+	// Waiting on NATS has its own bound: a read that started while a cluster elected a leader
+	// must not hold its caller (and its vendor slot) for the whole download time.
+	stuck := time.AfterFunc(stallTimeout, cancel)
 	res, err := b.obs.Get(dctx, key)
+	stuck.Stop()
 	if err != nil {
 		cancel()
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -88,9 +92,14 @@ func (b *Blobs) Open(ctx context.Context, key string) (io.ReadCloser, BlobInfo, 
 	sum, _ := digestHex(info.Digest)
 	// The caller's ctx still cancels the read (a client that hangs up), the download bound stays.
 	stop := context.AfterFunc(ctx, cancel)
-	return &blobReader{ObjectResult: res, done: func() { stop(); cancel() }},
+	return &blobReader{ObjectResult: res, stuck: stuck, done: func() { stop(); stuck.Stop(); cancel() }},
 		BlobInfo{Key: key, Size: int64(info.Size), SHA256: sum}, nil
 }
+
+// stallTimeout bounds each wait on NATS during a download (opening it, each read): a store
+// that gives nothing for this long is not coming back in time, and the read fails instead of
+// hanging. Time the reader's own caller takes between reads does not count.
+const stallTimeout = time.Minute
 
 // Info describes the bytes under key without reading them: ErrBlobNotFound when there are none;
 // any other error means the store could not be asked.
@@ -119,7 +128,15 @@ func (b *Blobs) Delete(ctx context.Context, key string) error {
 
 type blobReader struct {
 	jetstream.ObjectResult
-	done func()
+	stuck *time.Timer // cancels the download when one Read waits longer than stallTimeout
+	done  func()
+}
+
+func (r *blobReader) Read(p []byte) (int, error) {
+	r.stuck.Reset(stallTimeout)
+	n, err := r.ObjectResult.Read(p)
+	r.stuck.Stop()
+	return n, err
 }
 
 func (r *blobReader) Close() error {

@@ -35,5 +35,26 @@ func (b *Bus) KeyValue(ctx context.Context, spec BucketSpec) (jetstream.KeyValue
 	if err != nil {
 		return nil, fmt.Errorf("provision key-value bucket %s: %w", name, err)
 	}
+	// A bucket made earlier with other replicas keeps them if the server would not change it.
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read back key-value bucket %s: %w", name, err)
+	}
+	if kst, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		if err := replicasAre(kst.StreamInfo().Config.Name, kst.StreamInfo().Config.Replicas, b.replicas); err != nil {
+			return nil, err
+		}
+	}
 	return kv, nil
+}
+
+// replicasAre reports a stream (an event stream, a bucket's backing stream) whose replicas are
+// not the configured ones, with the command that fixes it.
+func replicasAre(stream string, got, want int) error {
+	if got == want || (got == 0 && want == 1) {
+		return nil
+	}
+	return fmt.Errorf("stream %s has %d replicas, not the configured %d (nats.stream.replicas); it was made before with other "+
+		"settings and NATS kept them: run `nats stream edit %s --replicas %d` (or delete it, losing its data) and start again",
+		stream, got, want, stream, want)
 }

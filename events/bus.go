@@ -87,6 +87,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 		return nil, fmt.Errorf("stream %s was created with duplicates=%s max_age=%s retention=%s, not the configured %s/%s/%s",
 			want.Name, got.Duplicates, got.MaxAge, got.Retention, want.Duplicates, want.MaxAge, want.Retention)
 	}
+	if err := replicasAre(want.Name, stream.CachedInfo().Config.Replicas, cfg.Replicas); err != nil {
+		return nil, err
+	}
 	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      names.DocumentsBucket(),
 		Description: "ingest document bytes and result files",
@@ -96,6 +99,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provision object store %s: %w", names.DocumentsBucket(), err)
+	}
+	if ost, err := obs.Status(ctx); err != nil {
+		return nil, fmt.Errorf("read back object store %s: %w", names.DocumentsBucket(), err)
+	} else if err := replicasAre("OBJ_"+names.DocumentsBucket(), ost.Replicas(), cfg.Replicas); err != nil {
+		return nil, err
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      names.StateBucket(),
@@ -138,6 +146,19 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 		}
 	}
 	return b, nil
+}
+
+// Ready reports whether the event stream can take events now: on a cluster, that it has a leader
+// (none while the nodes elect one, or without a quorum). The error says why, for /readyz.
+func (b *Bus) Ready(ctx context.Context) error {
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("the event stream %s does not answer (on a cluster: no leader, or no quorum to elect one): %w", b.names.Stream(), err)
+	}
+	if info.Cluster != nil && info.Cluster.Leader == "" {
+		return fmt.Errorf("the event stream %s has no leader: the NATS cluster is electing one or has no quorum", b.names.Stream())
+	}
+	return nil
 }
 
 // Names returns the deployment's JetStream names.

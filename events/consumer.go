@@ -160,6 +160,11 @@ func (b *Bus) Consumer(ctx context.Context, spec ConsumerSpec, h Handler) (*Cons
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", b.names.Durable(spec.Purpose), err)
 	}
+	if ci := cons.CachedInfo(); ci != nil {
+		if err := replicasAre(b.names.Stream()+" consumer "+ci.Name, ci.Config.Replicas, b.replicas); err != nil {
+			return nil, err
+		}
+	}
 	return &Consumer{spec: spec, cons: cons, h: h, log: b.log.With("consumer", spec.Purpose), m: b.consumers}, nil
 }
 

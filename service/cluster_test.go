@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,18 @@ import (
 // IMAP checkpoints, WebDAV memory, callback nonces) and every durable consumer — has three
 // replicas: nothing that vouches for exactly-once sits on one node.
 func TestEverythingHasTheConfiguredReplicas(t *testing.T) {
-	urls := eventstest.Cluster(t, 3)
+	cluster := eventstest.Cluster(t, 3)
+	urls := cluster.URLs
+	// A bucket an earlier version made with one replica is brought to three.
+	pre, err := nats.Connect(urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prejs, _ := jetstream.New(pre)
+	if _, err := prejs.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "ingest-refs", Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	pre.Close()
 	cfg := testConfig(t)
 	cfg.NATS.URL = urls
 	cfg.NATS.Stream.Replicas = 3
@@ -70,6 +82,20 @@ func TestEverythingHasTheConfiguredReplicas(t *testing.T) {
 		if !consumers[want] {
 			t.Errorf("no durable consumer %s (have %v)", want, consumers)
 		}
+	}
+
+	// Without a quorum the stream has no leader: /readyz says so.
+	nc.Close()
+	cluster.Stop(1)
+	cluster.Stop(2)
+	var body []byte
+	eventstest.WaitFor(t, 60*time.Second, "/readyz to report the lost quorum", func() bool {
+		var res *http.Response
+		res, body = get(t, s.HTTPAddr(), "/readyz")
+		return res.StatusCode == http.StatusServiceUnavailable
+	})
+	if !strings.Contains(string(body), "quorum") && !strings.Contains(string(body), "no leader") {
+		t.Fatalf("/readyz does not say why: %s", body)
 	}
 }
 

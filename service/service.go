@@ -182,6 +182,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 			if err := s.broker.Ready(ctx); err != nil {
 				return err
 			}
+			if err := s.bus.Ready(ctx); err != nil {
+				return err
+			}
 			return s.sources.ready()
 		},
 	})

@@ -168,10 +168,22 @@ func Run(t testing.TB, run func(ctx context.Context) error) {
 	})
 }
 
-// Cluster starts a JetStream cluster of n embedded servers on loopback, each with its own store,
-// and returns their client URLs (comma-separated, as nats.url takes them). It returns once the
-// cluster has a meta leader, so that streams can be created at once.
-func Cluster(t testing.TB, n int) string {
+// TestCluster is a JetStream cluster of embedded servers.
+type TestCluster struct {
+	// URLs are the nodes' client URLs, comma-separated as nats.url takes them.
+	URLs    string
+	Servers []*server.Server
+}
+
+// Stop shuts node i down (as a node failure looks to the others).
+func (c *TestCluster) Stop(i int) {
+	c.Servers[i].Shutdown()
+	c.Servers[i].WaitForShutdown()
+}
+
+// Cluster starts a JetStream cluster of n embedded servers on loopback, each with its own store.
+// It returns once the cluster has a meta leader, so that streams can be created at once.
+func Cluster(t testing.TB, n int) *TestCluster {
 	t.Helper()
 	ports := make([]int, n)
 	for i := range ports {
@@ -211,7 +223,7 @@ func Cluster(t testing.TB, n int) string {
 		}
 	})
 	for _, s := range servers {
-		if !s.ReadyForConnections(30 * time.Second) {
+		if !s.ReadyForConnections(60 * time.Second) {
 			t.Fatal("a cluster node did not start")
 		}
 		urls = append(urls, s.ClientURL())
@@ -229,5 +241,5 @@ func Cluster(t testing.TB, n int) string {
 		_, err := js.AccountInfo(ctx)
 		return err == nil
 	})
-	return all
+	return &TestCluster{URLs: all, Servers: servers}
 }
