@@ -3,6 +3,8 @@ package events
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,13 +26,17 @@ type BucketSpec struct {
 // KeyValue provisions (idempotently) and returns the bucket spec describes.
 func (b *Bus) KeyValue(ctx context.Context, spec BucketSpec) (jetstream.KeyValue, error) {
 	name := b.names.Bucket(spec.Purpose)
-	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      name,
-		Description: spec.Description,
-		Storage:     jetstream.FileStorage,
-		Replicas:    b.replicas,
-		TTL:         spec.TTL,
-		History:     max(spec.History, 1),
+	var kv jetstream.KeyValue
+	err := provision(ctx, b.log, "key-value bucket "+name, func(ctx context.Context) (err error) {
+		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      name,
+			Description: spec.Description,
+			Storage:     jetstream.FileStorage,
+			Replicas:    b.replicas,
+			TTL:         spec.TTL,
+			History:     max(spec.History, 1),
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provision key-value bucket %s: %w", name, err)
@@ -46,6 +52,31 @@ func (b *Bus) KeyValue(ctx context.Context, spec BucketSpec) (jetstream.KeyValue
 		}
 	}
 	return kv, nil
+}
+
+// provision runs fn until it succeeds or fails for a reason, giving each try a short bound. An
+// answer that does not come is tried again: a cluster electing a leader, or two instances that
+// create the same stream at once (NATS 2.9 then answers neither for a long while; the stream is
+// there when they look again).
+func provision(ctx context.Context, log *slog.Logger, what string, fn func(ctx context.Context) error) error {
+	delay, bound := 200*time.Millisecond, 2*time.Second
+	for attempt := 1; ; attempt++ {
+		// Short at first (a lost answer costs little), longer later (a slow cluster gets time).
+		actx, cancel := context.WithTimeout(ctx, bound)
+		bound = min(bound*2, 10*time.Second)
+		err := fn(actx)
+		cancel()
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("NATS did not answer while setting up; trying again", "what", what, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(delay/2 + rand.N(delay/2+1)):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
 }
 
 // replicasAre reports a stream (an event stream, a bucket's backing stream) whose replicas are

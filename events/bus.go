@@ -78,7 +78,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 		// Events carry references, never document bytes; a megabyte event is a bug.
 		MaxMsgSize: 1 << 20,
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, want)
+	var stream jetstream.Stream
+	err := provision(ctx, cfg.Logger, "stream "+want.Name, func(ctx context.Context) (err error) {
+		stream, err = js.CreateOrUpdateStream(ctx, want)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", want.Name, err)
 	}
@@ -90,12 +94,16 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 	if err := replicasAre(want.Name, stream.CachedInfo().Config.Replicas, cfg.Replicas); err != nil {
 		return nil, err
 	}
-	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      names.DocumentsBucket(),
-		Description: "ingest document bytes and result files",
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		MaxBytes:    cfg.DocumentsMaxBytes,
+	var obs jetstream.ObjectStore
+	err = provision(ctx, cfg.Logger, "object store "+names.DocumentsBucket(), func(ctx context.Context) (err error) {
+		obs, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      names.DocumentsBucket(),
+			Description: "ingest document bytes and result files",
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			MaxBytes:    cfg.DocumentsMaxBytes,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provision object store %s: %w", names.DocumentsBucket(), err)
@@ -105,12 +113,16 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 	} else if err := replicasAre("OBJ_"+names.DocumentsBucket(), ost.Replicas(), cfg.Replicas); err != nil {
 		return nil, err
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      names.StateBucket(),
-		Description: "ingest document states",
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		History:     1,
+	var kv jetstream.KeyValue
+	err = provision(ctx, cfg.Logger, "key-value bucket "+names.StateBucket(), func(ctx context.Context) (err error) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      names.StateBucket(),
+			Description: "ingest document states",
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			History:     1,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provision key-value bucket %s: %w", names.StateBucket(), err)

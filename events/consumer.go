@@ -144,18 +144,22 @@ func (b *Bus) Consumer(ctx context.Context, spec ConsumerSpec, h Handler) (*Cons
 	if spec.Drain <= 0 {
 		spec.Drain = 5 * time.Second
 	}
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, b.names.Stream(), jetstream.ConsumerConfig{
-		Durable:       b.names.Durable(spec.Purpose),
-		Description:   spec.Description,
-		FilterSubject: spec.Filter,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       spec.AckWait,
-		// Handlers end a message's life (Done or Drop); retries are their decision, with their
-		// own bounds (attempt counts, deadlines), not a delivery count.
-		MaxDeliver:    -1,
-		MaxAckPending: spec.Workers * 4,
-		Replicas:      b.replicas,
+	var cons jetstream.Consumer
+	err := provision(ctx, b.log, "consumer "+b.names.Durable(spec.Purpose), func(ctx context.Context) (err error) {
+		cons, err = b.js.CreateOrUpdateConsumer(ctx, b.names.Stream(), jetstream.ConsumerConfig{
+			Durable:       b.names.Durable(spec.Purpose),
+			Description:   spec.Description,
+			FilterSubject: spec.Filter,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       spec.AckWait,
+			// Handlers end a message's life (Done or Drop); retries are their decision, with their
+			// own bounds (attempt counts, deadlines), not a delivery count.
+			MaxDeliver:    -1,
+			MaxAckPending: spec.Workers * 4,
+			Replicas:      b.replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", b.names.Durable(spec.Purpose), err)
