@@ -2,31 +2,27 @@ package webdav
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ingest-dev/ingest/events/eventstest"
+	"github.com/ingest-dev/ingest/internal/testservers"
 )
 
 // These tests run the watcher against a WebDAV server no one here wrote: rclone serve webdav.
 
-const rcloneBin = "/usr/bin/rclone"
+const rcloneBin = testservers.RcloneBin
 
-// rcloneServer is `rclone serve webdav` on a temporary folder.
+// rcloneServer is `rclone serve webdav` on a temporary folder (internal/testservers).
 type rcloneServer struct {
-	t   testing.TB
-	dir string // served folder
-	URL string // root collection
+	*testservers.Rclone
+	dir string
 }
 
 // startRclone starts rclone on a fresh folder and waits until it answers. Without rclone the test
@@ -39,115 +35,18 @@ func startRclone(t testing.TB) *rcloneServer {
 // startRcloneOn serves dir.
 func startRcloneOn(t testing.TB, dir string) *rcloneServer {
 	t.Helper()
-	if _, err := os.Stat(rcloneBin); err != nil {
-		msg := "\n\n!!! SKIPPING: " + rcloneBin + " is missing (" + err.Error() + ").\n" +
-			"!!! This test proves the WebDAV watcher against a real server (rclone serve webdav); CI runs it.\n" +
-			"!!! Install it with: apt-get install rclone\n\n"
-		if os.Getenv("INGEST_REQUIRE_SERVERS") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	args := []string{"serve", "webdav", dir, "--addr", addr, "--user", davUser, "--pass", davPass,
-		"--config", filepath.Join(t.TempDir(), "rclone.conf")}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, rcloneBin, args...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("start rclone: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cancel()
-		<-exited
-		if t.Failed() {
-			t.Logf("rclone output:\n%s", logs.String())
-		}
-	})
-	s := &rcloneServer{t: t, dir: dir, URL: "http://" + addr + "/"}
-	eventstest.WaitFor(t, 30*time.Second, "rclone to answer on "+addr, func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("rclone exited: %s", logs.String())
-		default:
-		}
-		resp, err := s.do("PROPFIND", "", nil, map[string]string{"Depth": "0"})
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusMultiStatus
-	})
-	return s
+	return &rcloneServer{Rclone: testservers.StartRclone(t, dir, davUser, davPass), dir: dir}
 }
 
 func (s *rcloneServer) do(method, rel string, body io.Reader, hdr map[string]string) (*http.Response, error) {
-	req, err := http.NewRequest(method, resourceURL(mustURL(s.URL), rel, strings.HasSuffix(rel, "/")), body)
-	if err != nil {
-		return nil, err
-	}
-	req.SetBasicAuth(davUser, davPass)
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	return http.DefaultClient.Do(req)
+	return s.Do(method, rel, body, hdr)
 }
 
-// put uploads through WebDAV, as a scanner or a sync client would, creating folders first.
-func (s *rcloneServer) put(rel string, body io.Reader) {
-	s.t.Helper()
-	if dir := parentRel(rel); dir != "" {
-		s.mkdirs(dir)
-	}
-	resp, err := s.do(http.MethodPut, rel, body, nil)
-	if err != nil {
-		s.t.Fatalf("PUT %s: %v", rel, err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		s.t.Fatalf("PUT %s: %s", rel, resp.Status)
-	}
-}
+func (s *rcloneServer) put(rel string, body io.Reader) { s.Put(rel, body) }
 
-func (s *rcloneServer) mkdirs(rel string) {
-	s.t.Helper()
-	var cur string
-	for _, seg := range strings.Split(rel, "/") {
-		cur = joinRel(cur, seg)
-		resp, err := s.do("MKCOL", cur+"/", nil, nil)
-		if err != nil {
-			s.t.Fatalf("MKCOL %s: %v", cur, err)
-		}
-		resp.Body.Close()
-	}
-}
+func (s *rcloneServer) mkdirs(rel string) { s.Mkdirs(rel) }
 
-// files lists the files below the served folder, on disk.
-func (s *rcloneServer) files() []string {
-	s.t.Helper()
-	var out []string
-	err := filepath.Walk(s.dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			rel, _ := filepath.Rel(s.dir, p)
-			out = append(out, filepath.ToSlash(rel))
-		}
-		return err
-	})
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	sort.Strings(out)
-	return out
-}
+func (s *rcloneServer) files() []string { return s.Files() }
 
 func TestRcloneHappyPathWithMove(t *testing.T) {
 	rc := startRclone(t)
