@@ -270,6 +270,12 @@ type clientResult struct {
 // upload sends one document with its Idempotency-Key until it is accepted, as a well-behaved
 // client does: connection errors, 503 and 409 are retried.
 func upload(t *testing.T, addr string, d document) clientResult {
+	return uploadTo(t, []string{addr}, d)
+}
+
+// uploadTo is upload against several instances: each retry goes to the next one, as a load
+// balancer would send it.
+func uploadTo(t *testing.T, addrs []string, d document) clientResult {
 	var r clientResult
 	var conflictSince time.Time
 	hc := &http.Client{Timeout: 30 * time.Second}
@@ -281,6 +287,7 @@ func upload(t *testing.T, addr string, d document) clientResult {
 		half := len(d.body) / 2
 		pause := time.Duration(rand.IntN(400)) * time.Millisecond
 		src := io.MultiReader(bytes.NewReader(d.body[:half]), &pausedReader{pause: pause, r: bytes.NewReader(d.body[half:])})
+		addr := addrs[(r.attempts-1)%len(addrs)]
 		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/documents?filename=scan.pdf", src)
 		req.ContentLength = int64(len(d.body))
 		req.Header.Set("Authorization", "Bearer "+apiKey)

@@ -170,10 +170,15 @@ func Run(t testing.TB, run func(ctx context.Context) error) {
 
 // TestCluster is a JetStream cluster of embedded servers.
 type TestCluster struct {
+	t testing.TB
 	// URLs are the nodes' client URLs, comma-separated as nats.url takes them.
 	URLs    string
 	Servers []*server.Server
+	opts    []*server.Options
 }
+
+// Name is node i's server name (what stream infos give as leader).
+func (c *TestCluster) Name(i int) string { return c.opts[i].ServerName }
 
 // Stop shuts node i down (as a node failure looks to the others).
 func (c *TestCluster) Stop(i int) {
@@ -181,55 +186,72 @@ func (c *TestCluster) Stop(i int) {
 	c.Servers[i].WaitForShutdown()
 }
 
+// Restart starts node i again on its ports and store.
+func (c *TestCluster) Restart(i int) {
+	c.t.Helper()
+	srv, err := server.NewServer(c.opts[i])
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(60 * time.Second) {
+		c.t.Fatalf("node %s did not come back", c.opts[i].ServerName)
+	}
+	c.Servers[i] = srv
+}
+
 // Cluster starts a JetStream cluster of n embedded servers on loopback, each with its own store.
 // It returns once the cluster has a meta leader, so that streams can be created at once.
 func Cluster(t testing.TB, n int) *TestCluster {
 	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
+	free := func() int {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
+		defer ln.Close()
+		return ln.Addr().(*net.TCPAddr).Port
 	}
 	var routes []*url.URL
-	for _, p := range ports {
-		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+	clusterPorts := make([]int, n)
+	for i := range clusterPorts {
+		clusterPorts[i] = free()
+		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", clusterPorts[i])})
 	}
+	c := &TestCluster{t: t}
 	var urls []string
-	var servers []*server.Server
-	for i, p := range ports {
-		srv, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1,
-			Cluster:   server.ClusterOpts{Name: "ingest-test", Host: "127.0.0.1", Port: p},
+	for i := range n {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: free(),
+			Cluster:   server.ClusterOpts{Name: "ingest-test", Host: "127.0.0.1", Port: clusterPorts[i]},
 			Routes:    routes,
 			JetStream: true, StoreDir: t.TempDir(), JetStreamMaxStore: 1 << 30, JetStreamMaxMemory: 64 << 20,
 			NoSigs: true, NoLog: true,
-		})
+		}
+		srv, err := server.NewServer(opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		go srv.Start()
-		servers = append(servers, srv)
+		c.opts = append(c.opts, opts)
+		c.Servers = append(c.Servers, srv)
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", opts.Port))
 	}
 	t.Cleanup(func() {
-		for _, s := range servers {
+		for _, s := range c.Servers {
 			s.Shutdown()
 		}
-		for _, s := range servers {
+		for _, s := range c.Servers {
 			s.WaitForShutdown()
 		}
 	})
-	for _, s := range servers {
+	for _, s := range c.Servers {
 		if !s.ReadyForConnections(60 * time.Second) {
 			t.Fatal("a cluster node did not start")
 		}
-		urls = append(urls, s.ClientURL())
 	}
-	all := strings.Join(urls, ",")
-	nc, err := nats.Connect(all)
+	c.URLs = strings.Join(urls, ",")
+	nc, err := nats.Connect(c.URLs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,5 +263,5 @@ func Cluster(t testing.TB, n int) *TestCluster {
 		_, err := js.AccountInfo(ctx)
 		return err == nil
 	})
-	return &TestCluster{URLs: all, Servers: servers}
+	return c
 }
