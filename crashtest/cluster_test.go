@@ -293,6 +293,23 @@ dispatch: {retry_initial: 200ms, retry_max: 2s}
 			t.Errorf("upload %d: the client was told %v, the stream has %v", i, r.ids, bySHA[docs[i].sha])
 		}
 	}
+	// The document states converge to the events, whatever the failover did to the projection.
+	kv, err := js.KeyValue(context.Background(), names.StateBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind := func() []string {
+		var out []string
+		for id := range completedBy {
+			e, err := kv.Get(context.Background(), id)
+			var doc events.Document
+			if err != nil || json.Unmarshal(e.Value(), &doc) != nil || doc.Status != events.StatusCompleted {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	waitFor(t, time.Minute, "every document's state to say completed", func() bool { return len(behind()) == 0 })
 	for _, p := range procs {
 		p.checkLog()
 	}

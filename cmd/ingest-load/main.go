@@ -7,6 +7,7 @@
 //	go run ./cmd/ingest-load -rss -size 64MiB
 //	go run ./cmd/ingest-load -e2e -n 1000 -c 8 -size 20KiB -vendors laigo,gini,allspark,documine
 //	go run ./cmd/ingest-load -callbacks -n 20000 -c 50
+//	go run ./cmd/ingest-load -cluster -n 2000 -c 8 -size 100KiB
 package main
 
 import (
@@ -43,6 +44,7 @@ func main() {
 	e2e := flag.Bool("e2e", false, "measure upload → completed through the sandbox vendors")
 	vendorList := flag.String("vendors", "gini", "with -e2e: the vendors each document goes to")
 	cb := flag.Bool("callbacks", false, "measure the Allspark callback endpoint (-n callbacks from -c senders)")
+	cluster := flag.Bool("cluster", false, "two instances on a three-node cluster (replicas 3): throughput, then a node kill")
 	flag.Parse()
 	size, err := config.ParseByteSize(*sizeFlag)
 	if err != nil {
@@ -54,6 +56,12 @@ func main() {
 		if out, err := exec.Command("go", "build", "-o", *bin, "./cmd/ingest").CombinedOutput(); err != nil {
 			fail(fmt.Errorf("go build: %v\n%s", err, out))
 		}
+	}
+	if *cluster {
+		if err := measureCluster(*bin, *n, *c, size); err != nil {
+			fail(err)
+		}
+		return
 	}
 	extra := "routes: []\n" // documents stay received: the drop alone is measured
 	switch {
@@ -115,7 +123,10 @@ func startService(bin, extraConfig string) (*service, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf("data_dir: %s\nlog:\n  level: warn\nhttp:\n  listen: 127.0.0.1:0\n  api_keys: [load-test-key-0123456789]\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n", filepath.Join(dir, "data"))
+	cfg := fmt.Sprintf("data_dir: %s\nlog:\n  level: warn\nhttp:\n  listen: 127.0.0.1:0\n  api_keys: [load-test-key-0123456789]\n", filepath.Join(dir, "data"))
+	if !strings.Contains(extraConfig, "nats:") {
+		cfg += "nats:\n  embedded:\n    listen: 127.0.0.1:0\n"
+	}
 	cfg += extraConfig
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
