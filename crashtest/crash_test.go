@@ -424,7 +424,8 @@ func (p *process) checkLog() map[string]int {
 				p.t.Errorf("ingest log: %s", line)
 			}
 		}
-		for _, what := range []string{"found at the vendor by its tag", "did not reach the vendor", "continuing an Idempotency-Key request"} {
+		for _, what := range []string{"found at the vendor by its tag", "did not reach the vendor", "continuing an Idempotency-Key request",
+			"document state not written yet", "state projector could not apply"} {
 			if strings.Contains(line, what) {
 				counts[what]++
 			}

@@ -25,21 +25,56 @@ type BucketSpec struct {
 
 // KeyValue provisions (idempotently) and returns the bucket spec describes.
 func (b *Bus) KeyValue(ctx context.Context, spec BucketSpec) (jetstream.KeyValue, error) {
-	name := b.names.Bucket(spec.Purpose)
-	var kv jetstream.KeyValue
-	err := provision(ctx, b.log, "key-value bucket "+name, func(ctx context.Context) (err error) {
-		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      name,
-			Description: spec.Description,
-			Storage:     jetstream.FileStorage,
-			Replicas:    b.replicas,
-			TTL:         spec.TTL,
-			History:     max(spec.History, 1),
-		})
+	return openBucket(ctx, b.js, b.log, jetstream.KeyValueConfig{
+		Bucket:      b.names.Bucket(spec.Purpose),
+		Description: spec.Description,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.replicas,
+		TTL:         spec.TTL,
+		History:     max(spec.History, 1),
+	})
+}
+
+// openBucket provisions a Key-Value bucket, checks its replicas and binds it with reads that go
+// to the stream's leader.
+//
+// Why not direct gets (nats.go turns them on for every bucket): with them any replica answers a
+// Get, and a replica may be behind; NATS 2.9 before 2.9.17 even answers from a restarted node
+// before it has caught up (nats-server#4162). Every bucket here is read to decide a
+// compare-and-set write or whether work was done, so a stale read means a write that loses its
+// race again and again, or one decided on a past that is no longer true. The leader's answer
+// costs a hop on a cluster and nothing on a single server.
+func openBucket(ctx context.Context, js jetstream.JetStream, log *slog.Logger, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	name, stream := cfg.Bucket, "KV_"+cfg.Bucket
+	err := provision(ctx, log, "key-value bucket "+name, func(ctx context.Context) error {
+		// Most starts find the bucket as it should be; the create-or-update would turn direct
+		// gets back on for a moment, so it is only made when something differs.
+		if st, err := js.Stream(ctx, stream); err == nil && bucketIs(st.CachedInfo().Config, cfg) {
+			return nil
+		}
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return err
+		}
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return err
+		}
+		if sc := st.CachedInfo().Config; sc.AllowDirect {
+			sc.AllowDirect = false
+			_, err = js.UpdateStream(ctx, sc)
+		}
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provision key-value bucket %s: %w", name, err)
+	}
+	var kv jetstream.KeyValue
+	err = provision(ctx, log, "key-value bucket "+name, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, name)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open key-value bucket %s: %w", name, err)
 	}
 	// A bucket made earlier with other replicas keeps them if the server would not change it.
 	st, err := kv.Status(ctx)
@@ -47,11 +82,22 @@ func (b *Bus) KeyValue(ctx context.Context, spec BucketSpec) (jetstream.KeyValue
 		return nil, fmt.Errorf("read back key-value bucket %s: %w", name, err)
 	}
 	if kst, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-		if err := replicasAre(kst.StreamInfo().Config.Name, kst.StreamInfo().Config.Replicas, b.replicas); err != nil {
+		sc := kst.StreamInfo().Config
+		if err := replicasAre(sc.Name, sc.Replicas, cfg.Replicas); err != nil {
 			return nil, err
+		}
+		if sc.AllowDirect {
+			return nil, fmt.Errorf("key-value bucket %s still answers reads from any replica (allow_direct) after it was turned off", name)
 		}
 	}
 	return kv, nil
+}
+
+// bucketIs reports whether a bucket's stream has the settings cfg asks for and direct gets off.
+func bucketIs(sc jetstream.StreamConfig, cfg jetstream.KeyValueConfig) bool {
+	return !sc.AllowDirect && sc.Description == cfg.Description && sc.MaxAge == cfg.TTL &&
+		sc.MaxMsgsPerSubject == int64(cfg.History) && max(sc.Replicas, 1) == max(cfg.Replicas, 1) &&
+		sc.Storage == cfg.Storage
 }
 
 // provision runs fn until it succeeds or fails for a reason, giving each try a short bound. An
@@ -66,7 +112,7 @@ func provision(ctx context.Context, log *slog.Logger, what string, fn func(ctx c
 		bound = min(bound*2, 10*time.Second)
 		err := fn(actx)
 		cancel()
-		if err == nil || !retryable(err) || ctx.Err() != nil {
+		if err == nil || !Retryable(err) || ctx.Err() != nil {
 			return err
 		}
 		log.Warn("NATS did not answer while setting up; trying again", "what", what, "attempt", attempt, "err", err)

@@ -113,19 +113,15 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 	} else if err := replicasAre("OBJ_"+names.DocumentsBucket(), ost.Replicas(), cfg.Replicas); err != nil {
 		return nil, err
 	}
-	var kv jetstream.KeyValue
-	err = provision(ctx, cfg.Logger, "key-value bucket "+names.StateBucket(), func(ctx context.Context) (err error) {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      names.StateBucket(),
-			Description: "ingest document states",
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-			History:     1,
-		})
-		return err
+	kv, err := openBucket(ctx, js, cfg.Logger, jetstream.KeyValueConfig{
+		Bucket:      names.StateBucket(),
+		Description: "ingest document states",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		History:     1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("provision key-value bucket %s: %w", names.StateBucket(), err)
+		return nil, err
 	}
 
 	b := &Bus{
@@ -216,7 +212,7 @@ func (b *Bus) Publish(ctx context.Context, subject string, ev Event) (Ack, error
 			}
 			return Ack{Sequence: pa.Sequence, Duplicate: pa.Duplicate}, nil
 		}
-		if !retryable(err) || ctx.Err() != nil {
+		if !Retryable(err) || ctx.Err() != nil {
 			return Ack{}, fmt.Errorf("publish %s event %s to %s (attempt %d): %w", ev.Kind(), ev.ID, subject, attempt, err)
 		}
 		b.log.WarnContext(ctx, "publish not acknowledged, retrying with the same message id",
@@ -230,9 +226,22 @@ func (b *Bus) Publish(ctx context.Context, subject string, ev Event) (Ack, error
 	}
 }
 
-// retryable says whether a publish may succeed if repeated: no answer (timeout, no responders
+// JetStream error codes of a cluster that cannot place or lead a stream right now (nats-server's
+// JSClusterNoPeersErrF, JSClusterNotAvailErr, JSClusterNotLeaderErr); nats.go names none.
+const (
+	errCodeNoPeers    jetstream.ErrorCode = 10005
+	errCodeNoLeader   jetstream.ErrorCode = 10008
+	errCodeNotHandled jetstream.ErrorCode = 10009
+)
+
+// Retryable says whether a publish may succeed if repeated: no answer (timeout, no responders
 // while a cluster elects a leader, reconnecting) as opposed to a refusal.
-func retryable(err error) bool {
+func Retryable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeNoPeers || apiErr.ErrorCode == errCodeNoLeader ||
+		apiErr.ErrorCode == errCodeNotHandled) {
+		return true // a cluster still forming, or a node away: the placement comes back
+	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected)

@@ -56,6 +56,49 @@ func TestOpenIsIdempotent(t *testing.T) {
 	})
 }
 
+// Buckets are read through the stream's leader (no direct gets), also a bucket an earlier version
+// made with nats.go's default; a changed setting is applied and leaves direct gets off.
+func TestBucketsReadThroughTheLeader(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		js, _ := jetstream.New(nc)
+		ns := eventstest.Namespace(t, nc)
+		// As an earlier version left it: made by nats.go with direct gets on.
+		if _, err := js.CreateKeyValue(ctxT(t), jetstream.KeyValueConfig{Bucket: ns + "-leases", History: 1}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := events.Open(ctxT(t), js, events.Config{Namespace: ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		directOff := func(stream string, wantAge time.Duration) {
+			t.Helper()
+			s, err := js.Stream(ctxT(t), stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := s.CachedInfo().Config; c.AllowDirect || c.MaxAge != wantAge {
+				t.Fatalf("%s: allow_direct %v, max age %v (want false, %v)", stream, c.AllowDirect, c.MaxAge, wantAge)
+			}
+		}
+		directOff("KV_"+ns+"-state", 0)
+		for _, ttl := range []time.Duration{time.Minute, time.Minute, time.Hour} {
+			kv, err := b.KeyValue(ctxT(t), events.BucketSpec{Purpose: "leases", TTL: ttl})
+			if err != nil {
+				t.Fatal(err)
+			}
+			directOff("KV_"+ns+"-leases", ttl)
+			// The handle works without direct gets: a write is read back at once.
+			rev, err := kv.Put(ctxT(t), "k", []byte(ttl.String()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e, err := kv.Get(ctxT(t), "k"); err != nil || e.Revision() != rev || string(e.Value()) != ttl.String() {
+				t.Fatalf("read back: %v %v", e, err)
+			}
+		}
+	})
+}
+
 func TestPublishIsIdempotent(t *testing.T) {
 	onBoth(t, func(t *testing.T, nc *nats.Conn) {
 		b := eventstest.Bus(t, nc)
@@ -228,6 +271,65 @@ func TestProjectorAppliesWhatProducersMissed(t *testing.T) {
 		})
 		if doc.Filename != "orphan.pdf" || doc.Status != events.StatusReceived {
 			t.Fatalf("projected state %+v", doc)
+		}
+	})
+}
+
+// Rebuild puts into the state bucket what the stream has and the bucket lost, and nothing twice.
+func TestRebuildRestoresLostState(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		b := eventstest.Bus(t, nc)
+		js, _ := jetstream.New(nc)
+		empty, err := events.Rebuild(ctxT(t), js, b.Names())
+		if err != nil || empty != (events.Rebuilt{}) {
+			t.Fatalf("rebuild of an empty stream: %+v, %v", empty, err)
+		}
+		subj, _ := b.Names().Subject(events.Received, "http")
+		// Two documents recorded normally, then one whose state write "was lost", plus garbage.
+		for _, id := range []string{"kept-1", "kept-2"} {
+			ev, _ := events.NewEvent(events.Received, id+".received", "/sources/http/api", id, time.Now(), events.ReceivedData{DocumentID: id, Filename: id + ".pdf"})
+			if _, _, err := b.Record(ctxT(t), subj, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lost, _ := events.NewEvent(events.Received, "lost.received", "/sources/http/api", "lost", time.Now(), events.ReceivedData{DocumentID: "lost", Filename: "lost.pdf"})
+		if _, err := b.Publish(ctxT(t), subj, lost); err != nil {
+			t.Fatal(err)
+		}
+		done, _ := events.NewEvent(events.Completed, "kept-1.completed.gini", "/vendors/gini", "kept-1", time.Now(), map[string]string{"vendor": "gini"})
+		cs, _ := b.Names().Subject(events.Completed, "gini")
+		if _, err := b.Publish(ctxT(t), cs, done); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Publish(subj, []byte("not an event")); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		eventstest.WaitFor(t, 10*time.Second, "the stream to hold 5 messages", func() bool {
+			s, err := js.Stream(ctxT(t), b.Names().Stream())
+			return err == nil && s.CachedInfo().State.Msgs == 5
+		})
+		r, err := events.Rebuild(ctxT(t), js, b.Names())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r != (events.Rebuilt{Events: 4, Applied: 2, Malformed: 1}) {
+			t.Fatalf("rebuild: %+v, want 4 events, 2 applied, 1 malformed", r)
+		}
+		if doc, err := b.States().Get(ctxT(t), "lost"); err != nil || doc.Filename != "lost.pdf" {
+			t.Fatalf("lost document after rebuild: %+v, %v", doc, err)
+		}
+		if doc, err := b.States().Get(ctxT(t), "kept-1"); err != nil || doc.Status != events.StatusCompleted || len(doc.History) != 2 {
+			t.Fatalf("kept-1 after rebuild: %+v, %v", doc, err)
+		}
+		again, err := events.Rebuild(ctxT(t), js, b.Names())
+		if err != nil || again != (events.Rebuilt{Events: 4, Malformed: 1}) {
+			t.Fatalf("second rebuild: %+v, %v (want nothing applied)", again, err)
+		}
+		if _, err := events.Rebuild(ctxT(t), js, events.Names{Namespace: "nowhere-" + b.Names().Namespace}); err == nil {
+			t.Fatal("rebuild of a namespace that does not exist succeeded")
 		}
 	})
 }

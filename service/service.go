@@ -365,7 +365,7 @@ func (s *Service) provision(ctx context.Context, js jetstream.JetStream, reg pro
 			return bus, nil
 		}
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 {
+		if errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 && !events.Retryable(err) {
 			return nil, fmt.Errorf("NATS refused the setup: %w", err)
 		}
 		s.log.Warn("NATS/JetStream not available yet; retrying", "attempt", attempt, "retry_in", delay.String(), "err", err)

@@ -80,6 +80,38 @@ func tail(ctx context.Context, args []string, stdout io.Writer) error {
 	return err
 }
 
+// stateRebuild replays the stream into the state bucket (events.Rebuild) of the running
+// deployment the configuration names.
+func stateRebuild(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("state rebuild", flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	if pos, err := flags(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return fmt.Errorf("%w: state rebuild takes no arguments, got %q", errUsage, pos)
+	}
+	cfg, ep, err := discover(*cfgPath)
+	if err != nil {
+		return err
+	}
+	nc, err := broker.Dial(ep.NATSURL, service.BrokerConfig(cfg))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	r, err := events.Rebuild(ctx, js, events.Names{Namespace: cfg.NATS.Namespace})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "replayed %d document events: %d were missing from the state and are now in it; %d messages were not events\n",
+		r.Events, r.Applied, r.Malformed)
+	return err
+}
+
 func status(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	cfgPath := configFlag(fs)

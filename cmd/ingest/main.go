@@ -42,6 +42,8 @@ Usage:
   ingest submit FILE... [--vendor V] [--route R] [--meta k=v] [--config F]
                                               upload files, one request each
   ingest config check [--config F]            validate a configuration and list every problem
+  ingest state rebuild [--config F]           replay the stream's document events into the state
+                                              bucket (repairs lost state writes; safe to repeat)
 
 Without --config (or $INGEST_CONFIG) the embedded default configuration is used.
 `
@@ -67,6 +69,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			break
 		}
 		err = configCheck(args[1:], stdout)
+	case "state":
+		if len(args) == 0 || args[0] != "rebuild" {
+			err = fmt.Errorf("%w: ingest state rebuild [--config F]", errUsage)
+			break
+		}
+		err = stateRebuild(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
