@@ -288,8 +288,8 @@ func (c *Config) Validate(enabled []string, bad Report) {
 		bad("http.listen", "%v", err)
 	}
 	for i, k := range h.APIKeys {
-		if len(k) < 16 {
-			bad(fmt.Sprintf("http.api_keys[%d]", i), "is %d characters; use at least 16 (for example: openssl rand -hex 24)", len(k))
+		if weak := WeakToken(k); weak != "" {
+			bad(fmt.Sprintf("http.api_keys[%d]", i), "%s", weak)
 		}
 	}
 	if h.MaxDocumentBytes <= 0 {

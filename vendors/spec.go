@@ -130,7 +130,7 @@ func (c *Common) PollSettings() PollSettings {
 // Callbacks are the keys of a vendor that calls back when it is done.
 type Callbacks struct {
 	// CallbackToken enables POST /v1/callbacks/<vendor>/<token>: the secret in the URL given to
-	// the vendor (at least 16 characters; use ${ENV}).
+	// the vendor (random, at least 128 bits: ingest config gen-token; use ${ENV}).
 	CallbackToken string `yaml:"callback_token"`
 	// CallbackAllowCIDRs, when set, are the only addresses callbacks are taken from.
 	CallbackAllowCIDRs []string `yaml:"callback_allow_cidrs"`
@@ -149,8 +149,10 @@ func (c *Callbacks) CallbackSettings() *Callbacks { return c }
 
 // Check reports problems of the callback keys.
 func (c *Callbacks) Check(report config.Report) {
-	if c.CallbackToken != "" && len(c.CallbackToken) < 16 {
-		report("callback_token", "is %d characters; use at least 16 (for example: openssl rand -hex 24)", len(c.CallbackToken))
+	if c.CallbackToken != "" {
+		if weak := config.WeakToken(c.CallbackToken); weak != "" {
+			report("callback_token", "%s", weak)
+		}
 	}
 	for i, cidr := range c.CallbackAllowCIDRs {
 		if _, err := netip.ParsePrefix(cidr); err != nil {

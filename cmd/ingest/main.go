@@ -42,6 +42,7 @@ Usage:
   ingest submit FILE... [--vendor V] [--route R] [--meta k=v] [--config F]
                                               upload files, one request each
   ingest config check [--config F]            validate a configuration and list every problem
+  ingest config gen-token                     print a new random secret (API key, callback token)
   ingest state rebuild [--config F]           replay the stream's document events into the state
                                               bucket (repairs lost state writes; safe to repeat)
 
@@ -64,11 +65,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "submit":
 		err = submit(ctx, args, stdout, stderr)
 	case "config":
-		if len(args) == 0 || args[0] != "check" {
-			err = fmt.Errorf("%w: ingest config check [--config F]", errUsage)
-			break
+		switch {
+		case len(args) > 0 && args[0] == "check":
+			err = configCheck(args[1:], stdout)
+		case len(args) == 1 && args[0] == "gen-token":
+			_, err = fmt.Fprintln(stdout, config.NewToken())
+		default:
+			err = fmt.Errorf("%w: ingest config check [--config F] | ingest config gen-token", errUsage)
 		}
-		err = configCheck(args[1:], stdout)
 	case "state":
 		if len(args) == 0 || args[0] != "rebuild" {
 			err = fmt.Errorf("%w: ingest state rebuild [--config F]", errUsage)

@@ -151,8 +151,34 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
+// gen-token prints a token config check accepts as an API key; a weak key is refused with a
+// suggestion, and the refusal does not print the weak key back.
+func TestConfigGenToken(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"config", "gen-token"}, &out, &errOut); code != 0 {
+		t.Fatalf("gen-token: exit %d %q", code, errOut.String())
+	}
+	token := strings.TrimSpace(out.String())
+	good := writeFile(t, "good.yaml", "data_dir: "+t.TempDir()+"\nhttp:\n  api_keys: ["+token+"]\n")
+	out.Reset()
+	if code := run(context.Background(), []string{"config", "check", "--config", good}, &out, &errOut); code != 0 {
+		t.Fatalf("a generated token is refused: exit %d %q", code, errOut.String())
+	}
+	weak := writeFile(t, "weak.yaml", "data_dir: "+t.TempDir()+"\nhttp:\n  api_keys: [aaaaaaaaaaaaaaaa]\nvendors:\n  allspark: {callback_token: callback-token-1}\n")
+	errOut.Reset()
+	code := run(context.Background(), []string{"config", "check", "--config", weak}, &out, &errOut)
+	msg := errOut.String()
+	if code != 1 || !strings.Contains(msg, "http.api_keys[0]: is too easy to guess") ||
+		!strings.Contains(msg, "vendors.allspark.callback_token: is too easy to guess") || !strings.Contains(msg, "gen-token") {
+		t.Fatalf("weak tokens: exit %d, %q", code, msg)
+	}
+	if strings.Contains(msg, "aaaaaaaaaaaaaaaa") || strings.Contains(msg, "callback-token-1") {
+		t.Fatalf("the refusal repeats the weak secret: %q", msg)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"frobnicate"}, {"status"}, {"submit"}, {"config"}, {"tail", "a", "b"}, {"serve", "--nope"}, {"state"}, {"state", "rebuild", "x"}} {
+	for _, args := range [][]string{{"frobnicate"}, {"status"}, {"submit"}, {"config"}, {"config", "gen-token", "x"}, {"config", "nope"}, {"tail", "a", "b"}, {"serve", "--nope"}, {"state"}, {"state", "rebuild", "x"}} {
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "Usage:") {
 			t.Errorf("%v: exit %d, %q", args, code, errOut.String())
