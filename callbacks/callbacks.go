@@ -145,15 +145,17 @@ func New(ctx context.Context, cfg Config) (*Receiver, error) {
 	return r, nil
 }
 
-// URLs are the callback URLs to give each vendor.
+// URLs are the callback URLs to give each vendor, with the token left as <callback_token>: the
+// token is the callback's only credential, so it is written in no log (the operator has it in
+// the configuration).
 func (r *Receiver) URLs() map[string]string {
 	out := map[string]string{}
 	base := r.cfg.PublicURL
 	if base == "" {
 		base = "http://<this host>"
 	}
-	for v, e := range r.endpoints {
-		out[v] = fmt.Sprintf("%s/v1/callbacks/%s/%s", trimSlash(base), v, e.Token)
+	for v := range r.endpoints {
+		out[v] = fmt.Sprintf("%s/v1/callbacks/%s/<callback_token>", trimSlash(base), v)
 	}
 	return out
 }
@@ -173,7 +175,7 @@ func (r *Receiver) Register(e *echo.Echo) {
 // notFound is the answer for every callback that does not prove itself by its URL or address:
 // the same as for a path that does not exist, so that endpoints cannot be probed.
 func notFound(c echo.Context) error {
-	return httpapi.NewProblem(http.StatusNotFound, "there is no endpoint %s %s", c.Request().Method, c.Request().URL.Path)
+	return httpapi.NewProblem(http.StatusNotFound, "there is no endpoint %s %s", c.Request().Method, httpapi.RedactedPath(c))
 }
 
 func (r *Receiver) receive(c echo.Context) error {
@@ -192,19 +194,43 @@ func (r *Receiver) receive(c echo.Context) error {
 			return notFound(c)
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, r.cfg.MaxBody))
+	// Everything the headers can decide is decided before the body is read: a request refused
+	// here costs us no bytes (the answer closes the connection rather than drain the body).
+	if pre, ok := ep.Verifier.(vendors.CallbackPrechecker); ok {
+		if err := pre.PrecheckCallback(c.Request().Header, r.now()); err != nil {
+			count("refused_signature")
+			r.log.Warn("callback refused by its headers", "vendor", vendor, "remote", c.RealIP(), "err", err)
+			return httpapi.NewProblem(http.StatusUnauthorized, "%v", err)
+		}
+	}
+	if cl := c.Request().ContentLength; cl > r.cfg.MaxBody {
+		count("refused_size")
+		return httpapi.NewProblem(http.StatusRequestEntityTooLarge, "the callback body is larger than %d bytes", r.cfg.MaxBody).WithLimit(r.cfg.MaxBody)
+	}
+	// One read, bounded, hashed on the way: the digest names the parked callback.
+	digest := sha256.New()
+	digest.Write([]byte(vendor + "\x00"))
+	var body bytes.Buffer
+	if cl := c.Request().ContentLength; cl > 0 {
+		body.Grow(int(cl))
+	}
+	_, err := body.ReadFrom(io.TeeReader(http.MaxBytesReader(c.Response(), c.Request().Body, r.cfg.MaxBody), digest))
 	var tooLarge *http.MaxBytesError
+	var slow *httpapi.SlowBodyError
 	switch {
 	case errors.As(err, &tooLarge):
 		count("refused_size")
 		return httpapi.NewProblem(http.StatusRequestEntityTooLarge, "the callback body is larger than %d bytes", r.cfg.MaxBody).WithLimit(r.cfg.MaxBody)
+	case errors.As(err, &slow):
+		count("refused_slow")
+		return httpapi.SlowBodyProblem(slow)
 	case err != nil:
 		count("refused_body")
 		return httpapi.NewProblem(http.StatusBadRequest, "the callback body could not be read: %v", err)
 	}
 	signed := false
 	if ep.Verifier != nil {
-		nonce, err := ep.Verifier.VerifyCallback(c.Request(), r.publicURL(c), body, r.now())
+		nonce, err := ep.Verifier.VerifyCallback(c.Request(), r.publicURL(c), body.Bytes(), r.now())
 		if err != nil {
 			count("refused_signature")
 			r.log.Warn("callback with a bad signature", "vendor", vendor, "remote", c.RealIP(), "err", err)
@@ -218,16 +244,16 @@ func (r *Receiver) receive(c echo.Context) error {
 		}
 		signed = true
 	}
-	if !json.Valid(body) {
+	if !json.Valid(body.Bytes()) {
 		count("refused_json")
 		return httpapi.NewProblem(http.StatusBadRequest, "the callback body is not JSON")
 	}
-	ids, err := ep.Parser.CallbackIDs(body)
+	ids, err := ep.Parser.CallbackIDs(body.Bytes())
 	if err != nil || len(ids) == 0 {
 		count("refused_payload")
 		return httpapi.NewProblem(http.StatusBadRequest, "the callback carries no %s identifier we can read: %v", vendor, err)
 	}
-	if err := r.park(c.Request().Context(), vendor, ids, c.RealIP(), signed, body); err != nil {
+	if err := r.park(c.Request().Context(), vendor, ids, c.RealIP(), signed, body.Bytes(), hex.EncodeToString(digest.Sum(nil))); err != nil {
 		count("unavailable")
 		r.log.Error("could not park a callback", "vendor", vendor, "err", err)
 		return httpapi.NewProblem(http.StatusServiceUnavailable, "the callback could not be recorded; please send it again").WithHeader("Retry-After", "30")
@@ -278,11 +304,9 @@ type Parked struct {
 	BodyObjectKey string          `json:"body_object_key,omitempty"`
 }
 
-// park writes the callback to the stream. Its id is the body's digest, so a vendor repeating a
-// callback within the duplicate window parks it once.
-func (r *Receiver) park(ctx context.Context, vendor string, ids []string, remote string, signed bool, body []byte) error {
-	sum := sha256.Sum256(append([]byte(vendor+"\x00"), body...))
-	digest := hex.EncodeToString(sum[:])
+// park writes the callback to the stream. Its id is digest (SHA-256 of vendor, NUL, body), so a
+// vendor repeating a callback within the duplicate window parks it once.
+func (r *Receiver) park(ctx context.Context, vendor string, ids []string, remote string, signed bool, body []byte, digest string) error {
 	p := Parked{Vendor: vendor, IDs: ids, ReceivedAt: r.now().UTC(), Remote: remote, Signed: signed, BodySHA256: digest}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

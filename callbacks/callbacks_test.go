@@ -1,6 +1,7 @@
 package callbacks_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -300,5 +302,39 @@ func TestCradlSignatures(t *testing.T) {
 	h := signed(now, "n6", nil)
 	if status, _ := r.post(path, []byte(`{"executionId":"las:workflow-execution:other"}`), h); status != 401 {
 		t.Errorf("tampered body: %d", status)
+	}
+}
+
+// What the headers decide is decided before the body is read: an unsigned or stale Cradl
+// webhook, a wrong token, a body announced larger than the limit — each announcing 10 MiB that
+// never comes — is answered at once, and the connection closed rather than drained.
+func TestRefusedBeforeTheBody(t *testing.T) {
+	r := newRig(t, opts{})
+	stale := "X-Cradl-Timestamp: " + strconv.FormatInt(time.Now().Add(-time.Hour).Unix(), 10) +
+		"\r\nX-Cradl-Nonce: n\r\nX-Cradl-SignedHeaders: x-cradl-timestamp,x-cradl-nonce\r\nX-Cradl-Signature: " + strings.Repeat("ab", 32) + "\r\n"
+	for _, c := range []struct {
+		name, path, header string
+		status             int
+	}{
+		{"unsigned", "/v1/callbacks/cradl/" + token, "", 401},
+		{"stale", "/v1/callbacks/cradl/" + token, stale, 401},
+		{"wrong token", "/v1/callbacks/cradl/" + strings.Repeat("y", len(token)), "", 404},
+		{"too large", "/v1/callbacks/allspark/" + token, "", 413},
+	} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Only guards the test: without the early answer, it would wait for a body never sent.
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n", c.path, 10<<20, c.header)
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		conn.Close()
+		if err != nil {
+			t.Fatalf("%s: no answer without the body: %v", c.name, err)
+		}
+		if res.StatusCode != c.status || !res.Close {
+			t.Errorf("%s: %d close=%v, want %d and the connection closed", c.name, res.StatusCode, res.Close, c.status)
+		}
 	}
 }

@@ -101,6 +101,14 @@ type HTTP struct {
 	MaxFiles          int      `yaml:"max_files"`
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	IdleTimeout       Duration `yaml:"idle_timeout"`
+	// MinBodyRate and BodyRateWindow end a request body that trickles: in every window at least
+	// MinBodyRate × window bytes must arrive, else the request is answered 408 and its
+	// connection closed. A large upload on a slow line still succeeds, however long it takes.
+	MinBodyRate    ByteSize `yaml:"min_body_rate"` // bytes per second
+	BodyRateWindow Duration `yaml:"body_rate_window"`
+	// MaxRequestsPerAddress bounds the requests with a body (uploads, callbacks) one client
+	// address may have in flight; more get 429 with Retry-After. 0: no bound.
+	MaxRequestsPerAddress int `yaml:"max_requests_per_address"`
 	// IdempotencyTTL is how long an Idempotency-Key is remembered.
 	IdempotencyTTL Duration `yaml:"idempotency_ttl"`
 }
@@ -175,14 +183,17 @@ func Default() Config {
 			},
 		},
 		HTTP: HTTP{
-			Listen:            "127.0.0.1:8080",
-			APIKeys:           []string{},
-			MaxDocumentBytes:  64 << 20,
-			MaxRequestBytes:   256 << 20,
-			MaxFiles:          20,
-			ReadHeaderTimeout: Duration(10 * time.Second),
-			IdleTimeout:       Duration(2 * time.Minute),
-			IdempotencyTTL:    Duration(24 * time.Hour),
+			Listen:                "127.0.0.1:8080",
+			APIKeys:               []string{},
+			MaxDocumentBytes:      64 << 20,
+			MaxRequestBytes:       256 << 20,
+			MaxFiles:              20,
+			ReadHeaderTimeout:     Duration(10 * time.Second),
+			IdleTimeout:           Duration(2 * time.Minute),
+			MinBodyRate:           1 << 10,
+			BodyRateWindow:        Duration(20 * time.Second),
+			MaxRequestsPerAddress: 64,
+			IdempotencyTTL:        Duration(24 * time.Hour),
 		},
 		Sources: Sources{HTTPDrop: HTTPDrop{Enabled: true, Name: "api"}, IMAP: []IMAPSource{}, WebDAV: []WebDAVSource{}},
 		Dispatch: Dispatch{
@@ -303,6 +314,15 @@ func (c *Config) Validate(enabled []string, bad Report) {
 	}
 	if h.ReadHeaderTimeout <= 0 {
 		bad("http.read_header_timeout", "must be positive")
+	}
+	if h.MinBodyRate < 0 {
+		bad("http.min_body_rate", "must not be negative (0 lets a body take as long as it likes)")
+	}
+	if h.BodyRateWindow.Std() < time.Second {
+		bad("http.body_rate_window", "must be at least 1s")
+	}
+	if h.MaxRequestsPerAddress < 0 {
+		bad("http.max_requests_per_address", "must not be negative (0: no bound)")
 	}
 	if h.IdempotencyTTL.Std() < time.Minute {
 		bad("http.idempotency_ttl", "must be at least 1m")

@@ -57,10 +57,16 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		return
 	}
 	p := s.toProblem(err, c)
-	p.Instance = c.Request().URL.Path
+	p.Instance = RedactedPath(c)
 	p.RequestID = c.Response().Header().Get(echo.HeaderXRequestID)
 	for k, v := range p.header {
 		c.Response().Header()[k] = v
+	}
+	if c.Request().ContentLength != 0 {
+		// The body may be unread (refused before it was looked at: no API key, a wrong callback
+		// token, a trickling client). Without this, net/http reads up to 256 KiB of it before
+		// the answer goes out, at whatever pace the client likes; closing skips that.
+		c.Response().Header().Set(echo.HeaderConnection, "close")
 	}
 	body, _ := json.Marshal(p)
 	c.Response().Header().Set(echo.HeaderContentType, ProblemContentType)
@@ -75,13 +81,17 @@ func (s *Server) toProblem(err error, c echo.Context) *Problem {
 	if errors.As(err, &p) {
 		return p
 	}
+	var slow *SlowBodyError
+	if errors.As(err, &slow) {
+		return SlowBodyProblem(slow)
+	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
 		switch he.Code {
 		case http.StatusNotFound:
-			return NewProblem(http.StatusNotFound, "there is no endpoint %s %s", c.Request().Method, c.Request().URL.Path)
+			return NewProblem(http.StatusNotFound, "there is no endpoint %s %s", c.Request().Method, RedactedPath(c))
 		case http.StatusMethodNotAllowed:
-			return NewProblem(http.StatusMethodNotAllowed, "%s is not allowed on %s", c.Request().Method, c.Request().URL.Path)
+			return NewProblem(http.StatusMethodNotAllowed, "%s is not allowed on %s", c.Request().Method, RedactedPath(c))
 		case http.StatusRequestEntityTooLarge:
 			return NewProblem(http.StatusRequestEntityTooLarge, "the request body is too large")
 		}
@@ -89,7 +99,7 @@ func (s *Server) toProblem(err error, c echo.Context) *Problem {
 			return NewProblem(he.Code, "%v", he.Message)
 		}
 	}
-	s.log.ErrorContext(c.Request().Context(), "request failed", "method", c.Request().Method, "path", c.Request().URL.Path,
+	s.log.ErrorContext(c.Request().Context(), "request failed", "method", c.Request().Method, "path", RedactedPath(c),
 		"request_id", c.Response().Header().Get(echo.HeaderXRequestID), "err", err)
 	return NewProblem(http.StatusInternalServerError, "the server could not complete the request; the log has the details under this request_id")
 }

@@ -32,6 +32,14 @@ type Config struct {
 	Registry          *prometheus.Registry // serves /metrics and receives the HTTP metrics
 	// Ready reports whether the service can take work (NATS and JetStream reachable).
 	Ready func(ctx context.Context) error
+	// MinBodyRate (bytes per second, 0: off) and BodyRateWindow: a request body must bring
+	// MinBodyRate × BodyRateWindow bytes in every window, else its Read fails with
+	// *SlowBodyError (default window 20 s).
+	MinBodyRate    int64
+	BodyRateWindow time.Duration
+	// MaxRequestsPerAddress bounds the requests with a body one client address has in flight
+	// (429 beyond); 0: no bound.
+	MaxRequestsPerAddress int
 }
 
 // Server is the HTTP server.
@@ -81,6 +89,10 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	e.HTTPErrorHandler = s.errorHandler
+	if cfg.BodyRateWindow <= 0 {
+		cfg.BodyRateWindow = 20 * time.Second
+	}
+	limit := &perAddress{max: cfg.MaxRequestsPerAddress, count: map[string]int{}}
 	e.Use(
 		middleware.RequestIDWithConfig(middleware.RequestIDConfig{
 			// An incoming X-Request-ID is kept; sanitizeRequestID replaces it unless it is harmless
@@ -94,10 +106,12 @@ func New(cfg Config) (*Server, error) {
 		s.observe,
 		middleware.RecoverWithConfig(middleware.RecoverConfig{
 			LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
-				s.log.Error("handler panicked", "path", c.Request().URL.Path, "err", err, "stack", string(stack))
+				s.log.Error("handler panicked", "path", RedactedPath(c), "err", err, "stack", string(stack))
 				return err
 			},
 		}),
+		limit.middleware,
+		paceBodies(cfg.MinBodyRate, cfg.BodyRateWindow),
 	)
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
@@ -201,7 +215,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		} else if status >= 400 {
 			level = slog.LevelWarn
 		}
-		attrs := []any{"method", method, "path", c.Request().URL.Path, "status", status,
+		attrs := []any{"method", method, "path", RedactedPath(c), "status", status,
 			"bytes_in", c.Request().ContentLength, "bytes_out", c.Response().Size,
 			"duration", time.Since(start).Round(time.Microsecond).String(), "remote", c.RealIP(),
 			"request_id", c.Response().Header().Get(echo.HeaderXRequestID)}

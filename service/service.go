@@ -27,6 +27,7 @@ import (
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/httpapi"
 	"github.com/ingest-dev/ingest/intake"
+	"github.com/ingest-dev/ingest/internal/redact"
 	"github.com/ingest-dev/ingest/liveness"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/catalog"
@@ -83,6 +84,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// No secret of the configuration is written in a log line, whoever writes it.
+	log = slog.New(redact.New(log.Handler(), cfg.Secrets()))
 	s := &Service{cfg: cfg, log: log, failed: make(chan error, 1)}
 	defer func() {
 		if err != nil {
@@ -95,6 +101,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	keys, err := apiKeys(cfg, log)
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.HTTP.APIKeys) == 0 { // the generated key, kept in data_dir
+		log = slog.New(redact.New(log.Handler(), keys))
+		s.log = log
 	}
 	// The port first: a second instance on the same address fails before it starts watching
 	// anything.
@@ -174,10 +184,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	s.add("poller", s.poller.Run)
 
 	s.http, err = httpapi.New(httpapi.Config{
-		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout.Std(),
-		IdleTimeout:       cfg.HTTP.IdleTimeout.Std(),
-		Logger:            log,
-		Registry:          reg,
+		ReadHeaderTimeout:     cfg.HTTP.ReadHeaderTimeout.Std(),
+		IdleTimeout:           cfg.HTTP.IdleTimeout.Std(),
+		MinBodyRate:           cfg.HTTP.MinBodyRate.Int64(),
+		BodyRateWindow:        cfg.HTTP.BodyRateWindow.Std(),
+		MaxRequestsPerAddress: cfg.HTTP.MaxRequestsPerAddress,
+		Logger:                log,
+		Registry:              reg,
 		Ready: func(ctx context.Context) error {
 			if err := s.broker.Ready(ctx); err != nil {
 				return err
@@ -258,7 +271,8 @@ func (s *Service) startCallbacks(ctx context.Context, cfg config.Config, refs *d
 	s.add("callback resolver", s.callbacks.Run)
 	s.callbacks.Register(s.http.Echo())
 	for vendor, url := range s.callbacks.URLs() {
-		s.log.Info(fmt.Sprintf("callback URL for %s (paste it into the vendor's console): %s", vendor, url), "vendor", vendor)
+		s.log.Info(fmt.Sprintf("callback URL for %s (paste it into the vendor's console with vendors.%s.callback_token in place of <callback_token>): %s",
+			vendor, vendor, url), "vendor", vendor)
 	}
 	return nil
 }

@@ -182,6 +182,13 @@ type CallbackVerifier interface {
 	VerifyCallback(r *http.Request, publicURL string, body []byte, now time.Time) (nonce string, err error)
 }
 
+// CallbackPrechecker is implemented by verifiers that can refuse a callback from its headers
+// alone (no signature at all, a timestamp outside the window), so that its body is never read.
+// A callback it lets through is still verified whole.
+type CallbackPrechecker interface {
+	PrecheckCallback(h http.Header, now time.Time) error
+}
+
 // PollSettings say how one vendor is polled.
 type PollSettings struct {
 	Initial  time.Duration // first delay after "not yet" (default 1 s), doubling

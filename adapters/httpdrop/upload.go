@@ -403,7 +403,10 @@ func (d *Drop) refusal(err error, what string) error {
 	var tooLarge *intake.TooLargeError
 	var unsupported *intake.UnsupportedTypeError
 	var maxBytes *http.MaxBytesError
+	var slow *httpapi.SlowBodyError
 	switch {
+	case errors.As(err, &slow):
+		return d.refuse("slow", httpapi.SlowBodyProblem(slow))
 	case errors.As(err, &tooLarge):
 		return d.refuse("too_large", httpapi.NewProblem(http.StatusRequestEntityTooLarge,
 			"%s is larger than the limit of %s per document", what, intake.HumanBytes(tooLarge.Limit)).WithLimit(tooLarge.Limit))

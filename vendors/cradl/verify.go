@@ -34,6 +34,51 @@ func (v WebhookVerifier) VerifyCallback(r *http.Request, publicURL string, body 
 	return verifyCradl(v.Secret, r, publicURL, body, now)
 }
 
+// PrecheckCallback refuses, before the body is read, a webhook without Cradl's signature headers
+// or with a timestamp outside the window. The timestamp is not trusted by this (the signature
+// that covers it is checked later); a request that fails here would fail there too.
+func (v WebhookVerifier) PrecheckCallback(h http.Header, now time.Time) error {
+	if _, err := signatureHeaders(h); err != nil {
+		return err
+	}
+	return inWindow(strings.TrimSpace(h.Get("X-Cradl-Timestamp")), now)
+}
+
+// signatureHeaders returns the names Cradl says it signed, after checking that every signature
+// header is there and that timestamp and nonce are among the signed ones (else a replay could
+// carry new ones).
+func signatureHeaders(h http.Header) (list string, err error) {
+	list = h.Get("X-Cradl-SignedHeaders")
+	for _, name := range []string{"X-Cradl-Signature", "X-Cradl-Timestamp", "X-Cradl-Nonce"} {
+		if strings.TrimSpace(h.Get(name)) == "" {
+			return "", errUnsigned
+		}
+	}
+	if list == "" {
+		return "", errUnsigned
+	}
+	var signed []string
+	for _, n := range strings.Split(list, ",") {
+		signed = append(signed, strings.ToLower(strings.TrimSpace(n)))
+	}
+	if !slices.Contains(signed, "x-cradl-timestamp") || !slices.Contains(signed, "x-cradl-nonce") {
+		return "", errUnsignedHdr
+	}
+	return list, nil
+}
+
+// inWindow checks a timestamp (unix seconds) against MaxSkew.
+func inWindow(ts string, now time.Time) error {
+	secs, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w (%q is not unix seconds)", errStale, ts)
+	}
+	if d := now.Sub(time.Unix(secs, 0)); d > MaxSkew || d < -MaxSkew {
+		return errStale
+	}
+	return nil
+}
+
 // cradlCanonical is the string Cradl signs, as its own receiver (n8n-nodes-cradlai
 // verifySignature) reads it: upper-case method, the full URL as the sender called it, then for
 // each name of X-Cradl-SignedHeaders — split at commas and sorted as written — "name:value" with
@@ -64,20 +109,13 @@ func cradlCanonical(method, publicURL, requestURI string, h http.Header, signedL
 // timestamp window, and that timestamp and nonce are among the signed headers (else a replay could
 // carry new ones). It returns the nonce for the replay check.
 func verifyCradl(secret string, r *http.Request, publicURL string, body []byte, now time.Time) (nonce string, err error) {
+	list, err := signatureHeaders(r.Header)
+	if err != nil {
+		return "", err
+	}
 	sig := strings.TrimSpace(r.Header.Get("X-Cradl-Signature"))
 	ts := strings.TrimSpace(r.Header.Get("X-Cradl-Timestamp"))
 	nonce = strings.TrimSpace(r.Header.Get("X-Cradl-Nonce"))
-	list := r.Header.Get("X-Cradl-SignedHeaders")
-	if sig == "" || ts == "" || nonce == "" || list == "" {
-		return "", errUnsigned
-	}
-	var signed []string
-	for _, n := range strings.Split(list, ",") {
-		signed = append(signed, strings.ToLower(strings.TrimSpace(n)))
-	}
-	if !slices.Contains(signed, "x-cradl-timestamp") || !slices.Contains(signed, "x-cradl-nonce") {
-		return "", errUnsignedHdr
-	}
 	canonical, err := cradlCanonical(r.Method, publicURL, r.URL.RequestURI(), r.Header, list, body)
 	if err != nil {
 		return "", err
@@ -89,12 +127,8 @@ func verifyCradl(secret string, r *http.Request, publicURL string, body []byte, 
 		return "", errBadSig
 	}
 	// The timestamp is trusted only once the signature holds.
-	secs, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return "", fmt.Errorf("%w (%q is not unix seconds)", errStale, ts)
-	}
-	if d := now.Sub(time.Unix(secs, 0)); d > MaxSkew || d < -MaxSkew {
-		return "", errStale
+	if err := inWindow(ts, now); err != nil {
+		return "", err
 	}
 	return nonce, nil
 }
