@@ -53,6 +53,16 @@ func (h *Handler) Handle(ctx context.Context, rec slog.Record) error {
 	if len(h.secrets) == 0 {
 		return h.next.Handle(ctx, rec)
 	}
+	// Most lines hold no secret: they are passed on as they are, without a copy.
+	clean := !h.holds(rec.Message)
+	rec.Attrs(func(a slog.Attr) bool {
+		_, dirty := h.scrub(a)
+		clean = !dirty
+		return clean
+	})
+	if clean {
+		return h.next.Handle(ctx, rec)
+	}
 	out := slog.NewRecord(rec.Time, rec.Level, h.String(rec.Message), rec.PC)
 	rec.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(h.attr(a))
@@ -93,19 +103,28 @@ func (h *Handler) holds(s string) bool {
 }
 
 func (h *Handler) attr(a slog.Attr) slog.Attr {
+	out, _ := h.scrub(a)
+	return out
+}
+
+// scrub returns a with its secrets replaced, and whether there were any.
+func (h *Handler) scrub(a slog.Attr) (slog.Attr, bool) {
 	v := a.Value.Resolve()
 	switch v.Kind() {
 	case slog.KindString:
 		if s := v.String(); h.holds(s) {
-			return slog.String(a.Key, h.r.Replace(s))
+			return slog.String(a.Key, h.r.Replace(s)), true
 		}
 	case slog.KindGroup:
 		group := v.Group()
 		clean := make([]slog.Attr, len(group))
+		dirty := false
 		for i, g := range group {
-			clean[i] = h.attr(g)
+			var d bool
+			clean[i], d = h.scrub(g)
+			dirty = dirty || d
 		}
-		return slog.Attr{Key: a.Key, Value: slog.GroupValue(clean...)}
+		return slog.Attr{Key: a.Key, Value: slog.GroupValue(clean...)}, dirty
 	case slog.KindAny:
 		// Errors, URLs, byte slices, structs: whatever prints a secret is written as its
 		// scrubbed text instead.
@@ -119,8 +138,8 @@ func (h *Handler) attr(a slog.Attr) slog.Attr {
 			s = fmt.Sprint(x)
 		}
 		if h.holds(s) {
-			return slog.String(a.Key, h.r.Replace(s))
+			return slog.String(a.Key, h.r.Replace(s)), true
 		}
 	}
-	return slog.Attr{Key: a.Key, Value: v}
+	return slog.Attr{Key: a.Key, Value: v}, false
 }
