@@ -109,3 +109,20 @@ vendors:
 		}
 	}
 }
+
+// Whatever a configuration holds, the check neither panics nor repeats the secret it refuses.
+func FuzzWeakToken(f *testing.F) {
+	for _, s := range []string{"", "a", "aaaaaaaaaaaaaaaa", "3f9a1c77e0b24d5a9e6b8c1d2f4a6b7c", "päss wörd ✓✓✓✓", "\x00\xff\xfe"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		msg := WeakToken(s)
+		// (Beyond what the message says of any token: "least 128" is weak too.)
+		if msg != "" && len(s) >= 6 && strings.Count(msg, s) > strings.Count(WeakToken(""), s) {
+			t.Fatalf("the refusal repeats the token: %q", msg)
+		}
+		if bits := TokenBits(s); bits < 0 || bits > float64(len(s))*7 {
+			t.Fatalf("TokenBits(%q) = %f", s, bits)
+		}
+	})
+}
