@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/mail"
 	"net/url"
@@ -43,6 +44,10 @@ const (
 	DefaultRateLimit = 1.0
 	// DefaultExpiredMessage is how Laigo says a result is gone; the status it comes with is [U].
 	DefaultExpiredMessage = "Result not available any more."
+	// DefaultPendingMessage is how Laigo says a result is not ready. Its document lists it among
+	// its error messages without a status [U]: 202 is the documented "not ready", but the words
+	// are recognised whatever status carries them.
+	DefaultPendingMessage = "Result not yet available"
 )
 
 // Config configures a Client. Zero values take the defaults.
@@ -69,8 +74,12 @@ type Config struct {
 	// Laigo would refuse anyway. 0: DefaultMaxBytes; negative: no check here.
 	MaxBytes int64
 	// ExpiredMessage is matched (case-insensitively, anywhere in an answer) to tell an expired
-	// result, whatever status carries it [U].
+	// result, whatever status carries it [U]. Laigo's document pairs each message with a
+	// rewording ("Outcome information no longer accessible."); both are recognised.
 	ExpiredMessage string
+	// PendingMessage is matched the same way to tell a result that is not ready yet, whatever
+	// status carries it [U] (reworded: "Outcome data currently unavailable").
+	PendingMessage string
 	// Timeout bounds one request including its body; the caller's default (5 min) when 0.
 	Timeout time.Duration
 	// RateLimit is requests per second: 0 means DefaultRateLimit, negative no limit (tests).
@@ -104,6 +113,7 @@ func New(cfg Config) (*Client, error) {
 	cfg.UploadPath = or(cfg.UploadPath, DefaultUploadPath)
 	cfg.ResultPath = or(cfg.ResultPath, DefaultResultPath)
 	cfg.ExpiredMessage = or(cfg.ExpiredMessage, DefaultExpiredMessage)
+	cfg.PendingMessage = or(cfg.PendingMessage, DefaultPendingMessage)
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
@@ -227,8 +237,12 @@ func (c *Client) Submit(ctx context.Context, doc vendors.Document) (string, erro
 	return id, nil
 }
 
-// Check polls the JSON result: Laigo has no status endpoint and no webhook. 202 means still
-// working; any other 2xx means done, unless it is the expiry message.
+// Check polls the JSON result: Laigo has no status endpoint and no webhook. Its document gives
+// 202 for "not ready" and lists "Result not yet available" and "Result not available any more."
+// among its messages without saying which status carries them, so the words decide first,
+// whatever the status: pending means look again, expired means failed. Otherwise 202 is pending
+// and another 2xx is done only if it holds a result; anything else is an error the poller
+// retries (a proxy's HTML page, a 200 without files) or, for Laigo's own 4xx, a permanent one.
 func (c *Client) Check(ctx context.Context, ref string) (vendors.Progress, error) {
 	u, err := c.jobURL(ref, "json", "status")
 	if err != nil {
@@ -236,25 +250,33 @@ func (c *Client) Check(ctx context.Context, ref string) (vendors.Progress, error
 	}
 	res, err := c.caller.Do(ctx, "status", c.get(u, "application/json"))
 	if err != nil {
-		if msg, ok := c.expiredError(err); ok {
-			return vendors.Progress{Done: true, Failed: true, Error: msg}, nil
+		switch {
+		case c.said(err, c.cfg.ExpiredMessage, expiredRewording):
+			return vendors.Progress{Done: true, Failed: true, Error: messageOf(err)}, nil
+		case c.said(err, c.cfg.PendingMessage, pendingRewording):
+			return vendors.Progress{RetryAfter: retryAfterOf(err)}, nil
 		}
 		return vendors.Progress{}, c.classify(err)
 	}
 	defer res.Body.Close()
-	// Only a short answer can be the expiry message; a finished result may be megabytes, and is
-	// fetched again by Result, so it is not read here past this prefix.
+	// Only a short answer can be one of Laigo's messages; a finished result may be megabytes,
+	// and is fetched again by Result, so it is not read here past this prefix.
 	const peek = 4 << 10
 	head, _ := io.ReadAll(io.LimitReader(res.Body, peek+1))
-	if len(head) <= peek {
-		if msg, ok := c.expiredBody(head); ok {
-			return vendors.Progress{Done: true, Failed: true, Error: msg}, nil
-		}
+	if len(head) > peek {
+		return vendors.Progress{Done: true}, nil
 	}
-	if res.StatusCode == http.StatusAccepted {
-		return vendors.Progress{RetryAfter: vendors.ParseRetryAfter(res.Header.Get("Retry-After"), time.Now())}, nil
+	retryAfter := vendors.ParseRetryAfter(res.Header.Get("Retry-After"), time.Now())
+	switch kind, msg := c.answerOf(head); {
+	case kind == answerExpired:
+		return vendors.Progress{Done: true, Failed: true, Error: msg}, nil
+	case kind == answerPending, res.StatusCode == http.StatusAccepted:
+		return vendors.Progress{RetryAfter: retryAfter}, nil
+	case kind == answerResult:
+		return vendors.Progress{Done: true}, nil
 	}
-	return vendors.Progress{Done: true}, nil
+	return vendors.Progress{}, &vendors.Error{Vendor: Name, Op: "status", Status: res.StatusCode, RetryAfter: retryAfter,
+		Message: "Laigo answered without a result, a known message or 202: " + describe(res.Header.Get("Content-Type"), head)}
 }
 
 // Result fetches the JSON result and, when FetchZIP is set, offers the ZIP as an artifact.
@@ -265,6 +287,14 @@ func (c *Client) Result(ctx context.Context, ref string) (vendors.Result, error)
 	}
 	res, err := c.caller.Do(ctx, "result", c.get(u, "application/json"))
 	if err != nil {
+		if c.said(err, c.cfg.PendingMessage, pendingRewording) {
+			// Not ready after all (Check saw it ready): retryable whatever the status.
+			var e *vendors.Error
+			if errors.As(err, &e) {
+				e.Permanent = false
+			}
+			return vendors.Result{}, err
+		}
 		return vendors.Result{}, c.classify(err)
 	}
 	if res.StatusCode == http.StatusAccepted {
@@ -274,11 +304,15 @@ func (c *Client) Result(ctx context.Context, ref string) (vendors.Result, error)
 	if err != nil {
 		return vendors.Result{}, err
 	}
+	switch kind, msg := c.answerOf(body); kind {
+	case answerExpired:
+		return vendors.Result{}, &vendors.Error{Vendor: Name, Op: "result", Status: res.StatusCode, Permanent: true, Message: msg}
+	case answerPending:
+		return vendors.Result{}, &vendors.Error{Vendor: Name, Op: "result", Status: res.StatusCode, Message: msg,
+			RetryAfter: vendors.ParseRetryAfter(res.Header.Get("Retry-After"), time.Now())}
+	}
 	r, err := parseResult(body)
 	if err != nil {
-		if msg, ok := c.expiredBody(body); ok {
-			return vendors.Result{}, &vendors.Error{Vendor: Name, Op: "result", Status: res.StatusCode, Permanent: true, Message: msg}
-		}
 		return vendors.Result{}, vendors.Malformed(Name, "result", err, body)
 	}
 	if c.cfg.FetchZIP {
@@ -335,7 +369,7 @@ func (c *Client) classify(err error) error {
 	switch {
 	case e.Op == "token" && e.Permanent && !strings.Contains(strings.ToLower(e.Message), "credential"):
 		e.Message = "client credentials refused: " + e.Message
-	case containsFold(e.Message, c.cfg.ExpiredMessage):
+	case containsFold(e.Message, c.cfg.ExpiredMessage), containsFold(e.Message, expiredRewording):
 		// Gone is gone, whatever status Laigo chose to say it with.
 		e.Permanent = true
 	case strings.HasPrefix(e.Message, "ServerError:"):
@@ -345,28 +379,85 @@ func (c *Client) classify(err error) error {
 	return err
 }
 
-// expiredError reports whether an error answer is Laigo's "Result not available any more.".
-func (c *Client) expiredError(err error) (string, bool) {
+// Laigo's document pairs each message with a rewording; either may come.
+const (
+	expiredRewording = "Outcome information no longer accessible"
+	pendingRewording = "Outcome data currently unavailable"
+)
+
+// said reports whether an error answer from Laigo carries one of the words.
+func (c *Client) said(err error, words ...string) bool {
 	var e *vendors.Error
-	if errors.As(err, &e) && e.Status != 0 && containsFold(e.Message, c.cfg.ExpiredMessage) {
-		return e.Message, true
+	if !errors.As(err, &e) || e.Status == 0 {
+		return false
 	}
-	return "", false
+	for _, w := range words {
+		if containsFold(e.Message, w) {
+			return true
+		}
+	}
+	return false
 }
 
-// expiredBody reports whether a 2xx body is the expiry message rather than a result. A result
-// whose recognised text happens to contain the words is still a result.
-func (c *Client) expiredBody(body []byte) (string, bool) {
+func messageOf(err error) string {
+	var e *vendors.Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return err.Error()
+}
+
+func retryAfterOf(err error) time.Duration {
+	var e *vendors.Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
+}
+
+type answerKind int
+
+const (
+	answerOther answerKind = iota
+	answerResult
+	answerPending
+	answerExpired
+)
+
+// answerOf reads a 2xx body: a result (it has "files"), one of Laigo's messages (a bare JSON
+// string, or an object with a message), or something else. A result whose recognised text
+// happens to contain the words is still a result.
+func (c *Client) answerOf(body []byte) (answerKind, string) {
 	var probe map[string]json.RawMessage
 	if json.Unmarshal(body, &probe) == nil {
 		if _, ok := probe["files"]; ok {
-			return "", false
+			return answerResult, ""
 		}
 	}
-	if msg := vendors.MessageOf(body); containsFold(msg, c.cfg.ExpiredMessage) {
-		return msg, true
+	msg := vendors.MessageOf(body)
+	switch {
+	case containsFold(msg, c.cfg.ExpiredMessage), containsFold(msg, expiredRewording):
+		return answerExpired, msg
+	case containsFold(msg, c.cfg.PendingMessage), containsFold(msg, pendingRewording):
+		return answerPending, msg
 	}
-	return "", false
+	return answerOther, msg
+}
+
+// describe says in a few words what an unexpected answer was.
+func describe(contentType string, body []byte) string {
+	ct, _, _ := mime.ParseMediaType(contentType)
+	switch {
+	case len(bytes.TrimSpace(body)) == 0:
+		return "an empty body"
+	case ct == "text/html" || bytes.HasPrefix(bytes.TrimSpace(bytes.ToLower(body)), []byte("<")):
+		return "an HTML page (a proxy or maintenance page?)"
+	}
+	const max = 200
+	if len(body) > max {
+		body = body[:max]
+	}
+	return fmt.Sprintf("%q", body)
 }
 
 func notReady(op string, res *http.Response) error {

@@ -683,3 +683,114 @@ func keys(m map[string]string) []string {
 	}
 	return out
 }
+
+// Laigo lists "Result not yet available, please try again later." among its messages without a
+// status: whatever status and wording the simulator plays, the client keeps waiting (never fails
+// the document, never calls it done), then gets the result.
+func TestPendingWhateverTheStatus(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		words  string
+	}{
+		{202, ""}, {200, ""}, {400, ""}, {404, ""}, {409, ""}, {503, ""},
+		{200, "Outcome data currently unavailable, kindly retry at a later time."},
+		{400, "Outcome data currently unavailable, kindly retry at a later time."},
+	} {
+		t.Run(fmt.Sprintf("%d %s", tc.status, tc.words), func(t *testing.T) {
+			_, c := setup(t, laigosim.Config{PendingPolls: 2, PendingStatus: tc.status, PendingMessage: tc.words}, nil)
+			doc, _ := document("scan.png", "image/png", pngBytes)
+			ref, err := c.Submit(t.Context(), doc)
+			if err != nil {
+				t.Fatalf("Submit: %v", err)
+			}
+			for i := range 2 {
+				p, err := c.Check(t.Context(), ref)
+				if err != nil || p.Done {
+					t.Fatalf("Check %d while pending = %+v, %v; want not done, no error", i, p, err)
+				}
+			}
+			if p, err := c.Check(t.Context(), ref); err != nil || !p.Done || p.Failed {
+				t.Fatalf("Check once ready = %+v, %v; want done", p, err)
+			}
+			if r, err := c.Result(t.Context(), ref); err != nil || len(r.Text) == 0 {
+				t.Fatalf("Result = %+v, %v", r, err)
+			}
+		})
+	}
+}
+
+// Result asked while Laigo still says "not yet" (under any status) is a retryable error, never a
+// permanent failure or a malformed result.
+func TestResultNotReadyIsRetryable(t *testing.T) {
+	for _, status := range []int{202, 200, 400, 404} {
+		_, c := setup(t, laigosim.Config{PendingPolls: 5, PendingStatus: status}, nil)
+		doc, _ := document("scan.png", "image/png", pngBytes)
+		ref, err := c.Submit(t.Context(), doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Result(t.Context(), ref)
+		if err == nil || vendors.IsPermanent(err) {
+			t.Errorf("status %d: Result while pending = %v; want a retryable error", status, err)
+		}
+	}
+}
+
+// Answers that are neither a result nor one of Laigo's messages: a clear error, retryable where
+// another look may differ (a proxy's page, a 200 without files), and never "done".
+func TestSurprisingAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		fault     simkit.Fault
+		permanent bool
+		says      string
+	}{
+		{"200 without files", simkit.Fault{Status: 200, Body: `{"status":"ok"}`}, false, "without a result"},
+		{"200 empty object", simkit.Fault{Status: 200, Body: `{}`}, false, "without a result"},
+		{"200 HTML page", simkit.Fault{Status: 200, ContentType: "text/html", Body: "<html><body>Maintenance</body></html>"}, false, "HTML page"},
+		{"502 HTML page", simkit.Fault{Status: 502, ContentType: "text/html", Body: "<html>Bad Gateway</html>", Times: 10}, false, ""},
+		{"400 other message", simkit.Fault{Status: 400, Body: `{"code":"BadRequest","message":"Please send the correct input file format!"}`}, true, "correct input file format"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim, c := setup(t, laigosim.Config{}, nil)
+			doc, _ := document("scan.png", "image/png", pngBytes)
+			ref, err := c.Submit(t.Context(), doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sim.Faults.Add("result", tc.fault)
+			p, err := c.Check(t.Context(), ref)
+			if err == nil {
+				t.Fatalf("Check = %+v; want an error", p)
+			}
+			if vendors.IsPermanent(err) != tc.permanent || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("Check error = %v (permanent %v); want permanent=%v saying %q", err, vendors.IsPermanent(err), tc.permanent, tc.says)
+			}
+		})
+	}
+}
+
+// The settings the configuration exposes are honoured: HTTP Basic at the token endpoint, and API
+// paths other than the documented ones (the "/api/api/" spelling of Laigo's marketing pages).
+func TestConfiguredAuthAndPaths(t *testing.T) {
+	const up, res = "/api/api/FileUpload/v1/Upload/smartICR", "/api/api/Result/v1/JobResults"
+	sim, c := setup(t, laigosim.Config{UploadPath: up, ResultPath: res}, func(c *laigo.Config) {
+		c.TokenBasicAuth, c.UploadPath, c.ResultPath = true, up, res
+	})
+	doc, _ := document("scan.png", "image/png", pngBytes)
+	ref, err := c.Submit(t.Context(), doc)
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	if p, err := c.Check(t.Context(), ref); err != nil || !p.Done {
+		t.Fatalf("Check = %+v, %v", p, err)
+	}
+	if sim.Requests("upload") != 1 || sim.Tokens.Issued() == 0 {
+		t.Fatalf("uploads %d, tokens %d", sim.Requests("upload"), sim.Tokens.Issued())
+	}
+	// The documented paths are not there on this simulator: a client left on them fails clearly.
+	_, other := setup(t, laigosim.Config{UploadPath: up, ResultPath: res}, nil)
+	if _, err := other.Submit(t.Context(), doc); err == nil {
+		t.Fatal("a client on the default paths reached a moved API")
+	}
+}

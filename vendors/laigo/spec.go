@@ -2,6 +2,7 @@ package laigo
 
 import (
 	"context"
+	"strings"
 
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/vendors"
@@ -17,11 +18,26 @@ type Settings struct {
 	OutputFormats  []string `yaml:"output_formats"`
 	LanguageHint   string   `yaml:"language_hint"`
 	FetchZIP       bool     `yaml:"fetch_zip"` // keep Laigo's ZIP (searchable PDF + text) as an artifact
+	// TokenAuth is how the client credentials reach the token endpoint: "form" (in the body, as
+	// Laigo's docs site's curl does) or "basic" (HTTP Basic, as its smartICR page says) [I].
+	TokenAuth string `yaml:"token_auth"`
+	// UploadPath and ResultPath are the API's paths under base_url [I]: Laigo's pages write
+	// "/api/api/…" in places, taken for a typo.
+	UploadPath string `yaml:"upload_path"`
+	ResultPath string `yaml:"result_path"`
 }
 
 // Validate checks the production credentials.
 func (s *Settings) Validate(report config.Report) {
 	s.Require(report, map[string]string{"client_id": s.ClientID, "client_secret": s.ClientSecret, "token_url": s.TokenURL})
+	if s.TokenAuth != "form" && s.TokenAuth != "basic" {
+		report("token_auth", "%q is not one of form, basic", s.TokenAuth)
+	}
+	for key, p := range map[string]string{"upload_path": s.UploadPath, "result_path": s.ResultPath} {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?# ") {
+			report(key, "%q must be a path starting with / (no query)", p)
+		}
+	}
 }
 
 // Spec makes Laigo known to ingest.
@@ -31,13 +47,15 @@ func Spec() vendors.Spec {
 		NewConfig: func() vendors.Config {
 			c := vendors.DefaultCommon("https://use.laigo.io")
 			c.RateLimit = 1 // documented: 1 request per second
-			return &Settings{Common: c, TokenURL: DefaultTokenURL, OutputFormats: []string{"PDF", "TEXT"}, FetchZIP: true}
+			return &Settings{Common: c, TokenURL: DefaultTokenURL, OutputFormats: []string{"PDF", "TEXT"}, FetchZIP: true,
+				TokenAuth: "form", UploadPath: DefaultUploadPath, ResultPath: DefaultResultPath}
 		},
 		New: func(_ context.Context, cfg vendors.Config, env vendors.Env) (vendors.Vendor, error) {
 			s := cfg.(*Settings)
 			lc := Config{
 				BaseURL: s.BaseURL, TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
 				OutputFormats: s.OutputFormats, LanguageHint: s.LanguageHint, FetchZIP: s.FetchZIP,
+				TokenBasicAuth: s.TokenAuth == "basic", UploadPath: s.UploadPath, ResultPath: s.ResultPath,
 				Timeout: s.Timeout.Std(), RateLimit: s.RateLimit, Concurrency: s.Concurrency,
 			}
 			if lc.RateLimit == 0 {
@@ -45,7 +63,8 @@ func Spec() vendors.Spec {
 			}
 			if s.Sandbox {
 				const id, secret = "sandbox-client", "sandbox-secret"
-				url, err := env.Serve(laigosim.New(laigosim.Config{ClientID: id, ClientSecret: secret, PendingPolls: s.SandboxPendingPolls}))
+				url, err := env.Serve(laigosim.New(laigosim.Config{ClientID: id, ClientSecret: secret, PendingPolls: s.SandboxPendingPolls,
+					UploadPath: s.UploadPath, ResultPath: s.ResultPath}))
 				if err != nil {
 					return nil, err
 				}

@@ -64,6 +64,16 @@ type Config struct {
 	PendingPolls int
 	// PendingRetryAfter, when set, is sent as Retry-After with each 202 (Laigo documents none).
 	PendingRetryAfter time.Duration
+	// UploadPath and ResultPath move the API (the client's upload_path and result_path); the
+	// documented ones by default.
+	UploadPath, ResultPath string
+	// PendingStatus is the status "Result not yet available, please try again later." comes
+	// with [U]: 202 by default (the documented "Accepted"); a 2xx carries the words alone, like
+	// the 202, another status as Laigo's error object ({"code","message"}).
+	PendingStatus int
+	// PendingMessage replaces the words: Laigo's document rewords each of its messages
+	// ("Outcome data currently unavailable, kindly retry at a later time.").
+	PendingMessage string
 	// MaxBytes is the file size limit; 10 MB as Laigo documents for its sibling tools [I].
 	MaxBytes int64
 	// ExpiredStatus is the status of "Result not available any more." [U]; 404 by default, since
@@ -119,6 +129,18 @@ func New(cfg Config) *Server {
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = defaultMaxSize
 	}
+	if cfg.UploadPath == "" {
+		cfg.UploadPath = UploadPath
+	}
+	if cfg.ResultPath == "" {
+		cfg.ResultPath = ResultPath
+	}
+	if cfg.PendingStatus == 0 {
+		cfg.PendingStatus = http.StatusAccepted
+	}
+	if cfg.PendingMessage == "" {
+		cfg.PendingMessage = MsgPending
+	}
 	if cfg.ExpiredStatus == 0 {
 		cfg.ExpiredStatus = http.StatusNotFound
 	}
@@ -136,9 +158,9 @@ func New(cfg Config) *Server {
 		s.languages[strings.ToLower(l)] = true
 	}
 	s.Handle("POST "+TokenPath, "token", s.token)
-	s.Handle("POST "+UploadPath, "upload", s.upload)
-	s.Handle("GET "+ResultPath+"/{id}/json", "result", s.result("result"))
-	s.Handle("GET "+ResultPath+"/{id}/zip", "zip", s.result("zip"))
+	s.Handle("POST "+cfg.UploadPath, "upload", s.upload)
+	s.Handle("GET "+cfg.ResultPath+"/{id}/json", "result", s.result("result"))
+	s.Handle("GET "+cfg.ResultPath+"/{id}/zip", "zip", s.result("zip"))
 	s.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "No such route.")
 	})
@@ -351,7 +373,11 @@ func (s *Server) result(op string) http.HandlerFunc {
 			if s.cfg.PendingRetryAfter > 0 {
 				w.Header().Set("Retry-After", strconv.Itoa(int(s.cfg.PendingRetryAfter/time.Second)))
 			}
-			writeJSON(w, http.StatusAccepted, MsgPending)
+			if st := s.cfg.PendingStatus; st >= 200 && st < 300 {
+				writeJSON(w, st, s.cfg.PendingMessage)
+			} else {
+				writeError(w, st, s.cfg.PendingMessage)
+			}
 			return
 		}
 		j.Reads++
