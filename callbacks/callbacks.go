@@ -16,8 +16,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -58,7 +61,10 @@ type Config struct {
 	ParkWindow time.Duration
 	Poller     *dispatch.Poller
 	Refs       *dispatch.RefIndex
-	Workers    int // callbacks resolved at once (default 8)
+	// SweepWindow: a callback whose ids cannot be read has the vendor's submissions indexed
+	// within this window checked at once (default 24 h, the default poll deadline).
+	SweepWindow time.Duration
+	Workers     int // callbacks resolved at once (default 8)
 	// AckWait and Drain: see events.ConsumerSpec.
 	AckWait, Drain time.Duration
 	Logger         *slog.Logger
@@ -75,6 +81,9 @@ type Receiver struct {
 	now       func() time.Time
 	received  *prometheus.CounterVec // vendor, outcome
 	resolved  *prometheus.CounterVec // vendor, outcome
+
+	sweepMu   sync.Mutex
+	lastSweep map[string]time.Time // vendor → when its open submissions were last checked
 }
 
 // nonceMemory is how long a signed callback's nonce is remembered: longer than any signature
@@ -99,15 +108,18 @@ func New(ctx context.Context, cfg Config) (*Receiver, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 8
 	}
+	if cfg.SweepWindow <= 0 {
+		cfg.SweepWindow = 24 * time.Hour
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Receiver{cfg: cfg, endpoints: map[string]Endpoint{}, log: cfg.Logger, now: time.Now,
+	r := &Receiver{cfg: cfg, endpoints: map[string]Endpoint{}, log: cfg.Logger, now: time.Now, lastSweep: map[string]time.Time{},
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ingest_callbacks_received_total", Help: "Callback requests by vendor and answer (accepted, refused_*).",
 		}, []string{"vendor", "outcome"}),
 		resolved: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ingest_callbacks_resolved_total", Help: "Parked callbacks by vendor and outcome (completed, already_done, unmatched, left_to_polling).",
+			Name: "ingest_callbacks_resolved_total", Help: "Parked callbacks by vendor and outcome (completed, already_done, unmatched, left_to_polling, swept, swept_already).",
 		}, []string{"vendor", "outcome"}),
 	}
 	for _, e := range cfg.Endpoints {
@@ -168,8 +180,10 @@ func trimSlash(s string) string {
 }
 
 // Register adds the endpoint to the server.
+// GET is taken too: a vendor's "call to your URL" may be a GET with the ids in the query.
 func (r *Receiver) Register(e *echo.Echo) {
 	e.POST("/v1/callbacks/:vendor/:token", r.receive)
+	e.GET("/v1/callbacks/:vendor/:token", r.receive)
 }
 
 // notFound is the answer for every callback that does not prove itself by its URL or address:
@@ -209,7 +223,7 @@ func (r *Receiver) receive(c echo.Context) error {
 	}
 	// One read, bounded, hashed on the way: the digest names the parked callback.
 	digest := sha256.New()
-	digest.Write([]byte(vendor + "\x00"))
+	digest.Write([]byte(vendor + "\x00" + c.Request().URL.RawQuery + "\x00"))
 	var body bytes.Buffer
 	if cl := c.Request().ContentLength; cl > 0 {
 		body.Grow(int(cl))
@@ -244,22 +258,79 @@ func (r *Receiver) receive(c echo.Context) error {
 		}
 		signed = true
 	}
-	if !json.Valid(body.Bytes()) {
-		count("refused_json")
-		return httpapi.NewProblem(http.StatusBadRequest, "the callback body is not JSON")
-	}
-	ids, err := ep.Parser.CallbackIDs(body.Bytes())
+	// The ids are read from JSON; a form post or a GET query is read as a JSON object of its
+	// fields. A callback whose ids cannot be read is not refused (the vendor would not send it
+	// again, or would send it again unchanged): it is parked as unreadable, and its vendor's open
+	// submissions are checked at once instead.
+	fields, kind := asJSON(c.Request(), body.Bytes())
+	ids, err := ep.Parser.CallbackIDs(fields)
 	if err != nil || len(ids) == 0 {
-		count("refused_payload")
-		return httpapi.NewProblem(http.StatusBadRequest, "the callback carries no %s identifier we can read: %v", vendor, err)
+		if err == nil {
+			err = errors.New("no identifier")
+		}
+		r.log.Warn("a callback we cannot read: checking the vendor's open submissions now", "vendor", vendor,
+			"remote", c.RealIP(), "method", c.Request().Method, "content_type", c.Request().Header.Get("Content-Type"),
+			"query", truncate(c.Request().URL.RawQuery, 512), "body", truncate(body.String(), 512), "err", err)
+		ids = nil
 	}
-	if err := r.park(c.Request().Context(), vendor, ids, c.RealIP(), signed, body.Bytes(), hex.EncodeToString(digest.Sum(nil))); err != nil {
+	p := Parked{Vendor: vendor, IDs: ids, Remote: c.RealIP(), Signed: signed, Format: kind}
+	if ids == nil {
+		p.Unreadable = err.Error()
+	}
+	if err := r.park(c.Request().Context(), p, fields, body.Bytes(), hex.EncodeToString(digest.Sum(nil))); err != nil {
 		count("unavailable")
 		r.log.Error("could not park a callback", "vendor", vendor, "err", err)
 		return httpapi.NewProblem(http.StatusServiceUnavailable, "the callback could not be recorded; please send it again").WithHeader("Retry-After", "30")
 	}
+	if ids == nil {
+		count("accepted_unreadable")
+		return c.JSON(http.StatusAccepted, map[string]any{"status": "accepted",
+			"detail": fmt.Sprintf("no %s identifier could be read (%v); this vendor's open submissions are being checked instead", vendor, err)})
+	}
 	count("accepted")
 	return c.JSON(http.StatusAccepted, map[string]any{"status": "accepted", "ids": ids})
+}
+
+// asJSON gives the callback's fields as JSON for the vendor's parser: a JSON body as it is, a
+// form post or a GET query as an object of its fields (one value: a string; several: a list).
+// kind says which it was.
+func asJSON(req *http.Request, body []byte) (fields []byte, kind string) {
+	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	var values url.Values
+	switch {
+	case req.Method == http.MethodGet:
+		values, kind = req.URL.Query(), "query"
+	case ct == "application/x-www-form-urlencoded":
+		v, err := url.ParseQuery(string(body))
+		if err != nil {
+			return body, "form"
+		}
+		values, kind = v, "form"
+	case json.Valid(body):
+		return body, "json"
+	default:
+		return body, "other"
+	}
+	obj := make(map[string]any, len(values))
+	for k, vs := range values {
+		if len(vs) == 1 {
+			obj[k] = vs[0]
+		} else {
+			obj[k] = vs
+		}
+	}
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return body, kind
+	}
+	return out, kind
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // publicURL is scheme and host as the vendor called us: the configured public URL, else what the
@@ -294,34 +365,55 @@ func (r *Receiver) rememberNonce(ctx context.Context, vendor, nonce string) erro
 // Parked is a callback waiting to be resolved: in the stream for the record, with the body (or a
 // key to it) for inspection.
 type Parked struct {
-	Vendor        string          `json:"vendor"`
-	IDs           []string        `json:"ids"`
+	Vendor string   `json:"vendor"`
+	IDs    []string `json:"ids"`
+	// Unreadable says why no id could be read; the resolver then checks the vendor's open
+	// submissions.
+	Unreadable string `json:"unreadable,omitempty"`
+	// Format is how the callback came: json, form, query or other.
+	Format        string          `json:"format,omitempty"`
 	ReceivedAt    time.Time       `json:"received_at"`
 	Remote        string          `json:"remote"`
 	Signed        bool            `json:"signed"`
 	BodySHA256    string          `json:"body_sha256"`
 	Body          json.RawMessage `json:"body,omitempty"`
 	BodyObjectKey string          `json:"body_object_key,omitempty"`
+	// RawBody is a body that is not JSON (kept for inspection), when small enough.
+	RawBody []byte `json:"raw_body,omitempty"`
 }
 
-// park writes the callback to the stream. Its id is digest (SHA-256 of vendor, NUL, body), so a
-// vendor repeating a callback within the duplicate window parks it once.
-func (r *Receiver) park(ctx context.Context, vendor string, ids []string, remote string, signed bool, body []byte, digest string) error {
-	p := Parked{Vendor: vendor, IDs: ids, ReceivedAt: r.now().UTC(), Remote: remote, Signed: signed, BodySHA256: digest}
+// park writes the callback to the stream. Its id is digest (SHA-256 of vendor, query and body),
+// so a vendor repeating a callback within the duplicate window parks it once. fields is the JSON
+// the ids were read from, kept inline; the body as it came is kept too when it is not that JSON.
+func (r *Receiver) park(ctx context.Context, p Parked, fields, body []byte, digest string) error {
+	vendor := p.Vendor
+	p.ReceivedAt, p.BodySHA256 = r.now().UTC(), digest
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if len(body) <= maxInlineBody {
-		p.Body = body
-	} else {
+	switch {
+	case len(fields) <= maxInlineBody && json.Valid(fields):
+		p.Body = fields
+		if p.Format == "form" || p.Format == "other" {
+			if len(body) <= maxInlineBody {
+				p.RawBody = body
+			}
+		}
+	case len(body) <= maxInlineBody:
+		p.RawBody = body
+	default:
 		p.BodyObjectKey = "callbacks/" + vendor + "/" + digest
-		if _, err := r.cfg.Bus.Blobs().Put(ctx, p.BodyObjectKey, bytes.NewReader(body), map[string]string{"content-type": "application/json"}); err != nil {
+		if _, err := r.cfg.Bus.Blobs().Put(ctx, p.BodyObjectKey, bytes.NewReader(body), map[string]string{"content-type": "application/octet-stream"}); err != nil {
 			return err
 		}
+	}
+	subject := "(unreadable)"
+	if len(p.IDs) > 0 {
+		subject = p.IDs[0]
 	}
 	data, _ := json.Marshal(p)
 	ev := events.Event{
 		SpecVersion: events.SpecVersion, ID: "callback-" + digest[:32], Source: "/callbacks/" + vendor,
-		Type: "ingest.callback.received", Subject: ids[0], Time: p.ReceivedAt, DataContentType: "application/json", Data: data,
+		Type: "ingest.callback.received", Subject: subject, Time: p.ReceivedAt, DataContentType: "application/json", Data: data,
 	}
 	_, err := r.cfg.Bus.Publish(ctx, r.cfg.Bus.Names().CallbackSubject("received", vendor), ev)
 	return err

@@ -25,6 +25,9 @@ func (r *Receiver) resolve(ctx context.Context, d events.Delivery) events.Outcom
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	if len(p.IDs) == 0 {
+		return r.sweep(ctx, p)
+	}
 	log := r.log.With("vendor", p.Vendor, "ids", p.IDs)
 	retry := events.RetryAfter(min(time.Duration(d.Attempt)*500*time.Millisecond, 30*time.Second))
 	withinWindow := r.now().Sub(p.ReceivedAt) < r.cfg.ParkWindow
@@ -76,6 +79,60 @@ func (r *Receiver) resolve(ctx context.Context, d events.Delivery) events.Outcom
 	unmatched.Type = "ingest.callback.unmatched"
 	if _, err := r.cfg.Bus.Publish(ctx, r.cfg.Bus.Names().CallbackSubject("unmatched", p.Vendor), unmatched); err != nil {
 		return retry
+	}
+	return events.Done()
+}
+
+// sweepEvery bounds how often one vendor's open submissions are checked for unreadable
+// callbacks (a burst of them is covered by a sweep every few seconds), and is how long after a
+// callback the last sweep for it begins: the callback may have overtaken our own record of the
+// submission it announces.
+const sweepEvery = 5 * time.Second
+
+// sweep answers a callback whose ids could not be read: the vendor said something finished, so
+// each of its submissions still open (indexed within SweepWindow) is asked about now rather than
+// at its next poll, and once more sweepEvery later. What is not finished is left to polling.
+func (r *Receiver) sweep(ctx context.Context, p Parked) events.Outcome {
+	log := r.log.With("vendor", p.Vendor)
+	late := p.ReceivedAt.Add(sweepEvery) // a sweep begun after this has seen all it announced
+	r.sweepMu.Lock()
+	last, started := r.lastSweep[p.Vendor], r.now()
+	r.sweepMu.Unlock()
+	switch {
+	case !last.IsZero() && !last.Before(late):
+		r.resolved.WithLabelValues(p.Vendor, "swept_already").Inc()
+		return events.Done()
+	case !last.IsZero() && started.Sub(last) < sweepEvery:
+		return events.RetryAfter(last.Add(sweepEvery).Sub(started))
+	}
+
+	docs, err := r.cfg.Refs.Recent(ctx, p.Vendor, started.Add(-r.cfg.SweepWindow))
+	if err != nil {
+		log.Warn("could not list the vendor's open submissions; retrying", "err", err)
+		return events.RetryAfter(sweepEvery)
+	}
+	open, finished := 0, 0
+	for _, docID := range docs {
+		doc, err := r.cfg.Bus.States().Get(ctx, docID)
+		if err != nil || doc.Vendors[p.Vendor] == nil || doc.Vendors[p.Vendor].Status != events.StatusSubmitted {
+			continue // done, failed, or not to be judged now: polling has it
+		}
+		open++
+		if done, _, err := r.cfg.Poller.Settle(ctx, docID, p.Vendor); done {
+			finished++
+		} else if err != nil {
+			log.Info("open submission not settled by the sweep; polling has it", "doc_id", docID, "err", err)
+		}
+	}
+	r.sweepMu.Lock()
+	if started.After(r.lastSweep[p.Vendor]) {
+		r.lastSweep[p.Vendor] = started
+	}
+	r.sweepMu.Unlock()
+	r.resolved.WithLabelValues(p.Vendor, "swept").Inc()
+	log.Info("checked the vendor's open submissions after an unreadable callback", "open", open, "finished", finished)
+	if started.Before(late) {
+		return events.RetryAfter(late.Sub(started) + 10*time.Millisecond)
 	}
 	return events.Done()
 }

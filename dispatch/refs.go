@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -49,4 +50,34 @@ func (x *RefIndex) Lookup(ctx context.Context, vendor, ref string) (string, erro
 		return "", fmt.Errorf("look up %s reference: %w", vendor, err)
 	}
 	return string(e.Value()), nil
+}
+
+// Recent returns the documents with a reference at vendor indexed since since, oldest first: a
+// vendor's open submissions are among them (what a callback without a readable id asks us to
+// look at). One pass over the bucket's current values, no per-key round trips.
+func (x *RefIndex) Recent(ctx context.Context, vendor string, since time.Time) ([]string, error) {
+	w, err := x.kv.Watch(ctx, vendor+".*", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("list %s references: %w", vendor, err)
+	}
+	defer func() { _ = w.Stop() }()
+	var docs []string
+	seen := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list %s references: %w", vendor, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("list %s references: the watch ended early", vendor)
+			}
+			if e == nil { // every current value has been seen
+				return docs, nil
+			}
+			if doc := string(e.Value()); !e.Created().Before(since) && !seen[doc] {
+				seen[doc] = true
+				docs = append(docs, doc)
+			}
+		}
+	}
 }

@@ -146,7 +146,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, err
 	}
 	s.add("state projector", projector.Run)
-	if s.catalog, err = catalog.Build(ctx, plan, log); err != nil {
+	publicURL := cfg.Callbacks.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + dialable(s.httpAddr)
+	}
+	if s.catalog, err = catalog.Build(ctx, plan, log, publicURL); err != nil {
 		return nil, err
 	}
 	router, err := dispatch.NewRouter(rules(routes(cfg, plan)), plan.Enabled())

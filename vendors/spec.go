@@ -48,6 +48,9 @@ type Env struct {
 	Serve func(h http.Handler) (baseURL string, err error)
 	// OnStop registers a function to run when the service stops (a simulator's SMTP receiver).
 	OnStop func(func())
+	// PublicURL is where this service is reached (scheme and host): a sandbox simulator that
+	// calls back builds its callback URL on it.
+	PublicURL string
 }
 
 // Common are the keys every vendor has.
@@ -139,9 +142,10 @@ type Callbacks struct {
 	CallbackPollAfter config.Duration `yaml:"callback_poll_after"`
 }
 
-// DefaultCallbacks: off, and polled after 15 minutes when on.
+// DefaultCallbacks: off, and polled after 2 minutes when on: a missed callback costs minutes,
+// not a quarter hour, and a callback that came settles the document long before.
 func DefaultCallbacks() Callbacks {
-	return Callbacks{CallbackAllowCIDRs: []string{}, CallbackPollAfter: config.Duration(15 * time.Minute)}
+	return Callbacks{CallbackAllowCIDRs: []string{}, CallbackPollAfter: config.Duration(2 * time.Minute)}
 }
 
 // CallbackSettings makes Callbacks (embedded) satisfy CallbackConfig.

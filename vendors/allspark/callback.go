@@ -11,24 +11,48 @@ import (
 
 var _ vendors.CallbackVendor = (*Client)(nil)
 
-// CallbackIDs reads the case id of an Allspark callback. Its payload is not documented; it is
-// taken to mirror GET /cases/{id} [I], and only case_id (a number or a string) is read from it:
-// the result itself is fetched from the API.
+// CallbackIDs reads the case id of an Allspark callback. Allspark documents only that "an API
+// call will be made to your callback url with the data" [U], so every plausible place is read:
+// case_id or id at the top (the case as GET /cases/{id} gives it, or a short notice), or under
+// "case" or "data" (an event envelope). Form posts and GET queries reach here as a JSON object of
+// their fields (the receiver converts them). Only the id is read: the result itself is fetched
+// from the API.
 func (c *Client) CallbackIDs(body []byte) ([]string, error) {
-	var v struct {
-		CaseID json.RawMessage `json:"case_id"`
-	}
-	if err := json.Unmarshal(body, &v); err != nil {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
 		return nil, fmt.Errorf("not an Allspark case: %w", err)
 	}
-	if v.CaseID == nil {
-		return nil, errors.New("not an Allspark case: no case_id")
+	if raw, ok := caseIDIn(top); ok {
+		id, err := ParseCaseID(raw)
+		if err != nil {
+			return nil, err
+		}
+		return []string{id}, nil
 	}
-	id, err := ParseCaseID(v.CaseID)
-	if err != nil {
-		return nil, err
+	for _, wrapper := range []string{"case", "data"} {
+		var inner map[string]json.RawMessage
+		if json.Unmarshal(top[wrapper], &inner) != nil {
+			continue
+		}
+		if raw, ok := caseIDIn(inner); ok {
+			id, err := ParseCaseID(raw)
+			if err != nil {
+				return nil, err
+			}
+			return []string{id}, nil
+		}
 	}
-	return []string{id}, nil
+	return nil, errors.New("not an Allspark case: no case_id or id, at the top or under case or data")
+}
+
+// caseIDIn finds the case id among an object's keys: case_id first, then id.
+func caseIDIn(m map[string]json.RawMessage) (json.RawMessage, bool) {
+	for _, k := range []string{"case_id", "id"} {
+		if v, ok := m[k]; ok && string(v) != "null" {
+			return v, true
+		}
+	}
+	return nil, false
 }
 
 // RefOf: the case id is the reference Submit returned.

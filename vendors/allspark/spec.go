@@ -2,6 +2,7 @@ package allspark
 
 import (
 	"context"
+	"time"
 
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/vendors"
@@ -45,9 +46,20 @@ func Spec() vendors.Spec {
 			}
 			if s.Sandbox {
 				const key = "sandbox-api-key"
-				url, err := env.Serve(allsparksim.New(allsparksim.Config{APIKey: key, PendingPolls: s.SandboxPendingPolls}))
+				sc := allsparksim.Config{APIKey: key, PendingPolls: s.SandboxPendingPolls}
+				if s.CallbackToken != "" && env.PublicURL != "" {
+					// As Allspark does once a callback URL is set in its console: the case
+					// completes on its own and is announced to us.
+					sc.CallbackURL = env.PublicURL + "/v1/callbacks/" + Name + "/" + s.CallbackToken
+					sc.CallbackAfter = 200 * time.Millisecond
+				}
+				sim := allsparksim.New(sc)
+				url, err := env.Serve(sim)
 				if err != nil {
 					return nil, err
+				}
+				if env.OnStop != nil {
+					env.OnStop(sim.Close)
 				}
 				ac.BaseURL, ac.APIKey = url+allsparksim.Prefix, key
 			}

@@ -119,8 +119,9 @@ type Catalog struct {
 }
 
 // Build makes a client for every enabled vendor of plan, starting simulators for those in sandbox
-// mode. plan must have had no problems.
-func Build(ctx context.Context, plan *Plan, log *slog.Logger) (_ *Catalog, err error) {
+// mode. plan must have had no problems. publicURL is where this service is reached (sandbox
+// simulators that call back call there).
+func Build(ctx context.Context, plan *Plan, log *slog.Logger, publicURL string) (_ *Catalog, err error) {
 	c := &Catalog{Vendors: map[string]vendors.Vendor{}, Poll: map[string]vendors.PollSettings{},
 		Callbacks: map[string]*vendors.Callbacks{}, Sandboxes: map[string]string{}}
 	defer func() {
@@ -146,7 +147,8 @@ func Build(ctx context.Context, plan *Plan, log *slog.Logger) (_ *Catalog, err e
 					"vendor", spec.Name, "simulator", url)
 				return url, nil
 			},
-			OnStop: func(f func()) { c.stops = append(c.stops, f) },
+			OnStop:    func(f func()) { c.stops = append(c.stops, f) },
+			PublicURL: publicURL,
 		}
 		v, err := spec.New(ctx, cfg, env)
 		if err != nil {

@@ -55,7 +55,7 @@ func TestSandboxCatalog(t *testing.T) {
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
-	c, err := catalog.Build(context.Background(), p, slog.New(slog.NewTextHandler(&logs, nil)))
+	c, err := catalog.Build(context.Background(), p, slog.New(slog.NewTextHandler(&logs, nil)), "http://127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestProductionCatalogUsesConfiguredEndpoints(t *testing.T) {
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
-	c, err := catalog.Build(context.Background(), p, slog.New(slog.DiscardHandler))
+	c, err := catalog.Build(context.Background(), p, slog.New(slog.DiscardHandler), "http://127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,29 @@ type Config struct {
 	MaxBytes int64
 	// DocumentTypes are the process's document types; when set, any other document_type is a 400.
 	DocumentTypes []string
+	// CallbackURL, when set, is called once a case is completely processed, as Allspark does when
+	// a callback URL is configured in its API settings. The case then completes on its own,
+	// CallbackAfter after processing starts, without waiting to be polled.
+	CallbackURL   string
+	CallbackAfter time.Duration
+	// CallbackFormat is how the call is made: Allspark documents only "an API call … with the
+	// data" [U], so every plausible reading can be played. Default CallbackJSON.
+	CallbackFormat CallbackFormat
 }
+
+// CallbackFormat is one reading of Allspark's undocumented callback.
+type CallbackFormat string
+
+// The readings the simulator can play.
+const (
+	CallbackJSON       CallbackFormat = "json"        // POST, the case as GET /cases/{id} gives it
+	CallbackJSONID     CallbackFormat = "json-id"     // POST {"id": 7, "status": "completed"}
+	CallbackJSONNested CallbackFormat = "json-nested" // POST {"event": "case.completed", "case": {…the case…}}
+	CallbackJSONData   CallbackFormat = "json-data"   // POST {"data": {"case_id": 7, …}}
+	CallbackForm       CallbackFormat = "form"        // POST application/x-www-form-urlencoded case_id=7&status=completed
+	CallbackQuery      CallbackFormat = "get"         // GET ?case_id=7&status=completed
+	CallbackGarbage    CallbackFormat = "garbage"     // POST text/plain "case 7 done": no id anyone can read
+)
 
 // Server is the simulated API, an http.Handler. It is safe for concurrent use.
 type Server struct {
@@ -65,6 +87,19 @@ type Server struct {
 	apiKey string
 	nextID int
 	cases  map[int]*simCase
+	// calls are the callbacks sent (or tried), for tests; callbacksDone ends pending ones.
+	calls         []Call
+	callbacksDone chan struct{}
+	closeOnce     sync.Once
+	wg            sync.WaitGroup
+}
+
+// Call is one callback the simulator made.
+type Call struct {
+	CaseID int
+	Format CallbackFormat
+	Status int // the answer's status; 0 when the call failed
+	Err    string
 }
 
 type simCase struct {
@@ -96,6 +131,11 @@ func New(cfg Config) *Server {
 		apiKey:   cfg.APIKey,
 		nextID:   1,
 		cases:    map[int]*simCase{},
+
+		callbacksDone: make(chan struct{}),
+	}
+	if s.cfg.CallbackFormat == "" {
+		s.cfg.CallbackFormat = CallbackJSON
 	}
 	m := s.Scaffold
 	// {$} anchors a pattern that ends in a slash: without it the pattern would match a subtree.
@@ -185,6 +225,7 @@ func (s *Server) directUpload(w http.ResponseWriter, r *http.Request) {
 	c := s.newCase()
 	c.processing = true // direct upload starts processing at once
 	c.files = append(c.files, f.file)
+	s.startProcessing(c)
 	s.mu.Unlock()
 	s.record(c.id, f)
 	writeJSON(w, http.StatusCreated, map[string]int{"case_id": c.id})
@@ -242,7 +283,10 @@ func (s *Server) markComplete(w http.ResponseWriter, r *http.Request) {
 		detail(w, http.StatusBadRequest, "Case has no files.")
 	default:
 		// Marking twice is accepted again, as an idempotent "start" would be [U].
-		c.processing = true
+		if !c.processing {
+			c.processing = true
+			s.startProcessing(c)
+		}
 		c.updated = now()
 		writeJSON(w, http.StatusOK, map[string]string{"status": "success", "message": "request accepted."})
 	}
@@ -278,6 +322,11 @@ func (s *Server) getCase(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.advance(c)
+	writeJSON(w, http.StatusOK, s.caseJSON(c))
+}
+
+// caseJSON is c as GET /cases/{id} gives it (s.mu held).
+func (s *Server) caseJSON(c *simCase) caseJSON {
 	out := caseJSON{CaseID: c.id, Files: []fileJSON{}, Status: c.status, CreatedAt: stamp(c.created), UpdatedAt: stamp(c.updated)}
 	for _, f := range c.files {
 		// File names are listed from the start; fields only once extraction is done.
@@ -287,7 +336,7 @@ func (s *Server) getCase(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Files = append(out.Files, fj)
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 // advance counts one poll of a processing case and completes it after PendingPolls.
@@ -580,4 +629,119 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// startProcessing schedules the completion and callback of c when a callback URL is set (s.mu
+// held).
+func (s *Server) startProcessing(c *simCase) {
+	if s.cfg.CallbackURL == "" {
+		return
+	}
+	id := c.id
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-time.After(s.cfg.CallbackAfter):
+		case <-s.callbacksDone:
+			return
+		}
+		s.mu.Lock()
+		c, ok := s.cases[id]
+		if !ok || c.pinned {
+			s.mu.Unlock()
+			return
+		}
+		c.status, c.pinned = StatusCompleted, true
+		c.updated = now()
+		body := s.caseJSON(c)
+		s.mu.Unlock()
+		s.callBack(id, body)
+	}()
+}
+
+// callBack calls the callback URL for a completed case in the configured format, trying three
+// times, as a sender that gives up would.
+func (s *Server) callBack(id int, kase caseJSON) {
+	call := Call{CaseID: id, Format: s.cfg.CallbackFormat}
+tries:
+	for attempt := range 3 {
+		req, err := s.callbackRequest(id, kase)
+		if err != nil {
+			call.Err = err.Error()
+			break
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+			res.Body.Close()
+			call.Status, call.Err = res.StatusCode, ""
+			if res.StatusCode < 500 {
+				break
+			}
+		} else {
+			call.Status, call.Err = 0, err.Error()
+		}
+		select {
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		case <-s.callbacksDone:
+			break tries
+		}
+	}
+	s.mu.Lock()
+	s.calls = append(s.calls, call)
+	s.mu.Unlock()
+}
+
+func (s *Server) callbackRequest(id int, kase caseJSON) (*http.Request, error) {
+	post := func(ct string, body []byte) (*http.Request, error) {
+		req, err := http.NewRequest(http.MethodPost, s.cfg.CallbackURL, bytes.NewReader(body))
+		if err == nil {
+			req.Header.Set("Content-Type", ct)
+		}
+		return req, err
+	}
+	must := func(v any) []byte {
+		b, err := json.Marshal(v)
+		if err != nil {
+			panic(err) // maps and caseJSON only
+		}
+		return b
+	}
+	switch s.cfg.CallbackFormat {
+	case CallbackJSONID:
+		return post("application/json", must(map[string]any{"id": id, "status": kase.Status}))
+	case CallbackJSONNested:
+		return post("application/json", must(map[string]any{"event": "case.completed", "case": kase}))
+	case CallbackJSONData:
+		return post("application/json", must(map[string]any{"data": kase}))
+	case CallbackForm:
+		return post("application/x-www-form-urlencoded", []byte(url.Values{"case_id": {strconv.Itoa(id)}, "status": {kase.Status}}.Encode()))
+	case CallbackQuery:
+		u, err := url.Parse(s.cfg.CallbackURL)
+		if err != nil {
+			return nil, err
+		}
+		q := u.Query()
+		q.Set("case_id", strconv.Itoa(id))
+		q.Set("status", kase.Status)
+		u.RawQuery = q.Encode()
+		return http.NewRequest(http.MethodGet, u.String(), nil)
+	case CallbackGarbage:
+		return post("text/plain", []byte(fmt.Sprintf("case %d done", id)))
+	}
+	return post("application/json", must(kase))
+}
+
+// Calls returns the callbacks made so far.
+func (s *Server) Calls() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls)
+}
+
+// Close stops scheduled callbacks and waits for those under way.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() { close(s.callbacksDone) })
+	s.wg.Wait()
 }
