@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -50,6 +51,7 @@ type rig struct {
 type opts struct {
 	pendingPolls   int                        // the vendor's "not yet" answers before a case completes
 	callbackFormat allsparksim.CallbackFormat // set: the simulator calls back, in this format
+	unsignedCradl  bool                       // require_signed_webhooks: false
 	grace          time.Duration              // before polling looks without a callback
 	parkWindow     time.Duration
 	cidrs          []netip.Prefix
@@ -107,7 +109,7 @@ func newRig(t *testing.T, o opts) *rig {
 		Bus: bus, Poller: poller, Refs: refs, MaxBody: 64 << 10, ParkWindow: o.parkWindow,
 		Endpoints: []callbacks.Endpoint{
 			{Vendor: "allspark", Token: token, AllowCIDRs: o.cidrs, Parser: client},
-			{Vendor: "cradl", Token: token, Verifier: cradl.WebhookVerifier{Secret: secret}, Parser: fakeCradl{}},
+			{Vendor: "cradl", Token: token, Verifier: cradl.WebhookVerifier{Secret: secret, RequireSigned: !o.unsignedCradl}, Parser: fakeCradl{}},
 		},
 	})
 	if err != nil {
@@ -273,42 +275,75 @@ func TestAllowList(t *testing.T) {
 }
 
 // sign computes Cradl's signature the way its receiver does, written out independently of the
-// receiver's code.
+// receiver's code: method, URL, then "name:value" for each signed header in sorted order, then
+// the body.
 func sign(method, url string, h http.Header, body []byte) string {
-	s := strings.ToUpper(method) + url + "x-cradl-nonce:" + h.Get("X-Cradl-Nonce") + "x-cradl-timestamp:" + h.Get("X-Cradl-Timestamp") + string(body)
+	var names []string
+	for _, n := range strings.Split(h.Get("X-Cradl-SignedHeaders"), ",") {
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	s := strings.ToUpper(method) + url
+	for _, n := range names {
+		s += strings.ToLower(n) + ":" + h.Get(n)
+	}
 	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(s))
+	m.Write([]byte(s + string(body)))
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// Cradl signs what its X-Cradl-SignedHeaders lists, with or without timestamp and nonce; what is
+// sent is checked (the signature, a timestamp's window, a nonce's novelty). Unsigned requests
+// pass only with require_signed_webhooks off, and never with a bad signature.
 func TestCradlSignatures(t *testing.T) {
-	r := newRig(t, opts{})
+	for _, requireSigned := range []bool{true, false} {
+		t.Run(fmt.Sprintf("require_signed=%v", requireSigned), func(t *testing.T) { cradlSignatures(t, requireSigned) })
+	}
+}
+
+func cradlSignatures(t *testing.T, requireSigned bool) {
+	r := newRig(t, opts{unsignedCradl: !requireSigned})
 	path := "/v1/callbacks/cradl/" + token
 	body := []byte(`{"executionId":"las:workflow-execution:abc"}`)
-	signed := func(ts time.Time, nonce string, mutate func(http.Header)) http.Header {
+	signed := func(ts time.Time, nonce, list string, mutate func(http.Header)) http.Header {
 		h := http.Header{}
-		h.Set("X-Cradl-Timestamp", strconv.FormatInt(ts.Unix(), 10))
-		h.Set("X-Cradl-Nonce", nonce)
-		h.Set("X-Cradl-SignedHeaders", "x-cradl-timestamp,x-cradl-nonce")
+		if !ts.IsZero() {
+			h.Set("X-Cradl-Timestamp", strconv.FormatInt(ts.Unix(), 10))
+		}
+		if nonce != "" {
+			h.Set("X-Cradl-Nonce", nonce)
+		}
+		if list != "" {
+			h.Set("X-Cradl-SignedHeaders", list)
+		}
 		h.Set("X-Cradl-Signature", sign("POST", r.url+path, h, body))
 		if mutate != nil {
 			mutate(h)
 		}
 		return h
 	}
-	now := time.Now()
+	now, both := time.Now(), "x-cradl-timestamp,x-cradl-nonce"
+	unsigned := 401
+	if !requireSigned {
+		unsigned = 202
+	}
 	cases := []struct {
 		name   string
 		hdr    http.Header
 		status int
 	}{
-		{"good", signed(now, "n1", nil), 202},
-		{"replayed nonce", signed(now, "n1", nil), 409},
-		{"bad signature", signed(now, "n2", func(h http.Header) { h.Set("X-Cradl-Signature", strings.Repeat("ab", 32)) }), 401},
-		{"stale timestamp", signed(now.Add(-6*time.Minute), "n3", nil), 401},
-		{"future timestamp", signed(now.Add(6*time.Minute), "n4", nil), 401},
-		{"timestamp not signed", signed(now, "n5", func(h http.Header) { h.Set("X-Cradl-SignedHeaders", "x-cradl-nonce") }), 401},
-		{"unsigned", http.Header{}, 401},
+		{"good", signed(now, "n1", both, nil), 202},
+		{"replayed nonce", signed(now, "n1", both, nil), 409},
+		{"bad signature", signed(now, "n2", both, func(h http.Header) { h.Set("X-Cradl-Signature", strings.Repeat("ab", 32)) }), 401},
+		{"stale timestamp", signed(now.Add(-6*time.Minute), "n3", both, nil), 401},
+		{"future timestamp", signed(now.Add(6*time.Minute), "n4", both, nil), 401},
+		{"nonce only signed", signed(now, "n5", "x-cradl-nonce", nil), 202},
+		{"nothing but the body signed", signed(time.Time{}, "", "", nil), 202},
+		{"a signed header missing", signed(now, "n6", both, func(h http.Header) { h.Del("X-Cradl-Nonce") }), 401},
+		{"timestamp changed after signing", signed(now, "n7", both, func(h http.Header) { h.Set("X-Cradl-Timestamp", strconv.FormatInt(now.Unix()-1, 10)) }), 401},
+		{"unsigned", http.Header{}, unsigned},
 	}
 	for _, c := range cases {
 		if status, b := r.post(path, body, c.hdr); status != c.status {
@@ -316,7 +351,7 @@ func TestCradlSignatures(t *testing.T) {
 		}
 	}
 	// The body is signed: the same headers over another body fail.
-	h := signed(now, "n6", nil)
+	h := signed(now, "n8", both, nil)
 	if status, _ := r.post(path, []byte(`{"executionId":"las:workflow-execution:other"}`), h); status != 401 {
 		t.Errorf("tampered body: %d", status)
 	}

@@ -20,33 +20,48 @@ import (
 	"github.com/ingest-dev/ingest/vendors/cradl/cradlsim"
 )
 
-// Cradl's own webhook, signed (and unsigned where no secret is configured), completes a
-// workflow execution that polling would never see finish.
+// What Cradl really sends — the classic workflow export, unsigned, with the headers configured in
+// the workflow; the newer webhook, signed over whatever headers it lists, its ids a run and a
+// document — completes a workflow execution that polling would never see finish, or is refused
+// where the configuration says so.
 func TestCradlWebhookEndToEnd(t *testing.T) {
-	for _, webhookSecret := range []string{secret, ""} {
-		name := "signed"
-		if webhookSecret == "" {
-			name = "unsigned"
-		}
-		t.Run(name, func(t *testing.T) { cradlWebhook(t, webhookSecret) })
+	classic := cradlsim.WebhookConfig{Headers: map[string]string{"X-Api-Key": "configured-in-the-workflow"}}
+	cases := []struct {
+		name          string
+		sim           cradlsim.WebhookConfig
+		ourSecret     string
+		requireSigned bool
+		completes     bool
+	}{
+		{"classic export, no secret", classic, "", false, true},
+		{"classic export, secret, unsigned allowed", classic, secret, false, true},
+		{"classic export, secret, signatures required", classic, secret, true, false},
+		{"signed webhook", cradlsim.WebhookConfig{Secret: secret}, secret, true, true},
+		{"signed webhook, nonce only", cradlsim.WebhookConfig{Secret: secret, SignedHeaders: []string{"x-cradl-nonce"}}, secret, true, true},
+		{"signed webhook, no headers signed", cradlsim.WebhookConfig{Secret: secret, SignedHeaders: []string{}}, secret, true, true},
+		{"signed webhook, other secret", cradlsim.WebhookConfig{Secret: "another-secret"}, secret, true, false},
+		{"signed export", cradlsim.WebhookConfig{Secret: secret, Format: cradlsim.FormatExport}, secret, true, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { cradlWebhook(t, c.sim, c.ourSecret, c.requireSigned, c.completes) })
 	}
 }
 
-func cradlWebhook(t *testing.T, webhookSecret string) {
+func cradlWebhook(t *testing.T, hook cradlsim.WebhookConfig, webhookSecret string, requireSigned, completes bool) {
 	ctx := context.Background()
 	// Our server's URL must be known to the simulator before our routes exist.
 	var handler atomic.Pointer[http.Handler]
 	ours := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }))
 	defer ours.Close()
-	sim, err := cradlsim.New(cradlsim.Config{ClientID: "id", ClientSecret: "cs", WorkflowID: "wf", PendingPolls: 1 << 20,
-		Webhook: cradlsim.WebhookConfig{URL: ours.URL + "/v1/callbacks/cradl/" + token, Secret: webhookSecret}})
+	hook.URL = ours.URL + "/v1/callbacks/cradl/" + token
+	sim, err := cradlsim.New(cradlsim.Config{ClientID: "id", ClientSecret: "cs", WorkflowID: "wf", PendingPolls: 1 << 20, Webhook: hook})
 	if err != nil {
 		t.Fatal(err)
 	}
 	simSrv := httptest.NewServer(sim)
 	defer simSrv.Close()
 	client, err := cradl.New(cradl.Config{BaseURL: simSrv.URL, TokenURL: simSrv.URL + "/oauth2/token", ClientID: "id", ClientSecret: "cs",
-		Mode: cradl.ModeWorkflow, WorkflowID: "wf", WebhookSecret: webhookSecret})
+		Mode: cradl.ModeWorkflow, WorkflowID: "wf", WebhookSecret: webhookSecret, RequireSignedWebhooks: requireSigned})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +113,17 @@ func cradlWebhook(t *testing.T, webhookSecret string) {
 		}
 		return ref != ""
 	})
-	if err := sim.CompleteExecution(ref); err != nil { // Cradl finishes and calls us
+	err = sim.CompleteExecution(ref) // Cradl finishes and calls us
+	if !completes {
+		if d := sim.Deliveries(); err == nil || len(d) != 1 || d[0].Status != http.StatusUnauthorized {
+			t.Fatalf("webhook delivery: %v %+v; want refused with 401", err, d)
+		}
+		if doc, _ := bus.States().Get(ctx, st.DocumentID); doc.Status == events.StatusCompleted {
+			t.Fatal("a refused webhook completed the document")
+		}
+		return
+	}
+	if err != nil {
 		t.Fatalf("webhook delivery: %v", err)
 	}
 	eventstest.WaitFor(t, 10*time.Second, "completion by webhook", func() bool {

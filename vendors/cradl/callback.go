@@ -151,11 +151,12 @@ func (c *Client) RefOf(ctx context.Context, id string) (string, error) {
 	return "", nil
 }
 
-// CallbackVerifier checks Cradl's signed webhooks when a webhook secret is configured; nil
-// accepts unsigned (classic) exports.
+// CallbackVerifier checks Cradl's webhooks when a webhook secret is configured (signed ones
+// always; unsigned ones are refused unless RequireSignedWebhooks is off); nil without a secret:
+// the secret URL alone proves a callback then.
 func (c *Client) CallbackVerifier() vendors.CallbackVerifier {
 	if c.cfg.WebhookSecret == "" {
 		return nil
 	}
-	return WebhookVerifier{Secret: c.cfg.WebhookSecret}
+	return WebhookVerifier{Secret: c.cfg.WebhookSecret, RequireSigned: c.cfg.RequireSignedWebhooks}
 }

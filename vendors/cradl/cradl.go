@@ -129,6 +129,10 @@ type Config struct {
 	// WebhookSecret checks Cradl's signed webhooks (CallbackVerifier); empty accepts unsigned
 	// (classic) exports.
 	WebhookSecret string
+	// RequireSignedWebhooks refuses unsigned webhooks when a WebhookSecret is set. Off, Cradl's
+	// classic workflow exports (which Cradl never signs) are taken on the secret URL alone, while
+	// signed ones are still checked.
+	RequireSignedWebhooks bool
 	// ListPageSize and ListPages bound walks through the executions (DefaultListPageSize,
 	// DefaultListPages).
 	ListPageSize, ListPages int

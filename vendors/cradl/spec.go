@@ -26,8 +26,11 @@ type Settings struct {
 	WorkflowID        string `yaml:"workflow_id"`
 	WorkflowEmail     string `yaml:"workflow_email"`
 	// WebhookSecret checks Cradl's signed webhooks; empty accepts unsigned (legacy) exports.
-	WebhookSecret string       `yaml:"webhook_secret"`
-	SMTP          SMTPSettings `yaml:"smtp"`
+	WebhookSecret string `yaml:"webhook_secret"`
+	// RequireSignedWebhooks (with a webhook_secret) refuses unsigned webhooks. Cradl's classic
+	// workflow exports are never signed: turn it off to take them (on the secret URL alone).
+	RequireSignedWebhooks bool         `yaml:"require_signed_webhooks"`
+	SMTP                  SMTPSettings `yaml:"smtp"`
 }
 
 // SMTPSettings are the mail server the e-mail mode sends through.
@@ -72,7 +75,7 @@ func Spec() vendors.Spec {
 		Name: name,
 		NewConfig: func() vendors.Config {
 			return &Settings{Common: vendors.DefaultCommon(DefaultBaseURL), Callbacks: vendors.DefaultCallbacks(),
-				TokenURL: DefaultTokenURL, Mode: ModeWorkflow, SMTP: SMTPSettings{TLS: "starttls"}}
+				TokenURL: DefaultTokenURL, Mode: ModeWorkflow, SMTP: SMTPSettings{TLS: "starttls"}, RequireSignedWebhooks: true}
 		},
 		New: func(_ context.Context, cfg vendors.Config, env vendors.Env) (vendors.Vendor, error) {
 			s := cfg.(*Settings)
@@ -81,8 +84,8 @@ func Spec() vendors.Spec {
 				Mode: s.Mode, ModelID: s.ModelID, WorkflowID: s.WorkflowID, WorkflowEmail: s.WorkflowEmail,
 				SMTP: SMTPConfig{Host: s.SMTP.Host, Port: s.SMTP.Port, Username: s.SMTP.Username,
 					Password: s.SMTP.Password, From: s.SMTP.From, TLS: s.SMTP.TLS},
-				WebhookSecret: s.WebhookSecret,
-				Timeout:       s.Timeout.Std(), RateLimit: s.RateLimit, Concurrency: s.Concurrency, Logger: env.Logger,
+				WebhookSecret: s.WebhookSecret, RequireSignedWebhooks: s.RequireSignedWebhooks,
+				Timeout: s.Timeout.Std(), RateLimit: s.RateLimit, Concurrency: s.Concurrency, Logger: env.Logger,
 			}
 			if s.Sandbox {
 				const (

@@ -44,13 +44,34 @@ var contentTypes = map[string]bool{"application/pdf": true, "image/jpeg": true, 
 // statuses are those of an execution.
 var statuses = map[string]bool{"running": true, "succeeded": true, "failed": true, "rejected": true, "retry": true, "error": true, "completed": true}
 
-// WebhookConfig is the legacy webhook export of a workflow.
+// WebhookConfig is what Cradl posts when an execution is done: the classic workflow export
+// (its postprocess transition's WEBHOOK_ENDPOINTS, unsigned, with the headers configured there),
+// or the newer signed webhook of agent runs.
 type WebhookConfig struct {
 	URL string
-	// Secret signs the export (X-Cradl-* headers); empty: the unsigned legacy export.
-	Secret  string
+	// Secret signs the webhook (X-Cradl-* headers): the newer webhooks. Empty: the classic
+	// export, which Cradl never signs.
+	Secret string
+	// Format is the payload: FormatExport ({documentId, values, …, metadata:{executionId}}) or
+	// FormatAgent ({output, context:{runId, documentId}}). Default: export when unsigned, agent
+	// when signed, as the real service pairs them.
+	Format WebhookFormat
+	// SignedHeaders are the headers a signed webhook lists in X-Cradl-SignedHeaders (and sends).
+	// nil: x-cradl-nonce and x-cradl-timestamp; empty (non-nil): none, only method, URL and
+	// body are signed.
+	SignedHeaders []string
+	// Headers are sent as they are (the classic export's configured headers).
 	Headers map[string]string
 }
+
+// WebhookFormat is a webhook payload shape.
+type WebhookFormat string
+
+// The payloads Cradl sends.
+const (
+	FormatExport WebhookFormat = "export"
+	FormatAgent  WebhookFormat = "agent"
+)
 
 // Config configures a Server.
 type Config struct {
@@ -610,6 +631,21 @@ func (s *Server) succeed(e *Execution) []byte {
 	e.Output = Output(docID, rec)
 	if s.cfg.Webhook.URL == "" {
 		return nil
+	}
+	format := s.cfg.Webhook.Format
+	if format == "" {
+		format = FormatExport
+		if s.cfg.Webhook.Secret != "" {
+			format = FormatAgent
+		}
+	}
+	if format == FormatAgent {
+		// The run that processed the document: ids of our own making, as an agent's are.
+		b, _ := json.Marshal(map[string]any{
+			"output":  map[string]any{"fields": []any{e.Output["values"]}},
+			"context": map[string]any{"runId": "cradl:run:" + simkit.RandomHex(16), "documentId": docID},
+		})
+		return b
 	}
 	export := clone(e.Output)
 	export["predictions"] = Predictions(rec, 0)

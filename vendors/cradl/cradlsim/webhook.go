@@ -115,9 +115,21 @@ func (s *Server) post(body []byte) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if s.cfg.Webhook.Secret != "" {
-		req.Header.Set(HeaderTimestamp, strconv.FormatInt(time.Now().Unix(), 10))
-		req.Header.Set(HeaderNonce, simkit.RandomHex(16))
-		req.Header.Set(HeaderSignedHeaders, "x-cradl-nonce,x-cradl-timestamp")
+		signed := s.cfg.Webhook.SignedHeaders
+		if signed == nil {
+			signed = []string{"x-cradl-nonce", "x-cradl-timestamp"}
+		}
+		for _, h := range signed {
+			switch strings.ToLower(h) {
+			case "x-cradl-timestamp":
+				req.Header.Set(HeaderTimestamp, strconv.FormatInt(time.Now().Unix(), 10))
+			case "x-cradl-nonce":
+				req.Header.Set(HeaderNonce, simkit.RandomHex(16))
+			}
+		}
+		if len(signed) > 0 {
+			req.Header.Set(HeaderSignedHeaders, strings.Join(signed, ","))
+		}
 		// The URL as it is called: what the receiver sees is scheme://host + the request URI.
 		called := u.Scheme + "://" + u.Host + u.RequestURI()
 		req.Header.Set(HeaderSignature, Sign(s.cfg.Webhook.Secret, http.MethodPost, called, req.Header, body))
