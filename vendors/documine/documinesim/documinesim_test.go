@@ -24,12 +24,15 @@ const (
 
 func newSim(t *testing.T, pending int) (*documinesim.Server, *httptest.Server) {
 	t.Helper()
-	sim := documinesim.New(documinesim.Config{
+	sim, err := documinesim.New(documinesim.Config{
 		ClientID: "ingest", ClientSecret: "s3cret", Tenant: "acme",
 		DossierTemplateID: "tpl", DossierID: "dos",
 		Users:        map[string]string{"svc": "pw"},
 		PendingPolls: pending, MaxBytes: 1024,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	return sim, srv
