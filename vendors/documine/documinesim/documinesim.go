@@ -697,7 +697,8 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 			add(zw, names[i]+".txt", []byte(texts[i].Text))
 		}
 	}
-	add(zw, "README.txt", []byte("Result package of the DocuMine simulator\n"))
+	// A report that is not JSON, as real packages hold spreadsheets: kept, not read.
+	add(zw, "components.csv", []byte("file,component,value\n"))
 	_ = zw.Close()
 	w.Header().Set("Content-Type", "application/zip")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.zip"`)
