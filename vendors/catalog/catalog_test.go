@@ -150,7 +150,9 @@ func TestSandboxKeepsDocuMineShapes(t *testing.T) {
 	defer c.Close(ctx)
 	v := c.Vendors["documine"]
 	ref, err := v.Submit(ctx, vendors.Document{ID: "d1", Filename: "a.pdf", ContentType: "application/pdf", Size: 9,
-		Open: func(context.Context) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("%PDF-1.7\n")), nil }})
+		Open: func(context.Context) (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader("%PDF-1.7\n")), nil
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
