@@ -121,3 +121,70 @@ func TestUnknownVendorAndKeys(t *testing.T) {
 		}
 	}
 }
+
+// Sandbox mode keeps DocuMine's configured request shapes: the simulator serves them, so a shape
+// the client did not honour would fail here.
+func TestSandboxKeepsDocuMineShapes(t *testing.T) {
+	off := "  laigo: {enabled: false}\n  gini: {enabled: false}\n  allspark: {enabled: false}\n  cradl: {enabled: false}\n"
+	p, problems := plan(t, `vendors:
+  documine:
+    sandbox_pending_polls: 1
+    api:
+      upload: {method: PUT, path: "/v2/{dossierId}/documents", file_field: document, id_keys: [data.document.id]}
+      status: {method: GET, path: "/v2/{dossierId}/documents/{fileId}", field: state.phase, done_values: [DONE], failed_values: [BROKEN], pending_values: [QUEUED, RUNNING]}
+      result_mode: package
+      package:
+        create: {method: POST, path: "/v2/{dossierId}/packages", body: '{"files":["{fileId}"]}', id_keys: [package.key]}
+        status: {path: "/v3/packages/{downloadId}", field: progress.state, done_values: [COMPLETE], failed_values: [ABORTED]}
+        download: {path: "/v3/packages/{downloadId}/archive", text_files: "*.txt"}
+        delete: {path: ""}
+`+off)
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	ctx := context.Background()
+	c, err := catalog.Build(ctx, p, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	v := c.Vendors["documine"]
+	ref, err := v.Submit(ctx, vendors.Document{ID: "d1", Filename: "a.pdf", ContentType: "application/pdf", Size: 9,
+		Open: func(context.Context) (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader("%PDF-1.7\n")), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for look := 1; ; look++ {
+		pr, err := v.Check(ctx, ref)
+		if err != nil || pr.Failed || look > 10 {
+			t.Fatalf("look %d: %+v %v", look, pr, err)
+		}
+		if pr.Done {
+			break
+		}
+	}
+	res, err := v.Result(ctx, ref)
+	if err != nil || len(res.Fields) == 0 || res.Text == "" || len(res.Artifacts) != 1 {
+		t.Fatalf("result %+v %v", res, err)
+	}
+}
+
+func TestDocuMineShapeProblems(t *testing.T) {
+	_, problems := plan(t, "vendors:\n  documine:\n    api:\n      status: {path: /api/files, done_values: [OK], failed_values: [ok]}\n      result_mode: zip\n")
+	var got []string
+	for _, p := range problems {
+		got = append(got, p.String())
+	}
+	all := strings.Join(got, "\n")
+	for _, want := range []string{
+		`vendors.documine.api.status.path: "/api/files" must contain {fileId}`,
+		`vendors.documine.api.status.failed_values: "ok" is also in done_values`,
+		`vendors.documine.api.result_mode: "zip" is not one of components, package`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems do not say %q:\n%s", want, all)
+		}
+	}
+}

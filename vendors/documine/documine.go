@@ -1,19 +1,18 @@
 // Package documine is the client for DocuMine (knecon, the sister product of RedactManager).
-// Files are uploaded into a dossier, DocuMine analyses them, and the extracted "components" are
-// exported as JSON.
+// Files are uploaded into a dossier, DocuMine analyses them, and the result is either the
+// extracted "components" exported as JSON or a "result package" (create → status → download).
 //
 // What the documentation confirms: OAuth2 against the instance's Keycloak with client_id and
 // client_secret in the form, the password grant for a service user with a local password,
 // refresh tokens (300 s access, 1800 s refresh by default), "Authorization: Bearer" and
-// "X-TENANT-ID" on every call, error bodies {"timestamp","message"}, and 429s.
+// "X-TENANT-ID" on every call, error bodies {"timestamp","message"}, 429s, the list of
+// operations, and the create-download path of a result package.
 //
-// What is inferred and therefore configurable (the OpenAPI spec is only given to subscribers):
+// Everything else is a guess and configurable through API (the OpenAPI spec is only given to
+// subscribers; the customer's copy says the real values):
 //   - the token URL: BaseURL + /auth/realms/{tenant}/protocol/openid-connect/token (Keycloak);
-//   - the paths: DefaultUploadPath, DefaultStatusPath, DefaultComponentsPath, DefaultListPath;
-//   - the upload answer: {"fileId": …}; {"id": …} and a one-element {"fileIds": […]} are also
-//     taken, because RedactManager-style services name it either way;
-//   - the status answer: {"processingStatus": …}; PROCESSED is done, ERROR and FAILED are
-//     failures, any other value (UNPROCESSED, PROCESSING, OCR_PROCESSING, …) is still pending;
+//   - each request's method and path, the upload's multipart field, the id keys of the upload
+//     and package answers, the status fields and their values: see DefaultAPI;
 //   - the components answer: see ComponentFields;
 //   - the file list: an array of file objects (or one wrapped in "files", "content", "items" or
 //     "data") with "fileId" (or "id"), "filename" (or "fileName") and "added" / "lastUploaded".
@@ -25,9 +24,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
-	"regexp"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,16 +41,8 @@ import (
 
 const vendorName = "documine"
 
-// Default path templates. {templateId}, {dossierId} and {fileId} are replaced by the configured
-// dossier template, the configured dossier and the file's id, path-escaped.
-const (
-	DefaultTokenPath      = "/auth/realms/{tenant}/protocol/openid-connect/token"
-	DefaultUploadPath     = "/api/dossier-templates/{templateId}/dossiers/{dossierId}/files"
-	DefaultStatusPath     = "/api/dossier-templates/{templateId}/dossiers/{dossierId}/files/{fileId}"
-	DefaultComponentsPath = "/api/dossier-templates/{templateId}/dossiers/{dossierId}/files/{fileId}/components"
-	// DefaultListPath is the files collection: the same resource as the upload, read with GET.
-	DefaultListPath = DefaultUploadPath
-)
+// DefaultTokenPath is the guessed token endpoint under BaseURL: Keycloak, realm = workspace.
+const DefaultTokenPath = "/auth/realms/{tenant}/protocol/openid-connect/token"
 
 // Config configures a Client.
 type Config struct {
@@ -68,8 +60,8 @@ type Config struct {
 	Tenant string
 	// DossierTemplateID and DossierID say where uploads go (required).
 	DossierTemplateID, DossierID string
-	// Path templates; defaults are the Default*Path constants.
-	UploadPath, StatusPath, ComponentsPath, ListPath string
+	// API is the shape of every request after login; the zero value means DefaultAPI().
+	API API
 	// Timeout bounds one request including an upload's body; default 5 minutes.
 	Timeout time.Duration
 	// RateLimit is requests per second (0: unlimited). DocuMine answers 429 when pressed.
@@ -84,41 +76,34 @@ type Config struct {
 // Client talks to one DocuMine dossier. It is safe for concurrent use.
 type Client struct {
 	cfg    Config
+	api    API
 	base   string
 	caller *vendors.Caller
 	tokens *vendors.Tokens
+	// packages remembers the result package made for a file between Check and Result; see
+	// packageIDs for why memory is enough.
+	packages *packageIDs
 }
 
 var (
 	_ vendors.Vendor     = (*Client)(nil)
 	_ vendors.Reconciler = (*Client)(nil)
+	_ vendors.Finisher   = (*Client)(nil)
 )
-
-var placeholder = regexp.MustCompile(`\{[^}]*\}`)
 
 // New checks cfg and returns a Client. No request is made until the first call.
 func New(cfg Config) (*Client, error) {
+	if reflect.ValueOf(cfg.API).IsZero() {
+		cfg.API = DefaultAPI()
+	}
 	if err := cfg.check(); err != nil {
 		return nil, fmt.Errorf("documine config: %w", err)
 	}
-	c := &Client{cfg: cfg, base: strings.TrimRight(cfg.BaseURL, "/")}
+	c := &Client{cfg: cfg, api: cfg.API, base: strings.TrimRight(cfg.BaseURL, "/"), packages: newPackageIDs(maxRememberedPackages)}
 	if c.cfg.TokenURL == "" {
 		c.cfg.TokenURL = c.base + DefaultTokenPath
 	}
 	c.cfg.TokenURL = strings.ReplaceAll(c.cfg.TokenURL, "{tenant}", url.PathEscape(cfg.Tenant))
-	for _, p := range []struct {
-		v   *string
-		def string
-	}{
-		{&c.cfg.UploadPath, DefaultUploadPath},
-		{&c.cfg.StatusPath, DefaultStatusPath},
-		{&c.cfg.ComponentsPath, DefaultComponentsPath},
-		{&c.cfg.ListPath, DefaultListPath},
-	} {
-		if *p.v == "" {
-			*p.v = p.def
-		}
-	}
 
 	var transport http.RoundTripper
 	timeout := cfg.Timeout
@@ -174,34 +159,8 @@ func (cfg Config) check() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, p := range []struct {
-		name, v string
-		fileID  bool // whether the path must address one file
-	}{
-		{"UploadPath", cfg.UploadPath, false},
-		{"StatusPath", cfg.StatusPath, true},
-		{"ComponentsPath", cfg.ComponentsPath, true},
-		{"ListPath", cfg.ListPath, false},
-	} {
-		if p.v == "" {
-			continue
-		}
-		if !strings.HasPrefix(p.v, "/") {
-			errs = append(errs, fmt.Errorf("%s %q must start with /", p.name, p.v))
-		}
-		// A misspelt placeholder ({fileID}) would otherwise go to DocuMine literally.
-		for _, ph := range placeholder.FindAllString(p.v, -1) {
-			if ph != "{templateId}" && ph != "{dossierId}" && ph != "{fileId}" {
-				errs = append(errs, fmt.Errorf("%s %q: unknown placeholder %s (known: {templateId} {dossierId} {fileId})", p.name, p.v, ph))
-			}
-		}
-		if has := strings.Contains(p.v, "{fileId}"); has != p.fileID {
-			if p.fileID {
-				errs = append(errs, fmt.Errorf("%s %q must contain {fileId}", p.name, p.v))
-			} else {
-				errs = append(errs, fmt.Errorf("%s %q cannot contain {fileId}: it is not about one file", p.name, p.v))
-			}
-		}
+	for _, p := range cfg.API.problems() {
+		errs = append(errs, fmt.Errorf("api.%s: %s", p.key, p.msg))
 	}
 	if cfg.Timeout < 0 || cfg.RateLimit < 0 || cfg.Concurrency < 0 {
 		errs = append(errs, errors.New("Timeout, RateLimit and Concurrency cannot be negative"))
@@ -242,22 +201,33 @@ func loginError(err error) error {
 	return &cp
 }
 
-// url expands a path template into a full URL.
-func (c *Client) url(tmpl, fileID string) string {
+// url expands a path template into a full URL; ids are path-escaped so that none can address
+// another resource.
+func (c *Client) url(tmpl, fileID, downloadID string) string {
 	return c.base + strings.NewReplacer(
 		"{templateId}", url.PathEscape(c.cfg.DossierTemplateID),
 		"{dossierId}", url.PathEscape(c.cfg.DossierID),
 		"{fileId}", url.PathEscape(fileID),
+		"{downloadId}", url.PathEscape(downloadID),
 	).Replace(tmpl)
 }
 
-func get(u string) func(ctx context.Context) (*http.Request, error) {
+// request builds a body-less request (or one with a JSON body) for a shape.
+func (c *Client) request(r RequestShape, fileID, downloadID string, body []byte, accept string) func(ctx context.Context) (*http.Request, error) {
+	u := c.url(r.Path, fileID, downloadID)
 	return func(ctx context.Context) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, r.Method, u, rd)
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set("Accept", "application/json")
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		req.Header.Set("Accept", accept)
 		return req, nil
 	}
 }
@@ -271,14 +241,15 @@ func (c *Client) Submit(ctx context.Context, doc vendors.Document) (string, erro
 	if doc.ContentType == "" {
 		doc.ContentType = "application/octet-stream"
 	}
-	u := c.url(c.cfg.UploadPath, "")
+	up := c.api.Upload
+	u := c.url(up.Path, "", "")
 	res, err := c.caller.Do(ctx, "submit", func(ctx context.Context) (*http.Request, error) {
 		// Called again after a 401: each attempt re-opens the document.
-		body, ctype, n, err := vendors.Multipart(ctx, doc, "file", nil)
+		body, ctype, n, err := vendors.Multipart(ctx, doc, up.FileField, nil)
 		if err != nil {
 			return nil, fmt.Errorf("open document %s: %w", doc.ID, err)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
+		req, err := http.NewRequestWithContext(ctx, up.Method, u, body)
 		if err != nil {
 			body.Close()
 			return nil, err
@@ -291,112 +262,114 @@ func (c *Client) Submit(ctx context.Context, doc vendors.Document) (string, erro
 	if err != nil {
 		return "", err
 	}
-	var ans map[string]json.RawMessage
-	body, err := vendors.ReadJSON(vendorName, "submit", res, &ans)
+	body, err := vendors.ReadJSON(vendorName, "submit", res, nil)
 	if err != nil {
 		return "", err
 	}
-	id := uploadedID(ans)
-	if id == "" {
-		return "", vendors.Malformed(vendorName, "submit", errors.New("the upload answer has no fileId"), body)
+	v, err := decode(body)
+	if err != nil {
+		return "", vendors.Malformed(vendorName, "submit", err, body)
+	}
+	id, err := idAt(v, up.IDKeys)
+	if err != nil {
+		return "", vendors.Malformed(vendorName, "submit", fmt.Errorf("no file id in the upload answer (api.upload.id_keys): %w", err), body)
 	}
 	return id, nil
 }
 
-func uploadedID(ans map[string]json.RawMessage) string {
-	for _, k := range []string{"fileId", "id"} {
-		if s, ok := text(ans[k]); ok && s != "" {
-			return s
-		}
-	}
-	// Several ids would mean DocuMine split our one upload (an archive): we cannot tell which
-	// is the document, so only a single one is taken.
-	var ids []json.RawMessage
-	if json.Unmarshal(ans["fileIds"], &ids) == nil && len(ids) == 1 {
-		if s, ok := text(ids[0]); ok {
-			return s
-		}
-	}
-	return ""
-}
-
-// text reads a JSON string, or a number as written, as text.
-func text(raw json.RawMessage) (string, bool) {
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if len(raw) == 0 || dec.Decode(&v) != nil {
-		return "", false
-	}
-	switch t := v.(type) {
-	case string:
-		return t, true
-	case json.Number:
-		return t.String(), true
-	}
-	return "", false
-}
-
-// Check reads the file's processingStatus.
+// Check reads the file's status; in package mode a processed file is done only once its result
+// package is ready.
 func (c *Client) Check(ctx context.Context, ref string) (vendors.Progress, error) {
 	if ref == "" {
 		return vendors.Progress{}, &vendors.Error{Vendor: vendorName, Op: "status", Permanent: true, Message: "empty file id"}
 	}
-	res, err := c.caller.Do(ctx, "status", get(c.url(c.cfg.StatusPath, ref)))
+	p, err := c.status(ctx, "status", "api.status", c.api.Status, ref, "")
+	if err != nil || !p.Done || p.Failed || c.api.ResultMode != ResultPackage {
+		return p, err
+	}
+	return c.packageProgress(ctx, ref)
+}
+
+// status asks one status endpoint and reads the answer by shape s; key names s in the settings.
+func (c *Client) status(ctx context.Context, op, key string, s StatusShape, fileID, downloadID string) (vendors.Progress, error) {
+	res, err := c.caller.Do(ctx, op, c.request(s.RequestShape, fileID, downloadID, nil, "application/json"))
 	if err != nil {
 		return vendors.Progress{}, err
 	}
 	retry := vendors.ParseRetryAfter(res.Header.Get("Retry-After"), time.Now())
-	var st map[string]json.RawMessage
-	body, err := vendors.ReadJSON(vendorName, "status", res, &st)
+	body, err := vendors.ReadJSON(vendorName, op, res, nil)
 	if err != nil {
 		return vendors.Progress{}, err
 	}
-	raw, ok := st["processingStatus"]
+	p, err := readStatus(s, key, body)
+	if err != nil {
+		return vendors.Progress{}, vendors.Malformed(vendorName, op, err, body)
+	}
+	if !p.Done {
+		p.RetryAfter = retry
+	}
+	return p, nil
+}
+
+// readStatus reads a status answer. A value in none of the configured lists is "not yet" while
+// pending_values is empty: the enum is not documented, and an unknown value is far more likely
+// a new intermediate step (OCR_PROCESSING, INDEXING) than an end, so the poll deadline is the
+// bound. Once pending_values lists the enum (from the OpenAPI file), an unknown value means the
+// configured shapes are wrong, and waiting would only hide that: it is a permanent error.
+func readStatus(s StatusShape, key string, body []byte) (vendors.Progress, error) {
+	v, err := decode(body)
+	if err != nil {
+		return vendors.Progress{}, err
+	}
+	x, ok := lookup(v, s.Field)
+	if !ok || x == nil {
+		return vendors.Progress{}, fmt.Errorf("the status answer has no %s (%s.field)", s.Field, key)
+	}
+	status, ok := x.(string)
 	if !ok {
-		return vendors.Progress{}, vendors.Malformed(vendorName, "status", errors.New("the status answer has no processingStatus"), body)
+		return vendors.Progress{}, fmt.Errorf("%s is not a string (%s.field)", s.Field, key)
 	}
-	var status string
-	if err := json.Unmarshal(raw, &status); err != nil {
-		return vendors.Progress{}, vendors.Malformed(vendorName, "status", errors.New("processingStatus is not a string"), body)
-	}
-	switch strings.ToUpper(strings.TrimSpace(status)) {
-	case "PROCESSED":
+	switch {
+	case oneOf(status, s.DoneValues):
 		return vendors.Progress{Done: true}, nil
-	case "ERROR", "FAILED":
-		return vendors.Progress{Done: true, Failed: true, Error: failureMessage(st, status)}, nil
-	default:
-		// The enum is not documented: a value we do not know is more likely a new intermediate
-		// step (OCR_PROCESSING, INDEXING, …) than an end.
-		return vendors.Progress{RetryAfter: retry}, nil
+	case oneOf(status, s.FailedValues):
+		return vendors.Progress{Done: true, Failed: true, Error: failureMessage(v, s, status)}, nil
+	case len(s.PendingValues) == 0 || oneOf(status, s.PendingValues):
+		return vendors.Progress{}, nil
 	}
+	return vendors.Progress{}, fmt.Errorf("%s %q is none of the configured values (done %s, failed %s, pending %s): add it to %s.pending_values or correct the shapes from the OpenAPI file",
+		s.Field, status, strings.Join(s.DoneValues, "/"), strings.Join(s.FailedValues, "/"), strings.Join(s.PendingValues, "/"), key)
 }
 
-// failureMessage finds DocuMine's words for a failed analysis; where it is said is not
-// documented, so the likely places are tried.
-func failureMessage(st map[string]json.RawMessage, status string) string {
-	var info map[string]json.RawMessage
-	if json.Unmarshal(st["fileErrorInfo"], &info) == nil {
-		for _, k := range []string{"cause", "message"} {
-			if s, ok := text(info[k]); ok && s != "" {
-				return s
-			}
+func oneOf(v string, values []string) bool {
+	v = strings.TrimSpace(v)
+	for _, w := range values {
+		if strings.EqualFold(v, strings.TrimSpace(w)) {
+			return true
 		}
 	}
-	for _, k := range []string{"errorMessage", "error", "message"} {
-		if s, ok := text(st[k]); ok && s != "" {
-			return s
-		}
-	}
-	return fmt.Sprintf("DocuMine could not analyse the file (processingStatus %s)", status)
+	return false
 }
 
-// Result fetches the file's components. Raw is DocuMine's body, verbatim.
+// failureMessage finds DocuMine's words for a failure at the configured error keys.
+func failureMessage(v any, s StatusShape, status string) string {
+	for _, k := range s.ErrorKeys {
+		if msg, ok := textAt(v, k); ok && msg != "" {
+			return msg
+		}
+	}
+	return fmt.Sprintf("DocuMine could not analyse the file (%s %s)", s.Field, status)
+}
+
+// Result fetches the file's result: the components export, or the result package.
 func (c *Client) Result(ctx context.Context, ref string) (vendors.Result, error) {
 	if ref == "" {
 		return vendors.Result{}, &vendors.Error{Vendor: vendorName, Op: "result", Permanent: true, Message: "empty file id"}
 	}
-	res, err := c.caller.Do(ctx, "result", get(c.url(c.cfg.ComponentsPath, ref)))
+	if c.api.ResultMode == ResultPackage {
+		return c.packageResult(ctx, ref)
+	}
+	res, err := c.caller.Do(ctx, "result", c.request(c.api.Components.RequestShape, ref, "", nil, "application/json"))
 	if err != nil {
 		return vendors.Result{}, err
 	}
@@ -408,7 +381,20 @@ func (c *Client) Result(ctx context.Context, ref string) (vendors.Result, error)
 	if err != nil {
 		return vendors.Result{}, vendors.Malformed(vendorName, "result", err, body)
 	}
-	return vendors.Result{Fields: fields, Raw: json.RawMessage(body)}, nil
+	return vendors.Result{Text: textOf(body, c.api.Components.TextKey), Fields: fields, Raw: json.RawMessage(body)}, nil
+}
+
+// textOf reads the document's text at key of a JSON body ("" for no key or no text).
+func textOf(body []byte, key string) string {
+	if key == "" {
+		return ""
+	}
+	v, err := decode(body)
+	if err != nil {
+		return ""
+	}
+	s, _ := textAt(v, key)
+	return s
 }
 
 // ComponentFields normalises a components answer into fields. It is exported so that a stored
@@ -545,7 +531,7 @@ func firstString(m map[string]any, keys ...string) string {
 // is more (last false, totalElements or totalPages beyond it, a next link) makes the answer
 // Unknown, since only the first page was read.
 func (c *Client) Find(ctx context.Context, doc vendors.Document, _ time.Time) (vendors.Lookup, error) {
-	res, err := c.caller.Do(ctx, "list", get(c.url(c.cfg.ListPath, "")))
+	res, err := c.caller.Do(ctx, "list", c.request(c.api.List, "", "", nil, "application/json"))
 	if err != nil {
 		return vendors.Lookup{}, err
 	}
@@ -613,4 +599,16 @@ func firstText(m map[string]json.RawMessage, keys ...string) string {
 		}
 	}
 	return ""
+}
+
+// text reads a JSON string, or a number as written, as text.
+func text(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 {
+		return "", false
+	}
+	v, err := decode(raw)
+	if err != nil {
+		return "", false
+	}
+	return asText(v)
 }

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+
 	"net/http/httptest"
 	"reflect"
 	"strings"
@@ -47,7 +47,10 @@ func setup(t *testing.T, simMod func(*documinesim.Config), clientMod func(*docum
 	if simMod != nil {
 		simMod(&sc)
 	}
-	sim := documinesim.New(sc)
+	sim, err := documinesim.New(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	cc := clientConfig(srv.URL)
@@ -104,10 +107,37 @@ func TestNew(t *testing.T) {
 		{"no user", func(c *documine.Config) { c.Username = "" }, "Username is required"},
 		{"no password", func(c *documine.Config) { c.Password = "" }, "Password is required"},
 		{"bad token URL", func(c *documine.Config) { c.TokenURL = "/token" }, "TokenURL"},
-		{"status path without file", func(c *documine.Config) { c.StatusPath = "/api/files" }, "StatusPath \"/api/files\" must contain {fileId}"},
-		{"upload path with file", func(c *documine.Config) { c.UploadPath = "/api/files/{fileId}" }, "UploadPath"},
-		{"misspelt placeholder", func(c *documine.Config) { c.ComponentsPath = "/api/{fileID}/components" }, "unknown placeholder {fileID}"},
-		{"relative path", func(c *documine.Config) { c.ListPath = "api/files" }, "must start with /"},
+		{"status path without file", api(func(a *documine.API) { a.Status.Path = "/api/files" }), `api.status.path: "/api/files" must contain {fileId}`},
+		{"upload path with file", api(func(a *documine.API) { a.Upload.Path = "/api/files/{fileId}" }), "api.upload.path"},
+		{"misspelt placeholder", api(func(a *documine.API) { a.Components.Path = "/api/{fileID}/components" }), "placeholder {fileID} is not known"},
+		{"relative path", api(func(a *documine.API) { a.List.Path = "api/files" }), "must start with /"},
+		{"query in path", api(func(a *documine.API) { a.List.Path = "/api/files?dossier={dossierId}" }), "path only"},
+		{"upload method", api(func(a *documine.API) { a.Upload.Method = "GET" }), `api.upload.method: "GET" is not one of POST, PUT`},
+		{"no file field", api(func(a *documine.API) { a.Upload.FileField = "" }), "api.upload.file_field"},
+		{"no id keys", api(func(a *documine.API) { a.Upload.IDKeys = nil }), "api.upload.id_keys: needs at least one key"},
+		{"bad id key", api(func(a *documine.API) { a.Upload.IDKeys = []string{"data..id"} }), "not a dotted JSON path"},
+		{"no status field", api(func(a *documine.API) { a.Status.Field = "" }), "api.status.field"},
+		{"no done value", api(func(a *documine.API) { a.Status.DoneValues = nil }), "api.status.done_values: needs at least one value"},
+		{"done and failed overlap", api(func(a *documine.API) { a.Status.FailedValues = []string{"processed"} }), "also in done_values"},
+		{"pending and done overlap", api(func(a *documine.API) { a.Status.PendingValues = []string{"PROCESSED"} }), "cannot mean both"},
+		{"result mode", api(func(a *documine.API) { a.ResultMode = "zip" }), `api.result_mode: "zip" is not one of components, package`},
+		{"package status without id", api(func(a *documine.API) {
+			a.ResultMode = documine.ResultPackage
+			a.Package.Status.Path = "/api/downloads"
+		}), "api.package.status.path: \"/api/downloads\" must contain {downloadId}"},
+		{"package body not JSON", api(func(a *documine.API) {
+			a.ResultMode = documine.ResultPackage
+			a.Package.Create.Body = `{"fileIds":[{fileId}]}`
+		}), "api.package.create.body: is not JSON"},
+		{"package text pattern", api(func(a *documine.API) {
+			a.ResultMode = documine.ResultPackage
+			a.Package.Download.TextFiles = "["
+		}), "api.package.download.text_files"},
+		{"package max bytes", api(func(a *documine.API) {
+			a.ResultMode = documine.ResultPackage
+			a.Package.Download.MaxBytes = 0
+		}), "api.package.download.max_bytes"},
+		{"package shapes unchecked in components mode", api(func(a *documine.API) { a.Package.Status.Path = "x" }), ""},
 		{"negative rate", func(c *documine.Config) { c.RateLimit = -1 }, "negative"},
 	}
 	for _, tt := range tests {
@@ -125,6 +155,14 @@ func TestNew(t *testing.T) {
 				t.Fatalf("error %v, want one with %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// api changes the default API.
+func api(mod func(*documine.API)) func(*documine.Config) {
+	return func(c *documine.Config) {
+		c.API = documine.DefaultAPI()
+		mod(&c.API)
 	}
 }
 
@@ -403,8 +441,8 @@ func TestMalformedAnswers(t *testing.T) {
 		{"upload: id", "upload", `{"id":"abc"}`, submit, "abc", ""},
 		{"upload: one of fileIds", "upload", `{"fileIds":["abc"]}`, submit, "abc", ""},
 		{"upload: numeric id", "upload", `{"fileId":42}`, submit, "42", ""},
-		{"upload: no id", "upload", `{"filename":"a.pdf"}`, submit, "", "no fileId"},
-		{"upload: two fileIds", "upload", `{"fileIds":["a","b"]}`, submit, "", "no fileId"},
+		{"upload: no id", "upload", `{"filename":"a.pdf"}`, submit, "", "no file id in the upload answer (api.upload.id_keys): the answer has none of the configured id keys (fileId, id, fileIds)"},
+		{"upload: two fileIds", "upload", `{"fileIds":["a","b"]}`, submit, "", "fileIds holds 2 ids where one was expected"},
 		{"upload: not JSON", "upload", `<html>OK</html>`, submit, "", "unexpected answer"},
 		{"upload: a list", "upload", `[{"fileId":"abc"}]`, submit, "", "unexpected answer"},
 		{"status: number", "status", `{"processingStatus":5}`, check, "", "processingStatus is not a string"},
@@ -432,61 +470,6 @@ func TestMalformedAnswers(t *testing.T) {
 				t.Fatalf("got %+v, want a permanent error with %q", e, tt.wantErr)
 			}
 		})
-	}
-}
-
-// TestCustomPaths mounts the simulator under other paths and a prefix: the defaults are not
-// served there, so only templates that are honoured get through.
-func TestCustomPaths(t *testing.T) {
-	sc := simConfig()
-	sc.DossierTemplateID = "tpl 1" // needs escaping
-	sc.PendingPolls = 1
-	sim := documinesim.New(sc)
-	fwd := func(target string) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			r2 := r.Clone(r.Context())
-			r2.URL.Path = strings.NewReplacer("{t}", r.PathValue("t"), "{d}", r.PathValue("d"), "{f}", r.PathValue("f")).Replace(target)
-			r2.URL.RawPath = ""
-			sim.ServeHTTP(w, r2)
-		}
-	}
-	const files = "/api/dossier-templates/{t}/dossiers/{d}/files"
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v2/{t}/{d}/upload", fwd(files))
-	mux.HandleFunc("GET /v2/{t}/{d}/state/{f}", fwd(files+"/{f}"))
-	mux.HandleFunc("GET /v2/{t}/{d}/out/{f}", fwd(files+"/{f}/components"))
-	mux.HandleFunc("GET /v2/{t}/{d}/all", fwd(files))
-	mux.Handle("/auth/", sim)
-	srv := httptest.NewServer(http.StripPrefix("/documine", mux))
-	defer srv.Close()
-
-	cfg := clientConfig(srv.URL + "/documine/")
-	cfg.DossierTemplateID = "tpl 1"
-	cfg.UploadPath = "/v2/{templateId}/{dossierId}/upload"
-	cfg.StatusPath = "/v2/{templateId}/{dossierId}/state/{fileId}"
-	cfg.ComponentsPath = "/v2/{templateId}/{dossierId}/out/{fileId}"
-	cfg.ListPath = "/v2/{templateId}/{dossierId}/all"
-	c, err := documine.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	since := time.Now()
-	ref, err := c.Submit(ctx, tagged(document("a.pdf", pdf, nil), "doc-a", 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p, err := c.Check(ctx, ref); err != nil || p.Done {
-		t.Fatalf("first look: %+v %v, want pending", p, err)
-	}
-	if p, err := c.Check(ctx, ref); err != nil || !p.Done {
-		t.Fatalf("second look: %+v %v, want done", p, err)
-	}
-	if res, err := c.Result(ctx, ref); err != nil || len(res.Fields) == 0 {
-		t.Fatalf("result: %+v %v", res, err)
-	}
-	if got, err := c.Find(ctx, tagged(document("a.pdf", pdf, nil), "doc-a", 1), since); err != nil || got.Ref != ref {
-		t.Fatalf("find: %+v %v, want %q", got, err, ref)
 	}
 }
 

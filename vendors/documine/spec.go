@@ -2,14 +2,15 @@ package documine
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/documine/documinesim"
 )
 
-// Settings are DocuMine's keys under vendors.documine. Its paths are not public; each is a
-// template ({templateId}, {dossierId}, {fileId}).
+// Settings are DocuMine's keys under vendors.documine. Its request shapes after login are not
+// public: API holds them, with guessed defaults, to be corrected from the customer's OpenAPI file.
 type Settings struct {
 	vendors.Common    `yaml:",inline"`
 	TokenURL          string `yaml:"token_url"`
@@ -20,13 +21,14 @@ type Settings struct {
 	Tenant            string `yaml:"tenant"`
 	DossierTemplateID string `yaml:"dossier_template_id"`
 	DossierID         string `yaml:"dossier_id"`
-	UploadPath        string `yaml:"upload_path"`
-	StatusPath        string `yaml:"status_path"`
-	ComponentsPath    string `yaml:"components_path"`
+	API               API    `yaml:"api"`
 }
 
-// Validate checks the production credentials and dossier.
+// Validate checks the request shapes, and the production credentials and dossier.
 func (s *Settings) Validate(report config.Report) {
+	for _, p := range s.API.problems() {
+		report("api."+p.key, "%s", p.msg)
+	}
 	s.Require(report, map[string]string{
 		"client_id": s.ClientID, "username": s.Username, "password": s.Password,
 		"tenant": s.Tenant, "dossier_template_id": s.DossierTemplateID, "dossier_id": s.DossierID,
@@ -38,7 +40,7 @@ func Spec() vendors.Spec {
 	return vendors.Spec{
 		Name: vendorName,
 		NewConfig: func() vendors.Config {
-			return &Settings{Common: vendors.DefaultCommon("")}
+			return &Settings{Common: vendors.DefaultCommon(""), API: DefaultAPI()}
 		},
 		New: func(_ context.Context, cfg vendors.Config, env vendors.Env) (vendors.Vendor, error) {
 			s := cfg.(*Settings)
@@ -46,7 +48,7 @@ func Spec() vendors.Spec {
 				BaseURL: s.BaseURL, TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
 				Username: s.Username, Password: s.Password, Tenant: s.Tenant,
 				DossierTemplateID: s.DossierTemplateID, DossierID: s.DossierID,
-				UploadPath: s.UploadPath, StatusPath: s.StatusPath, ComponentsPath: s.ComponentsPath,
+				API:     s.API,
 				Timeout: s.Timeout.Std(), RateLimit: s.RateLimit, Concurrency: s.Concurrency,
 			}
 			if s.Sandbox {
@@ -54,19 +56,57 @@ func Spec() vendors.Spec {
 					client, secret, user, password = "sandbox-client", "sandbox-secret", "sandbox-user", "sandbox-password"
 					tenant, template, dossier      = "sandbox", "sandbox-template", "sandbox-dossier"
 				)
-				url, err := env.Serve(documinesim.New(documinesim.Config{
+				// The simulator serves the configured shapes, so that sandbox mode tries them.
+				sim, err := documinesim.New(documinesim.Config{
 					ClientID: client, ClientSecret: secret, Tenant: tenant,
 					DossierTemplateID: template, DossierID: dossier,
 					Users: map[string]string{user: password}, PendingPolls: s.SandboxPendingPolls,
-				}))
+					API: SandboxAPI(s.API),
+				})
+				if err != nil {
+					return nil, fmt.Errorf("sandbox: %w", err)
+				}
+				url, err := env.Serve(sim)
 				if err != nil {
 					return nil, err
 				}
 				dc = Config{BaseURL: url, ClientID: client, ClientSecret: secret, Username: user, Password: password,
-					Tenant: tenant, DossierTemplateID: template, DossierID: dossier,
+					Tenant: tenant, DossierTemplateID: template, DossierID: dossier, API: s.API,
 					Timeout: dc.Timeout, RateLimit: dc.RateLimit, Concurrency: dc.Concurrency}
 			}
 			return New(dc)
 		},
 	}
+}
+
+// SandboxAPI is the simulator's shape for a's: the same methods and paths, the first of each list
+// of keys and values where the simulator writes one, and the document's text where a reads it.
+func SandboxAPI(a API) documinesim.API {
+	first := func(vs []string) string {
+		if len(vs) == 0 {
+			return ""
+		}
+		return vs[0]
+	}
+	statuses := func(s StatusShape) documinesim.Statuses {
+		return documinesim.Statuses{Field: s.Field, PendingValues: s.PendingValues, DoneValue: first(s.DoneValues),
+			FailedValue: first(s.FailedValues), ErrorKey: first(s.ErrorKeys)}
+	}
+	p := a.Package
+	out := documinesim.API{
+		UploadMethod: a.Upload.Method, UploadPath: a.Upload.Path, FileField: a.Upload.FileField, IDKey: first(a.Upload.IDKeys),
+		StatusMethod: a.Status.Method, StatusPath: a.Status.Path, Status: statuses(a.Status),
+		ListMethod: a.List.Method, ListPath: a.List.Path,
+		ComponentsMethod: a.Components.Method, ComponentsPath: a.Components.Path, TextKey: a.Components.TextKey,
+		Package: documinesim.PackageAPI{
+			CreateMethod: p.Create.Method, CreatePath: p.Create.Path, IDKey: first(p.Create.IDKeys),
+			StatusMethod: p.Status.Method, StatusPath: p.Status.Path, Status: statuses(p.Status),
+			DownloadMethod: p.Download.Method, DownloadPath: p.Download.Path, TextEntries: p.Download.TextFiles != "",
+			DeleteMethod: p.Delete.Method, DeletePath: p.Delete.Path,
+		},
+	}
+	if a.ResultMode == ResultPackage {
+		out.TextKey = p.Download.TextKey
+	}
+	return out
 }

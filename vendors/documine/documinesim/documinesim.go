@@ -1,6 +1,9 @@
 // Package documinesim simulates a DocuMine instance for tests: a Keycloak-style token endpoint
-// (password and refresh_token grants, client credentials in the form) and the dossier file API
-// at the paths the documine client uses by default.
+// (password and refresh_token grants, client credentials in the form), the dossier file API
+// and the result-package flow (create → status → download → delete), served in whatever shape
+// its API says: paths, methods, the multipart field, where ids and statuses sit in the answers,
+// the status values. DefaultAPI is the documine client's guessed default; tests serve other
+// shapes to prove that the client's settings are honoured.
 //
 // Its choices where DocuMine's behaviour is not documented:
 //   - a missing or wrong X-TENANT-ID is 403 with a message: the token is fine but not for that
@@ -8,20 +11,28 @@
 //   - only PDF is accepted, recognised by its magic bytes (RedactManager takes PDF; DOCX and
 //     the like need a licence): anything else is 415;
 //   - a file larger than MaxBytes is 413, found while reading, never by trusting a header;
-//   - processingStatus is UNPROCESSED on the first look, PROCESSING on the next PendingPolls-1,
-//     then PROCESSED (PendingPolls 0: processed at once); SetStatus overrides it;
-//   - components before PROCESSED are 409;
-//   - components are {"fileId","filename","components":[{"name","values":[…]}]};
-//   - the file list is a JSON array of the same objects the status answer has.
+//   - the status is PendingValues[0] on the first look, the next pending value (the last one
+//     repeated) on the next PendingPolls-1, then DoneValue (PendingPolls 0: done at once);
+//     SetStatus overrides it; result packages go the same way (SetPackageStatus);
+//   - components before the file is done are 409, and so is downloading an unready package;
+//   - components are {"fileId","filename","components":[{"name","values":[…]}]}, with the
+//     document's text at API.TextKey when that is set;
+//   - a package is made for every known file id found among the strings of the create body
+//     (400 when there is none, whatever the body's shape); its download is a ZIP of
+//     <filename>.components.json entries (and <filename>.txt with TextEntries) or, with Format
+//     "json", the one file's components answer;
+//   - the file list is a JSON array of the file objects the default status answer has.
 package documinesim
 
 import (
+	"archive/zip"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,27 +51,143 @@ type Config struct {
 	// TokenTTL is the access token's life, 300 s by default; RefreshTTL the refresh token's,
 	// 1800 s by default.
 	TokenTTL, RefreshTTL time.Duration
-	// PendingPolls is how many status looks answer "not yet" before PROCESSED.
+	// PendingPolls is how many status looks (of a file, of a package) answer "not yet".
 	PendingPolls int
 	// MaxBytes is the largest file accepted, 100 MiB by default.
 	MaxBytes int64
+	// API is the shape served; empty fields are DefaultAPI's.
+	API API
+}
+
+// API is the shape of the simulated API after login. Paths are ServeMux patterns whose
+// wildcards are {templateId}, {dossierId}, {fileId} and {downloadId}; keys are dotted JSON paths
+// ("data.fileId") written as nested objects.
+type API struct {
+	UploadMethod, UploadPath string
+	FileField                string // the multipart field that carries the file
+	IDKey                    string // where the upload answer carries the file id
+	StatusMethod, StatusPath string
+	Status                   Statuses
+	ListMethod, ListPath     string
+	ComponentsMethod         string
+	ComponentsPath           string
+	// TextKey, when set, puts the document's text into component answers at this key.
+	TextKey string
+	Package PackageAPI
+}
+
+// Statuses say where a status answer carries its value, and which values it has.
+type Statuses struct {
+	Field         string
+	PendingValues []string // in order; the last one repeats
+	DoneValue     string
+	FailedValue   string
+	ErrorKey      string // where a failure's message goes
+}
+
+// PackageAPI is the shape of the result-package flow.
+type PackageAPI struct {
+	CreateMethod, CreatePath     string
+	IDKey                        string // where the create answer carries the package id
+	StatusMethod, StatusPath     string
+	Status                       Statuses
+	DownloadMethod, DownloadPath string
+	Format                       string // "zip" (default) or "json"
+	TextEntries                  bool   // the ZIP also holds <filename>.txt with the text
+	DeleteMethod, DeletePath     string
+}
+
+const files = "/api/dossier-templates/{templateId}/dossiers/{dossierId}/files"
+
+// DefaultAPI is the documine client's default (guessed) shape.
+func DefaultAPI() API {
+	return API{
+		UploadMethod: http.MethodPost, UploadPath: files, FileField: "file", IDKey: "fileId",
+		StatusMethod: http.MethodGet, StatusPath: files + "/{fileId}",
+		Status: Statuses{Field: "processingStatus", PendingValues: []string{"UNPROCESSED", "PROCESSING"},
+			DoneValue: "PROCESSED", FailedValue: "ERROR", ErrorKey: "fileErrorInfo.cause"},
+		ListMethod: http.MethodGet, ListPath: files,
+		ComponentsMethod: http.MethodGet, ComponentsPath: files + "/{fileId}/components",
+		Package: PackageAPI{
+			CreateMethod: http.MethodPost, CreatePath: "/api/dossier-templates/{templateId}/dossiers/{dossierId}/create-download",
+			IDKey:        "downloadId",
+			StatusMethod: http.MethodGet, StatusPath: "/api/downloads/{downloadId}",
+			Status: Statuses{Field: "status", PendingValues: []string{"QUEUED", "GENERATING"},
+				DoneValue: "READY", FailedValue: "FAILED", ErrorKey: "errorMessage"},
+			DownloadMethod: http.MethodGet, DownloadPath: "/api/downloads/{downloadId}/download", Format: "zip",
+			DeleteMethod: http.MethodDelete, DeletePath: "/api/downloads/{downloadId}",
+		},
+	}
+}
+
+// withDefaults fills a's empty fields from DefaultAPI.
+func (a API) withDefaults() API {
+	d := DefaultAPI()
+	def := func(v *string, dv string) {
+		if *v == "" {
+			*v = dv
+		}
+	}
+	for _, p := range []struct {
+		v *string
+		d string
+	}{
+		{&a.UploadMethod, d.UploadMethod}, {&a.UploadPath, d.UploadPath}, {&a.FileField, d.FileField}, {&a.IDKey, d.IDKey},
+		{&a.StatusMethod, d.StatusMethod}, {&a.StatusPath, d.StatusPath},
+		{&a.ListMethod, d.ListMethod}, {&a.ListPath, d.ListPath},
+		{&a.ComponentsMethod, d.ComponentsMethod}, {&a.ComponentsPath, d.ComponentsPath},
+		{&a.Package.CreateMethod, d.Package.CreateMethod}, {&a.Package.CreatePath, d.Package.CreatePath},
+		{&a.Package.IDKey, d.Package.IDKey},
+		{&a.Package.StatusMethod, d.Package.StatusMethod}, {&a.Package.StatusPath, d.Package.StatusPath},
+		{&a.Package.DownloadMethod, d.Package.DownloadMethod}, {&a.Package.DownloadPath, d.Package.DownloadPath},
+		{&a.Package.Format, d.Package.Format},
+		{&a.Package.DeleteMethod, d.Package.DeleteMethod}, {&a.Package.DeletePath, d.Package.DeletePath},
+	} {
+		def(p.v, p.d)
+	}
+	a.Status = a.Status.withDefaults(d.Status)
+	a.Package.Status = a.Package.Status.withDefaults(d.Package.Status)
+	return a
+}
+
+func (s Statuses) withDefaults(d Statuses) Statuses {
+	if s.Field == "" {
+		s.Field = d.Field
+	}
+	if len(s.PendingValues) == 0 {
+		s.PendingValues = d.PendingValues
+	}
+	if s.DoneValue == "" {
+		s.DoneValue = d.DoneValue
+	}
+	if s.FailedValue == "" {
+		s.FailedValue = d.FailedValue
+	}
+	if s.ErrorKey == "" {
+		s.ErrorKey = d.ErrorKey
+	}
+	return s
 }
 
 // Server is the simulated instance, an http.Handler. It is safe for concurrent use.
 type Server struct {
 	// Scaffold's operations (for Faults, served before anything else is checked, and
-	// Requests): "token", "upload", "status", "components", "list". Tokens.ExpireAll makes the
+	// Requests): "token", "upload", "status", "components", "list", "package-create",
+	// "package-status", "package-download", "package-delete". Tokens.ExpireAll makes the
 	// access tokens stale mid-flow; Ledger records every accepted upload.
 	*simkit.Scaffold
 
 	cfg     Config
+	api     API
 	refresh *simkit.Tokens
 
-	mu        sync.Mutex
-	files     map[string]*file
-	order     []string // file ids in upload order, for a stable list
-	logins    int
-	refreshes int
+	mu            sync.Mutex
+	files         map[string]*file
+	order         []string // file ids in upload order, for a stable list
+	packages      map[string]*pkg
+	packageStatus string // forced status of every package, "" when none
+	logins        int
+	refreshes     int
 }
 
 type file struct {
@@ -71,10 +198,16 @@ type file struct {
 	rec          simkit.Recognised
 }
 
+type pkg struct {
+	fileIDs []string
+	polls   int
+}
+
 const pdfMagic = "%PDF-"
 
-// New returns a Server.
-func New(cfg Config) *Server {
+// New returns a Server, or an error when cfg.API's paths cannot be served together (two
+// operations at one method and path).
+func New(cfg Config) (_ *Server, err error) {
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = 300 * time.Second
 	}
@@ -87,19 +220,31 @@ func New(cfg Config) *Server {
 	s := &Server{
 		Scaffold: simkit.NewScaffold(cfg.TokenTTL, cfg.MaxBytes+1<<20),
 		cfg:      cfg,
+		api:      cfg.API.withDefaults(),
 		refresh:  &simkit.Tokens{TTL: cfg.RefreshTTL},
 		files:    map[string]*file{},
+		packages: map[string]*pkg{},
 	}
-	const files = "/api/dossier-templates/{templateId}/dossiers/{dossierId}/files"
+	// ServeMux panics on a pattern it cannot take; here that is a configuration error.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("documinesim: the API's paths cannot be served: %v", r)
+		}
+	}()
+	a, p := s.api, s.api.Package
 	s.Handle("POST /auth/realms/{realm}/protocol/openid-connect/token", "token", s.token)
-	s.Handle("POST "+files, "upload", s.api(s.upload))
-	s.Handle("GET "+files, "list", s.api(s.list))
-	s.Handle("GET "+files+"/{fileId}", "status", s.api(s.status))
-	s.Handle("GET "+files+"/{fileId}/components", "components", s.api(s.components))
+	s.Handle(a.UploadMethod+" "+a.UploadPath, "upload", s.apiCall(s.upload))
+	s.Handle(a.ListMethod+" "+a.ListPath, "list", s.apiCall(s.list))
+	s.Handle(a.StatusMethod+" "+a.StatusPath, "status", s.apiCall(s.status))
+	s.Handle(a.ComponentsMethod+" "+a.ComponentsPath, "components", s.apiCall(s.components))
+	s.Handle(p.CreateMethod+" "+p.CreatePath, "package-create", s.apiCall(s.createPackage))
+	s.Handle(p.StatusMethod+" "+p.StatusPath, "package-status", s.apiCall(s.packageStatusAnswer))
+	s.Handle(p.DownloadMethod+" "+p.DownloadPath, "package-download", s.apiCall(s.download))
+	s.Handle(p.DeleteMethod+" "+p.DeletePath, "package-delete", s.apiCall(s.deletePackage))
 	s.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "No endpoint "+r.Method+" "+r.URL.Path)
 	})
-	return s
+	return s, nil
 }
 
 // SetStatus makes fileID's processingStatus status from now on ("ERROR", "FAILED", "PROCESSED",
@@ -199,9 +344,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// api wraps a file API handler with what every call goes through after an injected fault, in
-// this order: the bearer token, the tenant, the dossier template and dossier.
-func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
+// apiCall wraps an API handler with what every call goes through after an injected fault, in
+// this order: the bearer token, the tenant, the dossier template and dossier (where the path
+// names them).
+func (s *Server) apiCall(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.Tokens.Valid(simkit.Bearer(r)) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="`+s.cfg.Tenant+`"`)
@@ -216,12 +362,12 @@ func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusForbidden, fmt.Sprintf("Access to tenant %q is denied", t))
 			return
 		}
-		if r.PathValue("templateId") != s.cfg.DossierTemplateID {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("Dossier template %s not found", r.PathValue("templateId")))
+		if v := r.PathValue("templateId"); v != "" && v != s.cfg.DossierTemplateID {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("Dossier template %s not found", v))
 			return
 		}
-		if r.PathValue("dossierId") != s.cfg.DossierID {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("Dossier %s not found", r.PathValue("dossierId")))
+		if v := r.PathValue("dossierId"); v != "" && v != s.cfg.DossierID {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("Dossier %s not found", v))
 			return
 		}
 		h(w, r)
@@ -241,7 +387,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	for {
 		part, err := mr.NextPart()
 		if err == io.EOF {
-			writeError(w, http.StatusBadRequest, "Required request part 'file' is not present")
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("Required request part '%s' is not present", s.api.FileField))
 			return
 		}
 		if err != nil {
@@ -252,7 +398,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "Malformed multipart request: "+err.Error())
 			return
 		}
-		if part.FormName() != "file" {
+		if part.FormName() != s.api.FileField {
 			continue
 		}
 		data, err := io.ReadAll(io.LimitReader(part, s.cfg.MaxBytes+1))
@@ -283,26 +429,46 @@ func (s *Server) accept(w http.ResponseWriter, name string, data []byte) {
 	s.order = append(s.order, f.id)
 	s.mu.Unlock()
 	s.Ledger.Record(simkit.Upload{Ref: f.id, Filename: name, SHA256: sha, Size: size, At: f.added})
-	writeJSON(w, http.StatusCreated, map[string]string{"fileId": f.id, "filename": name})
+	ans := map[string]any{"filename": name}
+	setPath(ans, s.api.IDKey, f.id)
+	writeJSON(w, http.StatusCreated, ans)
 }
 
-// statusOf is f's processingStatus; a look (status answer) moves it on. Callers hold s.mu.
+// setPath writes v at a dotted key of m, making the objects on the way.
+func setPath(m map[string]any, key string, v any) {
+	segs := strings.Split(key, ".")
+	for _, seg := range segs[:len(segs)-1] {
+		inner, ok := m[seg].(map[string]any)
+		if !ok {
+			inner = map[string]any{}
+			m[seg] = inner
+		}
+		m = inner
+	}
+	m[segs[len(segs)-1]] = v
+}
+
+// progress is the status after polls looks: pending values in order, then done.
+func progress(st Statuses, polls, pendingPolls int) string {
+	if polls >= pendingPolls {
+		return st.DoneValue
+	}
+	return st.PendingValues[min(polls, len(st.PendingValues)-1)]
+}
+
+// statusOf is f's status; a look (status answer) moves it on. Callers hold s.mu.
 func (s *Server) statusOf(f *file, look bool) string {
 	if f.forced != "" {
 		return f.forced
 	}
-	if f.polls >= s.cfg.PendingPolls {
-		return "PROCESSED"
-	}
-	st := "PROCESSING"
-	if f.polls == 0 {
-		st = "UNPROCESSED"
-	}
-	if look {
+	st := progress(s.api.Status, f.polls, s.cfg.PendingPolls)
+	if look && st != s.api.Status.DoneValue {
 		f.polls++
 	}
 	return st
 }
+
+func (s *Server) done(f *file) bool { return s.statusOf(f, false) == s.api.Status.DoneValue }
 
 // fileJSON is a file as the status and list answers show it. Callers hold s.mu.
 func (s *Server) fileJSON(f *file, status string) map[string]any {
@@ -311,14 +477,14 @@ func (s *Server) fileJSON(f *file, status string) map[string]any {
 		"filename":          f.filename,
 		"dossierId":         s.cfg.DossierID,
 		"dossierTemplateId": s.cfg.DossierTemplateID,
-		"processingStatus":  status,
 		"workflowStatus":    "NEW",
 		"added":             f.added.Format(time.RFC3339Nano),
 		"lastUploaded":      f.added.Format(time.RFC3339Nano),
 		"numberOfPages":     1,
 	}
-	if status == "ERROR" || status == "FAILED" {
-		m["fileErrorInfo"] = map[string]string{"cause": "Simulated analysis failure", "service": "analysis"}
+	setPath(m, s.api.Status.Field, status)
+	if strings.EqualFold(status, "ERROR") || strings.EqualFold(status, "FAILED") || status == s.api.Status.FailedValue {
+		setPath(m, s.api.Status.ErrorKey, "Simulated analysis failure")
 	}
 	return m
 }
@@ -355,29 +521,202 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// componentsJSON is a processed file's components answer. Callers hold s.mu.
+func (s *Server) componentsJSON(f *file) map[string]any {
+	comp := func(n, v string) map[string]any { return map[string]any{"name": n, "values": []string{v}} }
+	m := map[string]any{
+		"fileId":   f.id,
+		"filename": f.filename,
+		"components": []map[string]any{
+			comp("Invoice_Number", f.rec.InvoiceNumber),
+			comp("Invoice_Date", f.rec.Date),
+			comp("Total", f.rec.Total),
+			comp("Currency", f.rec.Currency),
+		},
+	}
+	if s.api.TextKey != "" {
+		setPath(m, s.api.TextKey, f.rec.Text)
+	}
+	return m
+}
+
 func (s *Server) components(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	f, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	if st := s.statusOf(f, false); st != s.api.Status.DoneValue {
+		writeError(w, http.StatusConflict, fmt.Sprintf("File %s is not processed (%s %s)", f.id, s.api.Status.Field, st))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.componentsJSON(f))
+}
+
+// createPackage makes a package of the known, processed files named anywhere in the body.
+func (s *Server) createPackage(w http.ResponseWriter, r *http.Request) {
+	var body any
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
+		writeError(w, http.StatusBadRequest, "JSON parse error: "+err.Error())
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []string
+	for _, v := range append(stringsIn(body), r.PathValue("fileId")) {
+		if f, ok := s.files[v]; ok {
+			if !s.done(f) {
+				writeError(w, http.StatusConflict, fmt.Sprintf("File %s is not processed yet", v))
+				return
+			}
+			ids = append(ids, v)
+		}
+	}
+	if len(ids) == 0 {
+		writeError(w, http.StatusBadRequest, "The request names no file of this dossier")
+		return
+	}
+	id := simkit.RandomHex(12)
+	s.packages[id] = &pkg{fileIDs: ids}
+	ans := map[string]any{}
+	setPath(ans, s.api.Package.IDKey, id)
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// stringsIn are the string values anywhere in a decoded JSON value.
+func stringsIn(v any) []string {
+	switch t := v.(type) {
+	case string:
+		return []string{t}
+	case []any:
+		var out []string
+		for _, el := range t {
+			out = append(out, stringsIn(el)...)
+		}
+		return out
+	case map[string]any:
+		var out []string
+		for _, el := range t {
+			out = append(out, stringsIn(el)...)
+		}
+		return out
+	}
+	return nil
+}
+
+// SetPackageStatus makes every package's status status from now on ("" returns to the normal
+// course).
+func (s *Server) SetPackageStatus(status string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.packageStatus = status
+}
+
+// Packages counts the packages that exist (made and not deleted).
+func (s *Server) Packages() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.packages)
+}
+
+// packageOf finds the package of the request's path. Callers hold s.mu.
+func (s *Server) packageOf(w http.ResponseWriter, r *http.Request) (*pkg, string, bool) {
+	id := r.PathValue("downloadId")
+	p, ok := s.packages[id]
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("Download %s not found", id))
+	}
+	return p, id, ok
+}
+
+// packageStatusOf is p's status; a look moves it on. Callers hold s.mu.
+func (s *Server) packageStatusOf(p *pkg, look bool) string {
+	if s.packageStatus != "" {
+		return s.packageStatus
+	}
+	st := progress(s.api.Package.Status, p.polls, s.cfg.PendingPolls)
+	if look && st != s.api.Package.Status.DoneValue {
+		p.polls++
+	}
+	return st
+}
+
+func (s *Server) packageStatusAnswer(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, id, ok := s.packageOf(w, r)
+	if !ok {
+		return
+	}
+	st := s.packageStatusOf(p, true)
+	m := map[string]any{"downloadId": id, "fileIds": p.fileIDs}
+	setPath(m, s.api.Package.Status.Field, st)
+	if st == s.api.Package.Status.FailedValue {
+		setPath(m, s.api.Package.Status.ErrorKey, "Simulated report generation failure")
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (s *Server) download(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	p, id, ok := s.packageOf(w, r)
 	if !ok {
 		s.mu.Unlock()
 		return
 	}
-	st := s.statusOf(f, false)
-	id, name, rec := f.id, f.filename, f.rec
-	s.mu.Unlock()
-	if st != "PROCESSED" {
-		writeError(w, http.StatusConflict, fmt.Sprintf("File %s is not processed (processingStatus %s)", id, st))
+	if st := s.packageStatusOf(p, false); st != s.api.Package.Status.DoneValue {
+		s.mu.Unlock()
+		writeError(w, http.StatusConflict, fmt.Sprintf("Download %s is not ready (%s %s)", id, s.api.Package.Status.Field, st))
 		return
 	}
-	comp := func(n, v string) map[string]any { return map[string]any{"name": n, "values": []string{v}} }
-	writeJSON(w, http.StatusOK, map[string]any{
-		"fileId":   id,
-		"filename": name,
-		"components": []map[string]any{
-			comp("Invoice_Number", rec.InvoiceNumber),
-			comp("Invoice_Date", rec.Date),
-			comp("Total", rec.Total),
-			comp("Currency", rec.Currency),
-		},
-	})
+	var reports []map[string]any
+	var texts []simkit.Recognised
+	var names []string
+	for _, fid := range p.fileIDs {
+		f := s.files[fid]
+		reports = append(reports, s.componentsJSON(f))
+		texts = append(texts, f.rec)
+		names = append(names, f.filename)
+	}
+	s.mu.Unlock()
+	if s.api.Package.Format == "json" {
+		if len(reports) == 1 {
+			writeJSON(w, http.StatusOK, reports[0])
+		} else {
+			writeJSON(w, http.StatusOK, reports)
+		}
+		return
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for i, rep := range reports {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		add(zw, names[i]+".components.json", b)
+		if s.api.Package.TextEntries {
+			add(zw, names[i]+".txt", []byte(texts[i].Text))
+		}
+	}
+	// A report that is not JSON, as real packages hold spreadsheets: kept, not read.
+	add(zw, "components.csv", []byte("file,component,value\n"))
+	_ = zw.Close()
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.zip"`)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func add(zw *zip.Writer, name string, b []byte) {
+	f, err := zw.Create(name)
+	if err == nil {
+		_, _ = f.Write(b)
+	}
+}
+
+func (s *Server) deletePackage(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, id, ok := s.packageOf(w, r); ok {
+		delete(s.packages, id)
+		w.WriteHeader(http.StatusNoContent)
+	}
 }

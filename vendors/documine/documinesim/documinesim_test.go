@@ -24,12 +24,15 @@ const (
 
 func newSim(t *testing.T, pending int) (*documinesim.Server, *httptest.Server) {
 	t.Helper()
-	sim := documinesim.New(documinesim.Config{
+	sim, err := documinesim.New(documinesim.Config{
 		ClientID: "ingest", ClientSecret: "s3cret", Tenant: "acme",
 		DossierTemplateID: "tpl", DossierID: "dos",
 		Users:        map[string]string{"svc": "pw"},
 		PendingPolls: pending, MaxBytes: 1024,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	return sim, srv
@@ -301,5 +304,76 @@ func TestConcurrentUploads(t *testing.T) {
 	}
 	if len(list) != 16 || len(sim.Ledger.All()) != 16 {
 		t.Fatalf("list has %d files, ledger %d, want 16", len(list), len(sim.Ledger.All()))
+	}
+}
+
+func send(t *testing.T, srv *httptest.Server, access, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+access)
+	req.Header.Set("X-TENANT-ID", "acme")
+	return do(t, req)
+}
+
+// The package flow answers like an API: malformed and empty requests are 400, unknown ids 404,
+// an unready package 409, an expired token 401.
+func TestPackageLifecycle(t *testing.T) {
+	sim, srv := newSim(t, 1)
+	access, _ := login(t, srv)
+	code, m := do(t, upload(t, srv, access, "file", "inv.pdf", pdf))
+	if code != 201 {
+		t.Fatalf("upload %d %v", code, m)
+	}
+	id := m["fileId"].(string)
+	const create = "/api/dossier-templates/tpl/dossiers/dos/create-download"
+	if code, _ := send(t, srv, access, "POST", create, `{"fileIds":["`+id+`"]}`); code != http.StatusConflict {
+		t.Fatalf("package of an unprocessed file: %d, want 409", code)
+	}
+	get(t, srv, access, files+"/"+id) // the one pending look
+	for _, tt := range []struct {
+		body string
+		code int
+	}{{`{"fileIds":[`, 400}, {`{"fileIds":["nope"]}`, 400}, {``, 400}} {
+		if code, m := send(t, srv, access, "POST", create, tt.body); code != tt.code {
+			t.Fatalf("create %q: %d %v, want %d", tt.body, code, m, tt.code)
+		}
+	}
+	code, m = send(t, srv, access, "POST", create, `{"fileIds":["`+id+`"]}`)
+	if code != 200 || m["downloadId"] == nil {
+		t.Fatalf("create: %d %v", code, m)
+	}
+	dl := "/api/downloads/" + m["downloadId"].(string)
+	if code, _ := get(t, srv, access, dl+"/download"); code != http.StatusConflict {
+		t.Fatalf("unready download: %d, want 409", code)
+	}
+	var seen []string
+	for range 3 {
+		_, m := get(t, srv, access, dl)
+		seen = append(seen, m["status"].(string))
+	}
+	if got := strings.Join(seen, " "); got != "QUEUED READY READY" {
+		t.Fatalf("package statuses %q", got)
+	}
+	if code, _ := get(t, srv, access, dl+"/download"); code != 200 {
+		t.Fatalf("download: %d", code)
+	}
+	if code, _ := get(t, srv, access, "/api/downloads/nope"); code != 404 {
+		t.Fatalf("unknown package: %d, want 404", code)
+	}
+	sim.Tokens.ExpireAll()
+	if code, _ := send(t, srv, access, "DELETE", dl, ""); code != 401 {
+		t.Fatalf("expired token: %d, want 401", code)
+	}
+	access, _ = login(t, srv)
+	if code, _ := send(t, srv, access, "DELETE", dl, ""); code != 204 || sim.Packages() != 0 {
+		t.Fatalf("delete: %d, %d packages left", code, sim.Packages())
+	}
+}
+
+func TestUnservableAPI(t *testing.T) {
+	api := documinesim.DefaultAPI()
+	api.ListMethod, api.ListPath = api.UploadMethod, api.UploadPath
+	if _, err := documinesim.New(documinesim.Config{API: api}); err == nil || !strings.Contains(err.Error(), "cannot be served") {
+		t.Fatalf("error %v, want one about the paths", err)
 	}
 }
