@@ -143,7 +143,7 @@ func TestSandboxKeepsDocuMineShapes(t *testing.T) {
 		t.Fatal(problems)
 	}
 	ctx := context.Background()
-	c, err := catalog.Build(ctx, p, slog.New(slog.DiscardHandler))
+	c, err := catalog.Build(ctx, p, slog.New(slog.DiscardHandler), "http://127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
 	}
