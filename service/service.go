@@ -30,6 +30,7 @@ import (
 	"github.com/ingest-dev/ingest/liveness"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/catalog"
+	"github.com/ingest-dev/ingest/webhooks"
 )
 
 // Service is a running ingest.
@@ -44,6 +45,7 @@ type Service struct {
 	poller    *dispatch.Poller
 	callbacks *callbacks.Receiver
 	sources   *sources
+	webhooks  *webhooks.Deliverer
 	http      *httpapi.Server
 	httpAddr  string
 
@@ -187,6 +189,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 			}
 			return s.sources.ready()
 		},
+		ReadyDetail: s.readyDetail,
 	})
 	if err != nil {
 		return nil, err
@@ -215,6 +218,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, err
 	}
 	if err := s.startSources(ctx, cfg, in, reg); err != nil {
+		return nil, err
+	}
+	if err := s.startWebhooks(ctx, cfg, keys, reg); err != nil {
 		return nil, err
 	}
 	serving = true
