@@ -57,7 +57,6 @@ func (d *Deliverer) Replay(ctx context.Context, name string, since time.Time) (R
 	if err != nil {
 		return res, fmt.Errorf("open the event stream: %w", err)
 	}
-	last := stream.CachedInfo().State.LastSeq
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{d.bus.Names().DocumentSubjects()}, // one subject: NATS 2.9
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
@@ -66,7 +65,10 @@ func (d *Deliverer) Replay(ctx context.Context, name string, since time.Time) (R
 	if err != nil {
 		return res, fmt.Errorf("read the event stream from %s: %w", since.Format(time.RFC3339), err)
 	}
-	if cons.CachedInfo().NumPending == 0 {
+	// What matched the filter when the replay began is the range: the last sequence of the
+	// stream may be a message outside the filter (a dead letter), so it is counted instead.
+	remaining := cons.CachedInfo().NumPending
+	if remaining == 0 {
 		return res, nil
 	}
 	it, err := cons.Messages()
@@ -88,9 +90,6 @@ func (d *Deliverer) Replay(ctx context.Context, name string, since time.Time) (R
 		if err != nil {
 			return res, fmt.Errorf("read the event stream: %w", err)
 		}
-		if md.Sequence.Stream > last {
-			return res, nil // the stream as it was when the replay started is done
-		}
 		ev, err := events.Decode(m.Data())
 		if err == nil && s.wants(d.bus.Names(), m.Subject(), ev.Kind()) && d.passesFilters(ctx, s, ev) {
 			res.Matched++
@@ -100,8 +99,8 @@ func (d *Deliverer) Replay(ctx context.Context, name string, since time.Time) (R
 			}
 			res.Delivered++
 		}
-		if md.Sequence.Stream == last {
-			return res, nil
+		if remaining--; remaining == 0 {
+			return res, nil // the stream as it was when the replay began is done
 		}
 	}
 }
