@@ -522,3 +522,37 @@ func TestRestartLosesNothingAndResendsWithTheSameID(t *testing.T) {
 		return true
 	})
 }
+
+// The same on the external NATS (Debian's 2.9 on the development machines and CI): one filter
+// subject per consumer, NakWithDelay holding an ordered subscription, the disabled marks watched.
+func TestOnExternalNATS(t *testing.T) {
+	bus := eventstest.Bus(t, eventstest.External(t))
+	rv := newReceiver(t, secretA)
+	var down atomic.Bool
+	down.Store(true)
+	rv.answer = func(int, *http.Request) (int, http.Header, string) {
+		if down.Load() {
+			return http.StatusServiceUnavailable, nil, ""
+		}
+		return 0, nil, ""
+	}
+	gone := newReceiver(t, secretA)
+	gone.answer = func(int, *http.Request) (int, http.Header, string) { return http.StatusGone, nil, "" }
+	ordered := sub("ordered", rv.srv.URL)
+	ordered.Ordered, ordered.MaxAttempts = true, 1000
+	d := start(t, bus, webhooks.Config{Subscriptions: []webhooks.Subscription{ordered, sub("gone", gone.srv.URL)}})
+	ids := publish(t, bus, 20, "ext")
+	eventstest.WaitFor(t, 10*time.Second, "tries while down", func() bool { return rv.calls.Load() >= 3 })
+	down.Store(false)
+	eventstest.WaitFor(t, 20*time.Second, "every event in order", func() bool { return rv.distinct() == 20 })
+	for i, g := range rv.accepted() {
+		if g.id != ids[i] {
+			t.Fatalf("delivery %d is %s, want %s", i, g.id, ids[i])
+		}
+	}
+	eventstest.WaitFor(t, 10*time.Second, "410 to disable", func() bool { return d.Statuses(context.Background())[1].State == "disabled" })
+	res, err := d.Replay(context.Background(), "ordered", time.Now().Add(-time.Hour))
+	if err != nil || res.Delivered != 20 {
+		t.Fatalf("replay %+v, %v", res, err)
+	}
+}
