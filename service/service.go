@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -25,6 +27,7 @@ import (
 	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/docapi"
 	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/events/schema"
 	"github.com/ingest-dev/ingest/httpapi"
 	"github.com/ingest-dev/ingest/intake"
 	"github.com/ingest-dev/ingest/liveness"
@@ -200,6 +203,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, err
 	}
 	docs.Register(s.http.Echo())
+	// The events described (AsyncAPI 3.0, generated from the Go types), with this deployment's
+	// subject root.
+	asyncapi, err := schema.AsyncAPI(s.bus.Names())
+	if err != nil {
+		return nil, err
+	}
+	s.http.Echo().GET("/asyncapi.json", func(c echo.Context) error { return c.JSONBlob(http.StatusOK, asyncapi) })
 	if cfg.Sources.HTTPDrop.Enabled {
 		drop, err := httpdrop.New(ctx, httpdrop.Config{
 			Bus: s.bus, Intake: in, SourceName: cfg.Sources.HTTPDrop.Name, APIKeys: keys,

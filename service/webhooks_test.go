@@ -17,6 +17,7 @@ import (
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
+	"github.com/ingest-dev/ingest/events/schema"
 )
 
 const hookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -121,6 +122,30 @@ func TestWebhooksThroughTheService(t *testing.T) {
 			t.Fatalf("document %s: %s after step %d", ev.Subject, ev.Type, step[ev.Subject])
 		}
 		step[ev.Subject] = k
+	}
+
+	// Every event of the run, as delivered, is valid against the published schemas.
+	types := map[string]*schema.Schema{}
+	for _, et := range schema.EventTypes(s.Bus().Names()) {
+		types[et.Type] = schema.Envelope(et)
+	}
+	rv.mu.Lock()
+	for _, raw := range rv.raw {
+		var doc map[string]any
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		sch := types[doc["type"].(string)]
+		if sch == nil {
+			t.Fatalf("no schema for %s", doc["type"])
+		}
+		if errs := sch.Validate(doc); len(errs) > 0 {
+			t.Errorf("a delivered %s does not match its schema: %v\n%s", doc["type"], errs, raw)
+		}
+	}
+	rv.mu.Unlock()
+	if res, body := get(t, s.HTTPAddr(), "/asyncapi.json"); res.StatusCode != 200 || !strings.Contains(string(body), `"asyncapi": "3.0.0"`) {
+		t.Fatalf("/asyncapi.json: %d %.200s", res.StatusCode, body)
 	}
 
 	res, body := get(t, s.HTTPAddr(), "/readyz")
