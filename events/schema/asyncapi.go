@@ -84,9 +84,9 @@ func AsyncAPI(n events.Names) ([]byte, error) {
 	}
 	operations["webhook_delivery"] = map[string]any{
 		"action": "send", "summary": "Deliver an event to a webhook subscriber (POST; success = 2xx).",
-		"channel": map[string]string{"$ref": "#/channels/webhook"},
+		"channel":  map[string]string{"$ref": "#/channels/webhook"},
 		"bindings": map[string]any{"http": map[string]any{"method": "POST", "bindingVersion": "0.3.0"}},
-		"traits": []any{map[string]any{"$ref": "#/components/operationTraits/standard_webhooks"}},
+		"traits":   []any{map[string]any{"$ref": "#/components/operationTraits/standard_webhooks"}},
 	}
 	doc := map[string]any{
 		"asyncapi": "3.0.0",

@@ -22,10 +22,10 @@ type Schema struct {
 	Required             []string           `json:"required,omitempty"`
 	AdditionalProperties *Schema            `json:"additionalProperties,omitempty"`
 	// Closed is additionalProperties: false (a struct: no keys but its own).
-	Closed bool      `json:"-"`
-	Items  *Schema   `json:"items,omitempty"`
-	Enum   []string  `json:"enum,omitempty"`
-	Const  string    `json:"const,omitempty"`
+	Closed bool     `json:"-"`
+	Items  *Schema  `json:"items,omitempty"`
+	Enum   []string `json:"enum,omitempty"`
+	Const  string   `json:"const,omitempty"`
 }
 
 // MarshalJSON writes additionalProperties false for closed objects.

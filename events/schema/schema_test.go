@@ -89,8 +89,8 @@ func TestValidatorRefuses(t *testing.T) {
 	cases := map[string]string{
 		`{"document_id":"d","vendor":"v","error":"e","permanent":true,"failed_at":"2026-01-01T00:00:00Z","colour":"red"}`: `unknown property "colour"`,
 		`{"document_id":"d","vendor":"v","error":"e","failed_at":"2026-01-01T00:00:00Z"}`:                                 `"permanent" is required`,
-		`{"document_id":"d","vendor":"v","error":"e","permanent":"yes","failed_at":"2026-01-01T00:00:00Z"}`:                `$.permanent: want a boolean`,
-		`{"document_id":"d","vendor":"v","error":"e","permanent":true,"failed_at":"yesterday"}`:                            `not an RFC 3339 date-time`,
+		`{"document_id":"d","vendor":"v","error":"e","permanent":"yes","failed_at":"2026-01-01T00:00:00Z"}`:               `$.permanent: want a boolean`,
+		`{"document_id":"d","vendor":"v","error":"e","permanent":true,"failed_at":"yesterday"}`:                           `not an RFC 3339 date-time`,
 		`{"document_id":"d","vendor":"v","error":"e","permanent":true,"failed_at":"2026-01-01T00:00:00Z","attempts":1.5}`: `want an integer`,
 		`[]`: `want an object`,
 	}
