@@ -32,6 +32,9 @@ type Config struct {
 	Routes    []Route   `yaml:"routes"`
 	Dispatch  Dispatch  `yaml:"dispatch"`
 	Callbacks Callbacks `yaml:"callbacks"`
+	// Subscriptions are outbound webhooks: events delivered by HTTP to receivers that do not
+	// speak NATS (see the webhooks package).
+	Subscriptions []Subscription `yaml:"subscriptions"`
 	// ShutdownTimeout bounds a graceful stop: in-flight uploads get this long to finish.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 	// HeartbeatTTL: how long an instance counts as alive after its last heartbeat, and so how
@@ -201,7 +204,8 @@ func Default() Config {
 			RetryInitial: Duration(2 * time.Second), RetryMax: Duration(5 * time.Minute), Lease: Duration(10 * time.Minute),
 			InDoubtTimeout: Duration(time.Hour),
 		},
-		Callbacks: Callbacks{MaxBodyBytes: 10 << 20, ParkWindow: Duration(10 * time.Minute)},
+		Callbacks:     Callbacks{MaxBodyBytes: 10 << 20, ParkWindow: Duration(10 * time.Minute)},
+		Subscriptions: []Subscription{},
 	}
 }
 
@@ -382,6 +386,7 @@ func (c *Config) Validate(enabled []string, bad Report) {
 	if d.InDoubtTimeout.Std() < time.Minute {
 		bad("dispatch.in_doubt_timeout", "must be at least 1m")
 	}
+	c.validateSubscriptions(bad)
 }
 
 func checkHostPort(addr string) error {

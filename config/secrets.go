@@ -135,6 +135,8 @@ func secretKey(name string) bool {
 	switch name {
 	case "password", "token", "secret", "secrets", "api_key", "api_keys":
 		return true
+	case "headers": // extra headers sent with a webhook: Authorization and its kind
+		return true
 	}
 	for _, suffix := range []string{"_password", "_token", "_tokens", "_secret", "_secrets", "_api_key", "_api_keys"} {
 		if strings.HasSuffix(name, suffix) {

@@ -64,6 +64,9 @@ type Delivery struct {
 	Data    []byte
 	// Attempt is 1 on the first delivery, and counts up with each redelivery.
 	Attempt int
+	// Sequence is the message's sequence in the stream (0 when unknown): where it can be read
+	// again (a dead letter names it, so that one delivery can be redone).
+	Sequence uint64
 }
 
 // Handler decides about one message. ctx ends when the consumer is stopped past its drain time.
@@ -85,6 +88,14 @@ type ConsumerSpec struct {
 	// Drain is how long handlers in hand may finish once Run's context ends, before their own
 	// contexts are cancelled (default 5 s).
 	Drain time.Duration
+	// MaxAckPending caps the messages handed out and not yet settled (default Workers*4). With
+	// Workers 1 and MaxAckPending 1 a consumer handles its messages strictly in stream order: a
+	// message waiting for its retry holds back the ones behind it.
+	MaxAckPending int
+	// DeliverNew starts a consumer created now at the next message instead of the stream's first
+	// (a new webhook subscription gets what happens from now on). It only matters when the
+	// durable is created; an existing one keeps its place.
+	DeliverNew bool
 	// OnPanic decides about a message whose handler panicked (after the runtime logged the
 	// panic and its stack): fail the document it is about, say. Nil: the message is dropped.
 	OnPanic func(ctx context.Context, d Delivery, panicked any) Outcome
@@ -144,19 +155,26 @@ func (b *Bus) Consumer(ctx context.Context, spec ConsumerSpec, h Handler) (*Cons
 	if spec.Drain <= 0 {
 		spec.Drain = 5 * time.Second
 	}
+	if spec.MaxAckPending <= 0 {
+		spec.MaxAckPending = spec.Workers * 4
+	}
+	deliver := jetstream.DeliverAllPolicy
+	if spec.DeliverNew {
+		deliver = jetstream.DeliverNewPolicy
+	}
 	var cons jetstream.Consumer
 	err := provision(ctx, b.log, "consumer "+b.names.Durable(spec.Purpose), func(ctx context.Context) (err error) {
 		cons, err = b.js.CreateOrUpdateConsumer(ctx, b.names.Stream(), jetstream.ConsumerConfig{
 			Durable:       b.names.Durable(spec.Purpose),
 			Description:   spec.Description,
 			FilterSubject: spec.Filter,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
+			DeliverPolicy: deliver,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       spec.AckWait,
 			// Handlers end a message's life (Done or Drop); retries are their decision, with their
 			// own bounds (attempt counts, deadlines), not a delivery count.
 			MaxDeliver:    -1,
-			MaxAckPending: spec.Workers * 4,
+			MaxAckPending: spec.MaxAckPending,
 			Replicas:      b.replicas,
 		})
 		return err
@@ -255,6 +273,7 @@ func (c *Consumer) handle(ctx context.Context, m jetstream.Msg) {
 	d := Delivery{Subject: m.Subject(), Data: m.Data(), Attempt: 1}
 	if md, err := m.Metadata(); err == nil {
 		d.Attempt = int(md.NumDelivered)
+		d.Sequence = md.Sequence.Stream
 	}
 	c.m.deliveries.WithLabelValues(c.spec.Purpose).Inc()
 	if d.Attempt > 1 {

@@ -117,3 +117,22 @@ type RejectedData struct {
 	RejectedAt  time.Time         `json:"rejected_at"`
 	ContentType string            `json:"content_type,omitempty"`
 }
+
+// DeliveryFailedData is the data of <namespace>.delivery.failed.<subscription>: a webhook
+// delivery that ran out of attempts (or of time) — a dead letter. It names the event by id and
+// stream sequence, so that it can be delivered again (POST
+// /v1/subscriptions/{name}/dead-letters/{event_id}/redeliver).
+type DeliveryFailedData struct {
+	Subscription   string    `json:"subscription"`
+	EventID        string    `json:"event_id"`
+	EventType      string    `json:"event_type"`
+	EventSubject   string    `json:"event_subject"` // the NATS subject the event was published on
+	DocumentID     string    `json:"document_id"`
+	StreamSequence uint64    `json:"stream_sequence"`
+	Attempts       int       `json:"attempts"`
+	LastStatus     int       `json:"last_status,omitempty"` // the receiver's last HTTP status; 0: no answer
+	LastError      string    `json:"last_error"`
+	FirstAttemptAt time.Time `json:"first_attempt_at,omitzero"`
+	LastAttemptAt  time.Time `json:"last_attempt_at"`
+	FailedAt       time.Time `json:"failed_at"`
+}

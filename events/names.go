@@ -75,3 +75,12 @@ func (n Names) CallbackSubject(what, vendor string) string {
 
 // CallbackSubjects matches the parked callbacks of every vendor ("received") or the unmatched ones.
 func (n Names) CallbackSubjects(what string) string { return n.Namespace + ".callback." + what + ".>" }
+
+// DeliveryFailedType is the CloudEvents type of a webhook dead letter.
+const DeliveryFailedType = "ingest.delivery.failed"
+
+// DeliveryFailedSubject is where the dead letters of one webhook subscription are published:
+// <root>.delivery.failed.<subscription>.
+func (n Names) DeliveryFailedSubject(subscription string) string {
+	return n.Namespace + ".delivery.failed." + subscription
+}

@@ -40,6 +40,9 @@ type Config struct {
 	// MaxRequestsPerAddress bounds the requests with a body one client address has in flight
 	// (429 beyond); 0: no bound.
 	MaxRequestsPerAddress int
+	// ReadyDetail adds to /readyz's answer what an operator should see without it making the
+	// service unready (webhook subscriptions a receiver disabled). Nil: nothing.
+	ReadyDetail func(ctx context.Context) map[string]any
 }
 
 // Server is the HTTP server.
@@ -124,7 +127,17 @@ func New(cfg Config) (*Server, error) {
 				return NewProblem(http.StatusServiceUnavailable, "not ready: %v", err).WithHeader("Retry-After", "5")
 			}
 		}
-		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+		body := map[string]any{"status": "ready"}
+		if cfg.ReadyDetail != nil {
+			ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+			defer cancel()
+			for k, v := range cfg.ReadyDetail(ctx) {
+				if k != "status" {
+					body[k] = v
+				}
+			}
+		}
+		return c.JSON(http.StatusOK, body)
 	})
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})))
 	return s, nil

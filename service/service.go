@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -25,12 +27,14 @@ import (
 	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/docapi"
 	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/events/schema"
 	"github.com/ingest-dev/ingest/httpapi"
 	"github.com/ingest-dev/ingest/intake"
 	"github.com/ingest-dev/ingest/internal/redact"
 	"github.com/ingest-dev/ingest/liveness"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/catalog"
+	"github.com/ingest-dev/ingest/webhooks"
 )
 
 // Service is a running ingest.
@@ -45,6 +49,7 @@ type Service struct {
 	poller    *dispatch.Poller
 	callbacks *callbacks.Receiver
 	sources   *sources
+	webhooks  *webhooks.Deliverer
 	http      *httpapi.Server
 	httpAddr  string
 
@@ -204,6 +209,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 			}
 			return s.sources.ready()
 		},
+		ReadyDetail: s.readyDetail,
 	})
 	if err != nil {
 		return nil, err
@@ -214,6 +220,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, err
 	}
 	docs.Register(s.http.Echo())
+	// The events described (AsyncAPI 3.0, generated from the Go types), with this deployment's
+	// subject root.
+	asyncapi, err := schema.AsyncAPI(s.bus.Names())
+	if err != nil {
+		return nil, err
+	}
+	s.http.Echo().GET("/asyncapi.json", func(c echo.Context) error { return c.JSONBlob(http.StatusOK, asyncapi) })
 	if cfg.Sources.HTTPDrop.Enabled {
 		drop, err := httpdrop.New(ctx, httpdrop.Config{
 			Bus: s.bus, Intake: in, SourceName: cfg.Sources.HTTPDrop.Name, APIKeys: keys,
@@ -232,6 +245,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, err
 	}
 	if err := s.startSources(ctx, cfg, in, reg); err != nil {
+		return nil, err
+	}
+	if err := s.startWebhooks(ctx, cfg, keys, reg); err != nil {
 		return nil, err
 	}
 	serving = true

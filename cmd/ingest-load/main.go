@@ -8,6 +8,7 @@
 //	go run ./cmd/ingest-load -e2e -n 1000 -c 8 -size 20KiB -vendors laigo,gini,allspark,documine
 //	go run ./cmd/ingest-load -callbacks -n 20000 -c 50
 //	go run ./cmd/ingest-load -cluster -n 2000 -c 8 -size 100KiB
+//	go run ./cmd/ingest-load -webhooks 1 -n 20000 -rate 500
 package main
 
 import (
@@ -45,6 +46,8 @@ func main() {
 	vendorList := flag.String("vendors", "gini", "with -e2e: the vendors each document goes to")
 	cb := flag.Bool("callbacks", false, "measure the Allspark callback endpoint (-n callbacks from -c senders)")
 	cluster := flag.Bool("cluster", false, "two instances on a three-node cluster (replicas 3): throughput, then a node kill")
+	hooks := flag.Int("webhooks", 0, "measure webhook delivery to N subscriptions (instant local receiver): -n events, then -rate events/s for latency")
+	rate := flag.Int("rate", 500, "with -webhooks: events per second in the latency phase")
 	flag.Parse()
 	size, err := config.ParseByteSize(*sizeFlag)
 	if err != nil {
@@ -70,6 +73,13 @@ func main() {
 	case *cb:
 		extra = "vendors: {allspark: {callback_token: " + callbackToken + "}}\n"
 	}
+	var sink *hookSink
+	if *hooks > 0 {
+		if sink, err = newHookSink(); err != nil {
+			fail(err)
+		}
+		extra = webhookConfig(sink.url, *hooks)
+	}
 	svc, err := startService(*bin, extra)
 	if err != nil {
 		fail(err)
@@ -82,6 +92,8 @@ func main() {
 		err = measureE2E(svc, *n, *c, size, *vendorList)
 	case *cb:
 		err = measureCallbacks(svc, *n, *c)
+	case *hooks > 0:
+		err = measureWebhooks(svc, sink, *n, *hooks, *rate)
 	default:
 		err = measureThroughput(svc, *n, *c, size)
 	}

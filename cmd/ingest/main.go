@@ -5,6 +5,8 @@
 //	ingest status ID                     print one document's state
 //	ingest submit FILE... [--vendor V]   upload files like the HTTP drop does
 //	ingest config check [--config F]     validate a configuration, listing every problem
+//	ingest replay --subscription S --since 2h   re-send a webhook subscription's events
+//	ingest webhooks [list|enable S|…]    webhook subscriptions: states, dead letters, redelivery
 //
 // Without --config (or $INGEST_CONFIG), the embedded default configuration is used: the shipped
 // config.yaml.
@@ -45,6 +47,12 @@ Usage:
   ingest config gen-token                     print a new random secret (API key, callback token)
   ingest state rebuild [--config F]           replay the stream's document events into the state
                                               bucket (repairs lost state writes; safe to repeat)
+  ingest replay --subscription S --since 2h [--config F]
+                                              re-send a webhook subscription's events since then, in
+                                              order, with their webhook-ids (since: 2h, 3d or RFC 3339)
+  ingest webhooks [list | enable S | dead-letters S | redeliver S EVENT_ID | attempts S EVENT_ID]
+                                              webhook subscriptions: states, a 410's disabled mark
+                                              cleared, dead letters, one delivered again, attempts
 
 Without --config (or $INGEST_CONFIG) the embedded default configuration is used.
 `
@@ -79,6 +87,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			break
 		}
 		err = stateRebuild(ctx, args[1:], stdout)
+	case "replay":
+		err = replay(ctx, args, stdout)
+	case "webhooks":
+		err = webhooksCmd(ctx, args, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
