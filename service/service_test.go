@@ -382,6 +382,12 @@ func TestSandboxWalkthroughEndsCompleted(t *testing.T) {
 	if len(completed["laigo"].Artifacts) != 1 || completed["laigo"].Text == "" {
 		t.Errorf("laigo result %+v", completed["laigo"])
 	}
+	// Where the vendor offers the document's text, the shipped configuration takes it.
+	for _, v := range []string{"gini", "allspark"} {
+		if completed[v].Text == "" {
+			t.Errorf("%s completed without the text it offers", v)
+		}
+	}
 	for _, v := range all {
 		if len(completed[v].Raw) == 0 || len(completed[v].Fields) == 0 && v != "laigo" {
 			t.Errorf("%s: completed without raw or fields: %+v", v, completed[v])

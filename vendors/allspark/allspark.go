@@ -46,6 +46,9 @@ const (
 type Config struct {
 	// BaseURL is the API root up to and including /api/v1; DefaultBaseURL when empty.
 	BaseURL string
+	// UploadPath is the direct upload under BaseURL: DefaultUploadPath when empty. Allspark's
+	// document shows it both as /cases/direct-upload/ and as /direct-upload/ [U].
+	UploadPath string
 	// APIKey is the key made in the Allspark UI (APIs section). Required.
 	APIKey string
 	// DocumentType is sent as document_type with each file when set: one of the document types
@@ -118,6 +121,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.ClockSkew <= 0 {
 		cfg.ClockSkew = defaultClockSkew
 	}
+	if cfg.UploadPath == "" {
+		cfg.UploadPath = DefaultUploadPath
+	}
+	if !strings.HasPrefix(cfg.UploadPath, "/") || strings.ContainsAny(cfg.UploadPath, "?#") {
+		return nil, fmt.Errorf("allspark: upload path %q must be a path starting with /", cfg.UploadPath)
+	}
 	if cfg.ListPageSize <= 0 {
 		cfg.ListPageSize = defaultListPageSize
 	}
@@ -165,11 +174,14 @@ func (t keyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // Name is "allspark".
 func (c *Client) Name() string { return Name }
 
-// Submit uploads doc as a one-file case (POST /cases/direct-upload/); processing starts at once.
-// The reference is the case id in decimal.
+// DefaultUploadPath is the direct upload as the API reference's endpoint list writes it.
+const DefaultUploadPath = "/cases/direct-upload/"
+
+// Submit uploads doc as a one-file case (POST UploadPath); processing starts at once. The
+// reference is the case id in decimal.
 func (c *Client) Submit(ctx context.Context, doc vendors.Document) (string, error) {
 	const op = "submit"
-	res, err := c.upload(ctx, op, c.base+"/cases/direct-upload/", doc)
+	res, err := c.upload(ctx, op, c.base+c.cfg.UploadPath, doc)
 	if err != nil {
 		return "", err
 	}

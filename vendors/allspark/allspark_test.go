@@ -686,3 +686,17 @@ func FuzzParseCase(f *testing.F) {
 		}
 	})
 }
+
+// Allspark's document names the direct upload twice, differently: a simulator that serves the
+// prose's /direct-upload/ refuses a client on the samples' path, and takes one configured for it.
+func TestUploadPathIsConfigurable(t *testing.T) {
+	prose := allsparksim.Config{UploadPath: "/direct-upload/"}
+	if _, err := newEnv(t, prose, nil).client.Submit(t.Context(), doc("a.pdf", pdf("a"))); err == nil || !vendors.IsPermanent(err) {
+		t.Fatalf("default path against a server on the other one: %v; want a permanent error", err)
+	}
+	e := newEnv(t, prose, func(c *allspark.Config) { c.UploadPath = "/direct-upload/" })
+	ref, err := e.client.Submit(t.Context(), doc("a.pdf", pdf("a")))
+	if err != nil || ref == "" {
+		t.Fatalf("configured path: %q, %v", ref, err)
+	}
+}

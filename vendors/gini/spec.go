@@ -2,6 +2,7 @@ package gini
 
 import (
 	"context"
+	"strings"
 
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/vendors"
@@ -19,6 +20,9 @@ type Settings struct {
 	Username       string `yaml:"username"`
 	Password       string `yaml:"password"`
 	FetchLayout    bool   `yaml:"fetch_layout"` // text from the layout endpoint
+	// Accept is the media type of every API call: it pins the API version (Gini's documents:
+	// application/vnd.gini.v1+json).
+	Accept string `yaml:"accept"`
 	DocType        string `yaml:"doc_type"`
 	// ListNewestFirst: the account's document list is known to come newest first, so that a
 	// crashed submission can be ruled out without reading the whole list.
@@ -28,6 +32,9 @@ type Settings struct {
 // Validate checks the production credentials and that one way to authenticate is chosen.
 func (s *Settings) Validate(report config.Report) {
 	s.Require(report, map[string]string{"client_id": s.ClientID, "client_secret": s.ClientSecret})
+	if !strings.HasPrefix(s.Accept, "application/") {
+		report("accept", "%q is not a media type like application/vnd.gini.v1+json", s.Accept)
+	}
 	if !s.Enabled || s.Sandbox {
 		return
 	}
@@ -44,13 +51,14 @@ func Spec() vendors.Spec {
 	return vendors.Spec{
 		Name: name,
 		NewConfig: func() vendors.Config {
-			return &Settings{Common: vendors.DefaultCommon(DefaultBaseURL), TokenURL: DefaultTokenURL}
+			// The layout gives the document's text: completed events carry it unless turned off.
+			return &Settings{Common: vendors.DefaultCommon(DefaultBaseURL), TokenURL: DefaultTokenURL, FetchLayout: true, Accept: DefaultAccept}
 		},
 		New: func(_ context.Context, cfg vendors.Config, env vendors.Env) (vendors.Vendor, error) {
 			s := cfg.(*Settings)
 			gc := Config{
 				BaseURL: s.BaseURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret, UserIdentifier: s.UserIdentifier,
-				TokenURL: s.TokenURL, Username: s.Username, Password: s.Password, DocType: s.DocType, FetchLayout: s.FetchLayout,
+				TokenURL: s.TokenURL, Username: s.Username, Password: s.Password, DocType: s.DocType, FetchLayout: s.FetchLayout, Accept: s.Accept,
 				ListNewestFirst: s.ListNewestFirst,
 				Timeout:         s.Timeout.Std(), RateLimit: s.RateLimit, Concurrency: s.Concurrency, Logger: env.Logger,
 			}

@@ -50,6 +50,9 @@ type Config struct {
 	MaxBytes int64
 	// DocumentTypes are the process's document types; when set, any other document_type is a 400.
 	DocumentTypes []string
+	// UploadPath is where the direct upload is served (under Prefix, with its trailing slash):
+	// "/cases/direct-upload/" by default, or the prose's "/direct-upload/".
+	UploadPath string
 	// CallbackURL, when set, is called once a case is completely processed, as Allspark does when
 	// a callback URL is configured in its API settings. The case then completes on its own,
 	// CallbackAfter after processing starts, without waiting to be polled.
@@ -124,6 +127,9 @@ func New(cfg Config) *Server {
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
+	if cfg.UploadPath == "" {
+		cfg.UploadPath = "/cases/direct-upload/"
+	}
 	s := &Server{
 		// Allspark has no token exchange: the scaffold's tokens go unused.
 		Scaffold: simkit.NewScaffold(0, cfg.MaxBytes+1<<20),
@@ -139,7 +145,9 @@ func New(cfg Config) *Server {
 	}
 	m := s.Scaffold
 	// {$} anchors a pattern that ends in a slash: without it the pattern would match a subtree.
-	m.Handle("POST "+Prefix+"/cases/direct-upload/{$}", "upload", s.authed(s.directUpload))
+	// The document's samples post to /cases/direct-upload/, its prose header names
+	// /direct-upload/ [U]: one of them is served, the samples' unless UploadPath says otherwise.
+	m.Handle("POST "+Prefix+s.cfg.UploadPath+"{$}", "upload", s.authed(s.directUpload))
 	m.Handle("POST "+Prefix+"/cases/{$}", "create", s.authed(s.createCase))
 	m.Handle("GET "+Prefix+"/cases/{$}", "list", s.authed(s.listCases))
 	m.Handle("POST "+Prefix+"/cases/{id}/add-file/{$}", "add-file", s.authed(s.addFile))
@@ -150,7 +158,7 @@ func New(cfg Config) *Server {
 	// ServeMux would redirect a path missing its trailing slash; DRF cannot redirect a POST, so
 	// here, as there in effect, the slashless paths lead nowhere, and a client dropping a slash
 	// fails its tests.
-	for _, p := range []string{"/cases/direct-upload", "/cases", "/cases/{id}/add-file", "/cases/{id}/mark-complete"} {
+	for _, p := range []string{strings.TrimSuffix(s.cfg.UploadPath, "/"), "/cases", "/cases/{id}/add-file", "/cases/{id}/mark-complete"} {
 		m.HandleFunc("POST "+Prefix+p, notFound)
 	}
 	m.HandleFunc("/", notFound)
