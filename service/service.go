@@ -155,7 +155,8 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if publicURL == "" {
 		publicURL = "http://" + dialable(s.httpAddr)
 	}
-	if s.catalog, err = catalog.Build(ctx, plan, log, publicURL); err != nil {
+	if s.catalog, err = catalog.Build(ctx, plan, catalog.BuildConfig{Logger: log, PublicURL: publicURL,
+		StateDir: filepath.Join(cfg.DataDir, "sandbox")}); err != nil {
 		return nil, err
 	}
 	router, err := dispatch.NewRouter(rules(routes(cfg, plan)), plan.Enabled())

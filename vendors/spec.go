@@ -51,6 +51,9 @@ type Env struct {
 	// PublicURL is where this service is reached (scheme and host): a sandbox simulator that
 	// calls back builds its callback URL on it.
 	PublicURL string
+	// StateDir is where the vendor's sandbox simulator keeps its records (data_dir/sandbox/<vendor>),
+	// so that documents in flight are still known to it after a restart; "" keeps them in memory.
+	StateDir string
 }
 
 // Common are the keys every vendor has.

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -118,10 +119,23 @@ type Catalog struct {
 	stops     []func()
 }
 
+// BuildConfig is what Build needs besides the plan.
+type BuildConfig struct {
+	Logger *slog.Logger
+	// PublicURL is where this service is reached (sandbox simulators that call back call there).
+	PublicURL string
+	// StateDir, when set, keeps each sandbox simulator's records in StateDir/<vendor>, so that a
+	// sandbox outlives a restart.
+	StateDir string
+}
+
 // Build makes a client for every enabled vendor of plan, starting simulators for those in sandbox
-// mode. plan must have had no problems. publicURL is where this service is reached (sandbox
-// simulators that call back call there).
-func Build(ctx context.Context, plan *Plan, log *slog.Logger, publicURL string) (_ *Catalog, err error) {
+// mode. plan must have had no problems.
+func Build(ctx context.Context, plan *Plan, bc BuildConfig) (_ *Catalog, err error) {
+	log := bc.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	c := &Catalog{Vendors: map[string]vendors.Vendor{}, Poll: map[string]vendors.PollSettings{},
 		Callbacks: map[string]*vendors.Callbacks{}, Sandboxes: map[string]string{}}
 	defer func() {
@@ -148,7 +162,10 @@ func Build(ctx context.Context, plan *Plan, log *slog.Logger, publicURL string) 
 				return url, nil
 			},
 			OnStop:    func(f func()) { c.stops = append(c.stops, f) },
-			PublicURL: publicURL,
+			PublicURL: bc.PublicURL,
+		}
+		if bc.StateDir != "" {
+			env.StateDir = filepath.Join(bc.StateDir, spec.Name)
 		}
 		v, err := spec.New(ctx, cfg, env)
 		if err != nil {

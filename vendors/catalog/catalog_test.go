@@ -55,7 +55,7 @@ func TestSandboxCatalog(t *testing.T) {
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
-	c, err := catalog.Build(context.Background(), p, slog.New(slog.NewTextHandler(&logs, nil)), "http://127.0.0.1:1")
+	c, err := catalog.Build(context.Background(), p, catalog.BuildConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil)), PublicURL: "http://127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestProductionCatalogUsesConfiguredEndpoints(t *testing.T) {
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
-	c, err := catalog.Build(context.Background(), p, slog.New(slog.DiscardHandler), "http://127.0.0.1:1")
+	c, err := catalog.Build(context.Background(), p, catalog.BuildConfig{Logger: slog.New(slog.DiscardHandler), PublicURL: "http://127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestSandboxKeepsDocuMineShapes(t *testing.T) {
 		t.Fatal(problems)
 	}
 	ctx := context.Background()
-	c, err := catalog.Build(ctx, p, slog.New(slog.DiscardHandler), "http://127.0.0.1:1")
+	c, err := catalog.Build(ctx, p, catalog.BuildConfig{Logger: slog.New(slog.DiscardHandler), PublicURL: "http://127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -792,5 +793,53 @@ func TestConfiguredAuthAndPaths(t *testing.T) {
 	_, other := setup(t, laigosim.Config{UploadPath: up, ResultPath: res}, nil)
 	if _, err := other.Submit(t.Context(), doc); err == nil {
 		t.Fatal("a client on the default paths reached a moved API")
+	}
+}
+
+// A sandbox keeps its jobs across a restart: a job in flight when the simulator stops is known to
+// the one started on the same state, and completes there with its own result.
+func TestSimulatorStateSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "laigo", "jobs.jsonl")
+	start := func() (*laigosim.Server, *laigo.Client) {
+		sim := laigosim.New(laigosim.Config{ClientID: clientID, ClientSecret: clientSecret, PendingPolls: 2})
+		if err := sim.KeepState(path); err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(sim)
+		t.Cleanup(srv.Close)
+		c, err := laigo.New(laigo.Config{BaseURL: srv.URL, TokenURL: srv.URL + laigosim.TokenPath,
+			ClientID: clientID, ClientSecret: clientSecret, RateLimit: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sim, c
+	}
+	sim, c := start()
+	doc, _ := document("scan.png", "image/png", pngBytes)
+	ref, err := c.Submit(t.Context(), doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.Check(t.Context(), ref); err != nil || p.Done {
+		t.Fatalf("first check: %+v %v", p, err)
+	}
+	want, _ := sim.Job(ref)
+	if err := sim.CloseState(); err != nil {
+		t.Fatal(err)
+	}
+
+	sim, c = start() // a new process: new simulator, new client, same state
+	defer sim.CloseState()
+	if got, ok := sim.Job(ref); !ok || got.Filename != want.Filename || got.Polls != 1 {
+		t.Fatalf("after the restart the job is %+v (known %v), want %+v", got, ok, want)
+	}
+	if p, err := c.Check(t.Context(), ref); err != nil || p.Done {
+		t.Fatalf("check after restart: %+v %v; want still pending (one poll left)", p, err)
+	}
+	if p, err := c.Check(t.Context(), ref); err != nil || !p.Done || p.Failed {
+		t.Fatalf("check: %+v %v; want done", p, err)
+	}
+	if r, err := c.Result(t.Context(), ref); err != nil || r.Text == "" {
+		t.Fatalf("result after restart: %+v %v", r, err)
 	}
 }

@@ -2,6 +2,7 @@ package laigo
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 
 	"github.com/ingest-dev/ingest/config"
@@ -63,8 +64,15 @@ func Spec() vendors.Spec {
 			}
 			if s.Sandbox {
 				const id, secret = "sandbox-client", "sandbox-secret"
-				url, err := env.Serve(laigosim.New(laigosim.Config{ClientID: id, ClientSecret: secret, PendingPolls: s.SandboxPendingPolls,
-					UploadPath: s.UploadPath, ResultPath: s.ResultPath}))
+				sim := laigosim.New(laigosim.Config{ClientID: id, ClientSecret: secret, PendingPolls: s.SandboxPendingPolls,
+					UploadPath: s.UploadPath, ResultPath: s.ResultPath})
+				if env.StateDir != "" {
+					if err := sim.KeepState(filepath.Join(env.StateDir, "jobs.jsonl")); err != nil {
+						return nil, err
+					}
+					env.OnStop(func() { _ = sim.CloseState() })
+				}
+				url, err := env.Serve(sim)
 				if err != nil {
 					return nil, err
 				}

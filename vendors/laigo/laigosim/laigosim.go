@@ -115,6 +115,7 @@ type Server struct {
 	cfg Config
 
 	mu        sync.Mutex
+	store     *simkit.Store // nil: jobs live in memory only
 	jobs      map[string]*job
 	spent     int
 	refusals  int
@@ -174,6 +175,7 @@ func (s *Server) Expire(jobID string) bool {
 	j, ok := s.jobs[jobID]
 	if ok {
 		j.Expired = true
+		s.keep(j)
 	}
 	return ok
 }
@@ -342,6 +344,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	s.spent++
 	s.jobs[j.ID] = j
+	s.keep(j)
 	s.mu.Unlock()
 
 	sum, size := simkit.Digest(file)
@@ -369,6 +372,7 @@ func (s *Server) result(op string) http.HandlerFunc {
 			return
 		case j.Polls < s.cfg.PendingPolls:
 			j.Polls++
+			s.keep(j)
 			s.mu.Unlock()
 			if s.cfg.PendingRetryAfter > 0 {
 				w.Header().Set("Retry-After", strconv.Itoa(int(s.cfg.PendingRetryAfter/time.Second)))
@@ -384,6 +388,7 @@ func (s *Server) result(op string) http.HandlerFunc {
 		if s.cfg.ExpireAfterReads > 0 && j.Reads >= s.cfg.ExpireAfterReads {
 			j.Expired = true
 		}
+		s.keep(j)
 		snap := *j
 		snap.OutputFormats = slices.Clone(j.OutputFormats)
 		s.mu.Unlock()
@@ -549,4 +554,44 @@ func unescape(s string) string {
 		return u
 	}
 	return s
+}
+
+// storedJob is a job as the state store keeps it.
+type storedJob struct {
+	Job
+	Text  string `json:"text"`
+	Pages int    `json:"pages"`
+}
+
+// KeepState keeps the jobs in the journal at path: those it holds are known again (a sandbox
+// restarted with ingest still has the jobs in flight), and every change is written there.
+func (s *Server) KeepState(path string) error {
+	store, records, order, err := simkit.OpenStore(path, 0)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range order {
+		var sj storedJob
+		if json.Unmarshal(records[k], &sj) != nil || sj.ID == "" {
+			continue
+		}
+		s.jobs[sj.ID] = &job{Job: sj.Job, text: sj.Text, pages: sj.Pages}
+	}
+	s.store = store
+	return nil
+}
+
+// CloseState closes the journal KeepState opened.
+func (s *Server) CloseState() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.store.Close()
+}
+
+// keep writes j to the journal (s.mu held). A failed write is not the client's problem: the
+// job lives on in memory.
+func (s *Server) keep(j *job) {
+	_ = s.store.Put("job/"+j.ID, storedJob{Job: j.Job, Text: j.text, Pages: j.pages})
 }
