@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -186,5 +188,41 @@ func TestDocuMineShapeProblems(t *testing.T) {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems do not say %q:\n%s", want, all)
 		}
+	}
+}
+
+// Gini's sandbox keeps its documents in the state directory: a document submitted before a
+// restart is still known to the sandbox after it.
+func TestGiniSandboxOutlivesRestart(t *testing.T) {
+	p, problems := plan(t, "vendors:\n  laigo: {enabled: false}\n  allspark: {enabled: false}\n  documine: {enabled: false}\n  cradl: {enabled: false}\n")
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	ctx := context.Background()
+	bc := catalog.BuildConfig{Logger: slog.New(slog.DiscardHandler), PublicURL: "http://127.0.0.1:1", StateDir: t.TempDir()}
+	c, err := catalog.Build(ctx, p, bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := vendors.Document{ID: "d1", Filename: "a.pdf", ContentType: "application/pdf", Size: 9,
+		Open: func(context.Context) (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader("%PDF-1.7\n")), nil
+		}}
+	ref, err := c.Vendors["gini"].Submit(ctx, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close(ctx)
+	if _, err := os.Stat(filepath.Join(bc.StateDir, "gini", "documents.jsonl")); err != nil {
+		t.Fatalf("no journal in the state directory: %v", err)
+	}
+
+	c, err = catalog.Build(ctx, p, bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Vendors["gini"].Check(ctx, ref); err != nil {
+		t.Fatalf("the restarted sandbox does not know the document: %v", err)
 	}
 }

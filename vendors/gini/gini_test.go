@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -816,5 +818,123 @@ func TestLayoutText(t *testing.T) {
 				t.Errorf("LayoutText = %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// A sandbox keeps its documents across a restart: a document in flight when the simulator stops
+// is known to the one started on the same state, with its progress, and completes there with its
+// own result — and can still be found by its tag, as a crashed submission would be looked for.
+func TestSimulatorStateSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gini", "documents.jsonl")
+	start := func() (*ginisim.Server, *gini.Client) {
+		cfg := simConfig()
+		cfg.PendingPolls = 2
+		sim := ginisim.New(cfg)
+		if err := sim.KeepState(path); err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(sim)
+		t.Cleanup(srv.Close)
+		c, err := gini.New(gini.Config{BaseURL: srv.URL, ClientID: clientID, ClientSecret: clientSecret,
+			UserIdentifier: userID, FetchLayout: true, Timeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sim, c
+	}
+	sim, c := start()
+	const marker = "only-in-the-document-bytes"
+	content := pdf("invoice " + marker)
+	doc, _ := document("Rechnung.pdf", "application/pdf", content)
+	doc.Tag = vendors.NewTag(doc.ID, 1)
+	since := time.Now()
+	ref, err := c.Submit(t.Context(), doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.Check(t.Context(), ref); err != nil || p.Done {
+		t.Fatalf("first check: %+v %v", p, err)
+	}
+	if err := sim.CloseState(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || !bytes.Contains(b, []byte(ref)) || bytes.Contains(b, []byte(marker)) {
+		t.Fatalf("the journal should hold the document's record but not its bytes (%v):\n%s", err, b)
+	}
+
+	sim, c = start() // a new process: new simulator, new client, same state
+	defer sim.CloseState()
+	if n := sim.Documents(); n != 1 {
+		t.Fatalf("%d documents after the restart, want 1", n)
+	}
+	// PendingPolls is 2 and one was spent before the restart: if the restart had forgotten it,
+	// this would take two more looks, not one.
+	if p, err := c.Check(t.Context(), ref); err != nil || p.Done {
+		t.Fatalf("check after restart: %+v %v; want still pending (one poll left)", p, err)
+	}
+	if p, err := c.Check(t.Context(), ref); err != nil || !p.Done || p.Failed {
+		t.Fatalf("check: %+v %v; want done", p, err)
+	}
+	res, err := c.Result(t.Context(), ref)
+	if err != nil {
+		t.Fatalf("result after restart: %v", err)
+	}
+	rec := simkit.Recognise(vendors.UploadName(doc), content)
+	want, _ := json.Marshal(ginisim.Extractions(rec))
+	if !bytes.Equal(res.Raw, want) || res.Text != rec.Text {
+		t.Errorf("result after restart: raw %s text %q\nwant raw %s text %q", res.Raw, res.Text, want, rec.Text)
+	}
+	if l, err := c.Find(t.Context(), doc, since); err != nil || l.Outcome != vendors.Found || l.Ref != ref {
+		t.Errorf("Find after restart = %+v, %v; want found %s", l, err, ref)
+	}
+}
+
+// The restart forgets access and refresh tokens (Gini's expire within the hour anyway): a client
+// that lived through it gets a 401, has its refresh token refused, logs in again with its password
+// and goes on with the same document, which belongs to the same user.
+func TestSimulatorRestartForgetsTokens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "documents.jsonl")
+	var current atomic.Pointer[ginisim.Server]
+	start := func() *ginisim.Server {
+		cfg := simConfig()
+		cfg.RefreshTokens = true
+		sim := ginisim.New(cfg)
+		if err := sim.KeepState(path); err != nil {
+			t.Fatal(err)
+		}
+		current.Store(sim)
+		return sim
+	}
+	// One address across the restart, as ingest's sandbox has: the client keeps talking to it.
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		current.Load().ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	f := &fixture{sim: start(), srv: front, rec: &recorder{next: front.Client().Transport}}
+	c := f.client(t, "user", nil)
+	ref, err := c.Submit(t.Context(), must(document("a.pdf", "application/pdf", pdf("a"))))
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	if err := f.sim.CloseState(); err != nil {
+		t.Fatal(err)
+	}
+
+	sim := start()
+	defer sim.CloseState()
+	if p, err := c.Check(t.Context(), ref); err != nil || !p.Done {
+		t.Fatalf("Check after the restart = %+v, %v", p, err)
+	}
+	if n := sim.Requests("document"); n != 2 {
+		t.Errorf("%d status requests, want 2 (refused with the old token, then retried)", n)
+	}
+	var grants []string
+	for _, r := range f.rec.all() {
+		if r.Path == "/oauth/token" {
+			grants = append(grants, r.Form.Get("grant_type"))
+		}
+	}
+	if want := "password,refresh_token,password"; strings.Join(grants, ",") != want {
+		t.Errorf("grants = %v, want %s", grants, want)
 	}
 }

@@ -2,6 +2,7 @@ package gini
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 
 	"github.com/ingest-dev/ingest/config"
@@ -22,8 +23,8 @@ type Settings struct {
 	FetchLayout    bool   `yaml:"fetch_layout"` // text from the layout endpoint
 	// Accept is the media type of every API call: it pins the API version (Gini's documents:
 	// application/vnd.gini.v1+json).
-	Accept string `yaml:"accept"`
-	DocType        string `yaml:"doc_type"`
+	Accept  string `yaml:"accept"`
+	DocType string `yaml:"doc_type"`
 	// ListNewestFirst: the account's document list is known to come newest first, so that a
 	// crashed submission can be ruled out without reading the whole list.
 	ListNewestFirst bool `yaml:"list_newest_first"`
@@ -64,7 +65,16 @@ func Spec() vendors.Spec {
 			}
 			if s.Sandbox {
 				const id, secret, user = "sandbox-client", "sandbox-secret", "sandbox-user"
-				url, err := env.Serve(ginisim.New(ginisim.Config{ClientID: id, ClientSecret: secret, PendingPolls: s.SandboxPendingPolls}))
+				sim := ginisim.New(ginisim.Config{ClientID: id, ClientSecret: secret, PendingPolls: s.SandboxPendingPolls})
+				if env.StateDir != "" {
+					// Documents in flight when ingest stops are still at the sandbox when it
+					// starts again, as they would be at Gini.
+					if err := sim.KeepState(filepath.Join(env.StateDir, "documents.jsonl")); err != nil {
+						return nil, err
+					}
+					env.OnStop(func() { _ = sim.CloseState() })
+				}
+				url, err := env.Serve(sim)
 				if err != nil {
 					return nil, err
 				}

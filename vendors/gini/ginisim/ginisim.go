@@ -13,11 +13,14 @@
 //   - Extractions of a document that is still PENDING (or ended in ERROR) are empty; its layout
 //     is a 404 ("the requested layout is invalid").
 //   - The token endpoint does not ask for the Accept header: it is the User Center, not the API.
+//
+// With KeepState its documents outlive a restart; its tokens do not (see KeepState).
 package ginisim
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -76,6 +79,7 @@ type Server struct {
 	cfg Config
 
 	mu      sync.Mutex
+	store   *simkit.Store // nil: documents live in memory only
 	docs    map[string]*document
 	seq     int
 	users   map[string]string // access token → username ("" for client tokens, refused by the API)
@@ -128,6 +132,7 @@ func (s *Server) SetProgress(id, progress string) bool {
 	d, ok := s.docs[id]
 	if ok {
 		d.forced = progress
+		s.keep(d)
 	}
 	return ok
 }
@@ -139,6 +144,7 @@ func (s *Server) SetCreated(id string, t time.Time) bool {
 	d, ok := s.docs[id]
 	if ok {
 		d.created = t
+		s.keep(d)
 	}
 	return ok
 }
@@ -303,8 +309,10 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, owner string) {
 	now := time.Now()
 	s.mu.Lock()
 	s.seq++
-	s.docs[id] = &document{id: id, owner: owner, name: name, seq: s.seq, created: now, class: class,
+	d := &document{id: id, owner: owner, name: name, seq: s.seq, created: now, class: class,
 		rec: simkit.Recognise(name, content)}
+	s.docs[id] = d
+	s.keep(d)
 	s.mu.Unlock()
 	s.Ledger.Record(simkit.Upload{Ref: id, Filename: name, SHA256: sum, Size: n, At: now})
 	w.Header().Set("Location", s.base(r)+"/documents/"+id)
@@ -370,6 +378,7 @@ func (s *Server) document(w http.ResponseWriter, r *http.Request, owner string) 
 	p := s.progress(d)
 	if p == Pending && d.forced == "" {
 		d.polls++
+		s.keep(d)
 	}
 	info := s.info(r, d, p)
 	s.mu.Unlock()
@@ -412,6 +421,8 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, owner string) {
 	defer s.mu.Unlock()
 	if d := s.lookup(w, r, owner); d != nil {
 		delete(s.docs, d.id)
+		// Gone for good, as at Gini: a restart must not bring it back.
+		_ = s.store.Delete(docKey(d.id))
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
@@ -611,4 +622,66 @@ func size(n int64) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// storedDocument is a document as the state store keeps it: what the simulator needs to answer
+// for it after a restart as it did before. Not the document's bytes: the simulated reading (Rec)
+// is all the extractions and the layout are made of.
+type storedDocument struct {
+	ID      string            `json:"id"`
+	Owner   string            `json:"owner"`
+	Name    string            `json:"name"`
+	Seq     int               `json:"seq"`
+	Created time.Time         `json:"created"`
+	Class   string            `json:"class"`
+	Polls   int               `json:"polls"`
+	Forced  string            `json:"forced,omitempty"`
+	Rec     simkit.Recognised `json:"rec"`
+}
+
+func docKey(id string) string { return "document/" + id }
+
+// KeepState keeps the documents in the journal at path: those it holds are known again (a sandbox
+// restarted with ingest still has the documents in flight, with their progress), and every change
+// is written there. Tokens are not kept: a client whose access token the restart forgot gets a
+// 401 and logs in again, as it would after the token expired at Gini.
+func (s *Server) KeepState(path string) error {
+	store, records, order, err := simkit.OpenStore(path, 0)
+	if err != nil {
+		return fmt.Errorf("the Gini sandbox cannot keep its documents across restarts: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.store != nil {
+		store.Close()
+		return errors.New("the Gini sandbox already keeps its documents")
+	}
+	for _, k := range order {
+		var sd storedDocument
+		// A record this version cannot read is skipped: the sandbox starts, one document short.
+		if json.Unmarshal(records[k], &sd) != nil || sd.ID == "" || sd.Owner == "" {
+			continue
+		}
+		s.docs[sd.ID] = &document{id: sd.ID, owner: sd.Owner, name: sd.Name, seq: sd.Seq, created: sd.Created,
+			class: sd.Class, polls: sd.Polls, forced: sd.Forced, rec: sd.Rec}
+		// The sequence orders documents uploaded in the same instant: it goes on from the
+		// highest kept, so that a new document still lists after the old ones.
+		s.seq = max(s.seq, sd.Seq)
+	}
+	s.store = store
+	return nil
+}
+
+// CloseState closes the journal KeepState opened.
+func (s *Server) CloseState() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.store.Close()
+}
+
+// keep writes d to the journal (s.mu held, so that the journal sees changes in the order they
+// were made). A failed write is not the client's problem: the document lives on in memory.
+func (s *Server) keep(d *document) {
+	_ = s.store.Put(docKey(d.id), storedDocument{ID: d.id, Owner: d.owner, Name: d.name, Seq: d.seq,
+		Created: d.created, Class: d.class, Polls: d.polls, Forced: d.forced, Rec: d.rec})
 }

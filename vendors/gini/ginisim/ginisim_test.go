@@ -9,9 +9,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ingest-dev/ingest/vendors/gini/ginisim"
 	"github.com/ingest-dev/ingest/vendors/simkit"
@@ -437,4 +441,93 @@ func mustGet(t *testing.T, uri string) *http.Request {
 	}
 	req.Header = backend(uid)
 	return req
+}
+
+// The simulator's documents outlive a restart on the same state: with their owner, progress and
+// creation date; a deleted document stays deleted; and the order of the list goes on from the old
+// documents (a new one lists first even when created in the same instant as an old one).
+func TestStateSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gini", "documents.jsonl")
+	start := func() *fixture {
+		sim := ginisim.New(ginisim.Config{ClientID: cid, ClientSecret: csecret, PendingPolls: 1})
+		if err := sim.KeepState(path); err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(sim)
+		t.Cleanup(srv.Close)
+		return &fixture{t: t, sim: sim, srv: srv}
+	}
+	f := start()
+	var ids []string
+	for i := range 3 {
+		id, _ := f.upload(backend(uid), fmt.Sprintf("?filename=%d.pdf", i), fmt.Appendf(nil, "%%PDF-1.4 %d", i))
+		ids = append(ids, id)
+	}
+	if a := f.do(http.MethodDelete, "/documents/"+ids[0], backend(uid), nil); a.status != 204 {
+		t.Fatalf("delete: %d %s", a.status, a.body)
+	}
+	f.sim.SetProgress(ids[1], ginisim.Failed)
+	created := time.UnixMilli(1_700_000_000_000)
+	f.sim.SetCreated(ids[1], created.Add(-time.Hour))
+	f.sim.SetCreated(ids[2], created)
+	if err := f.sim.CloseState(); err != nil {
+		t.Fatal(err)
+	}
+
+	f = start()
+	defer f.sim.CloseState()
+	if n := f.sim.Documents(); n != 2 {
+		t.Errorf("%d documents after the restart, want 2", n)
+	}
+	if a := f.do(http.MethodGet, "/documents/"+ids[0], backend(uid), nil); a.status != 404 {
+		t.Errorf("the deleted document came back: %d %s", a.status, a.body)
+	}
+	if a := f.do(http.MethodGet, "/documents/"+ids[2], backend("someone-else"), nil); a.status != 404 {
+		t.Errorf("the document changed owner: %d", a.status)
+	}
+	if m := f.do(http.MethodGet, "/documents/"+ids[1], backend(uid), nil).json(t); m["progress"] != ginisim.Failed {
+		t.Errorf("forced progress after the restart: %v", m["progress"])
+	}
+	m := f.do(http.MethodGet, "/documents/"+ids[2], backend(uid), nil).json(t)
+	if m["progress"] != ginisim.Pending || m["name"] != "2.pdf" || m["creationDate"] != float64(created.UnixMilli()) {
+		t.Errorf("document after the restart: %v", m)
+	}
+	ex := f.do(http.MethodGet, "/documents/"+ids[2]+"/extractions", backend(uid), nil).json(t)
+	want, _ := json.Marshal(ginisim.Extractions(simkit.Recognise("2.pdf", []byte("%PDF-1.4 2"))))
+	if got, _ := json.Marshal(ex); !bytes.Equal(got, want) {
+		t.Errorf("extractions after the restart:\n got %s\nwant %s", got, want)
+	}
+
+	id, _ := f.upload(backend(uid), "?filename=new.pdf", []byte("%PDF-1.4 new"))
+	if id == "" || slices.Contains(ids, id) {
+		t.Fatalf("new document id %q", id)
+	}
+	f.sim.SetCreated(id, created)
+	var list struct {
+		Documents []struct {
+			Name string `json:"name"`
+		} `json:"documents"`
+	}
+	if err := json.Unmarshal(f.do(http.MethodGet, "/documents", backend(uid), nil).body, &list); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range list.Documents {
+		names = append(names, d.Name)
+	}
+	if strings.Join(names, ",") != "new.pdf,2.pdf,1.pdf" {
+		t.Errorf("list after the restart %v, want new.pdf,2.pdf,1.pdf", names)
+	}
+}
+
+// A journal that cannot be made is an error that says what it is about.
+func TestKeepStateFails(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := ginisim.New(ginisim.Config{}).KeepState(filepath.Join(file, "documents.jsonl"))
+	if err == nil || !strings.Contains(err.Error(), "Gini sandbox") {
+		t.Fatalf("KeepState under a file: %v", err)
+	}
 }
