@@ -10,10 +10,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"path/filepath"
 	"testing"
 	"time"
 
