@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -188,5 +189,57 @@ func TestSimulatorCallbackSurvivesRestart(t *testing.T) {
 	time.Sleep(10 * soon.CallbackAfter)
 	if len(bodies) != 0 {
 		t.Fatalf("a callback for a case already called back: %s", <-bodies)
+	}
+}
+
+// The sandbox ingest runs keeps its cases in the vendor's state directory: a case in flight when
+// the service stops (its OnStop functions run) is still pending, with its progress, after the
+// vendor is built again on the same directory.
+func TestSandboxKeepsCasesInStateDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sandbox", allspark.Name)
+	build := func() (vendors.Vendor, func()) {
+		t.Helper()
+		var stops []func()
+		env := vendors.Env{
+			Serve: func(h http.Handler) (string, error) {
+				srv := httptest.NewServer(h)
+				stops = append(stops, srv.Close) // the service stops serving first
+				return srv.URL, nil
+			},
+			OnStop:   func(f func()) { stops = append(stops, f) },
+			StateDir: dir,
+		}
+		cfg := allspark.Spec().NewConfig().(*allspark.Settings)
+		cfg.SandboxPendingPolls = 2
+		v, err := allspark.Spec().New(t.Context(), cfg, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, func() {
+			for _, stop := range stops {
+				stop()
+			}
+		}
+	}
+	v, stop := build()
+	ref, err := v.Submit(t.Context(), doc("a.pdf", pdf("a")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := v.Check(t.Context(), ref); err != nil || p.Done {
+		t.Fatalf("first check: %+v %v", p, err)
+	}
+	stop()
+	if _, err := os.Stat(filepath.Join(dir, "cases.jsonl")); err != nil {
+		t.Fatalf("no journal in the state directory: %v", err)
+	}
+
+	v, stop = build()
+	defer stop()
+	if p, err := v.Check(t.Context(), ref); err != nil || p.Done {
+		t.Fatalf("check after restart: %+v %v; want still pending (one poll left)", p, err)
+	}
+	if p, err := v.Check(t.Context(), ref); err != nil || !p.Done {
+		t.Fatalf("check: %+v %v; want done", p, err)
 	}
 }
