@@ -2,6 +2,7 @@ package allspark
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -61,12 +62,24 @@ func Spec() vendors.Spec {
 					sc.CallbackAfter = 200 * time.Millisecond
 				}
 				sim := allsparksim.New(sc)
+				if env.StateDir != "" {
+					if err := sim.KeepState(filepath.Join(env.StateDir, "cases.jsonl")); err != nil {
+						return nil, err
+					}
+				}
+				// Callbacks stop first, so that completions under way are journaled before
+				// the journal closes.
+				stop := func() {
+					sim.Close()
+					_ = sim.CloseState()
+				}
 				url, err := env.Serve(sim)
 				if err != nil {
+					stop()
 					return nil, err
 				}
 				if env.OnStop != nil {
-					env.OnStop(sim.Close)
+					env.OnStop(stop)
 				}
 				ac.BaseURL, ac.APIKey = url+allsparksim.Prefix, key
 			}

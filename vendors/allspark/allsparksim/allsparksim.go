@@ -87,6 +87,7 @@ type Server struct {
 	cfg Config
 
 	mu     sync.Mutex
+	store  *simkit.Store // nil: cases live in memory only
 	apiKey string
 	nextID int
 	cases  map[int]*simCase
@@ -182,6 +183,7 @@ func (s *Server) SetStatus(caseID, status string) error {
 	}
 	c.status, c.pinned = status, true
 	c.updated = now()
+	s.keep(c)
 	return nil
 }
 
@@ -234,6 +236,7 @@ func (s *Server) directUpload(w http.ResponseWriter, r *http.Request) {
 	c.processing = true // direct upload starts processing at once
 	c.files = append(c.files, f.file)
 	s.startProcessing(c)
+	s.keep(c)
 	s.mu.Unlock()
 	s.record(c.id, f)
 	writeJSON(w, http.StatusCreated, map[string]int{"case_id": c.id})
@@ -243,6 +246,7 @@ func (s *Server) createCase(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 	s.mu.Lock()
 	c := s.newCase()
+	s.keep(c)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, map[string]int{"case_id": c.id})
 }
@@ -274,6 +278,7 @@ func (s *Server) addFile(w http.ResponseWriter, r *http.Request) {
 	}
 	c.files = append(c.files, f.file)
 	c.updated = now()
+	s.keep(c)
 	s.mu.Unlock()
 	s.record(c.id, f)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "success", "message": "file successfully uploaded."})
@@ -296,6 +301,7 @@ func (s *Server) markComplete(w http.ResponseWriter, r *http.Request) {
 			s.startProcessing(c)
 		}
 		c.updated = now()
+		s.keep(c)
 		writeJSON(w, http.StatusOK, map[string]string{"status": "success", "message": "request accepted."})
 	}
 }
@@ -329,7 +335,9 @@ func (s *Server) getCase(w http.ResponseWriter, r *http.Request) {
 		detail(w, http.StatusNotFound, "Not found.")
 		return
 	}
-	s.advance(c)
+	if s.advance(c) {
+		s.keep(c)
+	}
 	writeJSON(w, http.StatusOK, s.caseJSON(c))
 }
 
@@ -347,17 +355,19 @@ func (s *Server) caseJSON(c *simCase) caseJSON {
 	return out
 }
 
-// advance counts one poll of a processing case and completes it after PendingPolls.
-func (s *Server) advance(c *simCase) {
+// advance counts one poll of a processing case and completes it after PendingPolls; it reports
+// whether c changed.
+func (s *Server) advance(c *simCase) bool {
 	if c.pinned || !c.processing || c.status != StatusPending {
-		return
+		return false
 	}
 	if c.polls < s.cfg.PendingPolls {
 		c.polls++
-		return
+		return true
 	}
 	c.status = StatusCompleted
 	c.updated = now()
+	return true
 }
 
 func fields(rec simkit.Recognised) []fieldJSON {
@@ -662,6 +672,7 @@ func (s *Server) startProcessing(c *simCase) {
 		}
 		c.status, c.pinned = StatusCompleted, true
 		c.updated = now()
+		s.keep(c)
 		body := s.caseJSON(c)
 		s.mu.Unlock()
 		s.callBack(id, body)
@@ -752,4 +763,101 @@ func (s *Server) Calls() []Call {
 func (s *Server) Close() {
 	s.closeOnce.Do(func() { close(s.callbacksDone) })
 	s.wg.Wait()
+}
+
+// storedCase is a case as the state store keeps it. The files' bytes are not kept: what the
+// answers are made of (name, document type, recognised fields and OCR text) is.
+type storedCase struct {
+	ID         int          `json:"id"`
+	Status     string       `json:"status"`
+	Processing bool         `json:"processing,omitempty"`
+	Pinned     bool         `json:"pinned,omitempty"`
+	Polls      int          `json:"polls,omitempty"`
+	Files      []storedFile `json:"files"`
+	Created    time.Time    `json:"created"`
+	Updated    time.Time    `json:"updated"`
+}
+
+type storedFile struct {
+	Name       string            `json:"name"`
+	DocType    string            `json:"document_type,omitempty"`
+	Recognised simkit.Recognised `json:"recognised"`
+}
+
+func storedOf(c *simCase) storedCase {
+	sc := storedCase{ID: c.id, Status: c.status, Processing: c.processing, Pinned: c.pinned, Polls: c.polls,
+		Files: make([]storedFile, 0, len(c.files)), Created: c.created, Updated: c.updated}
+	for _, f := range c.files {
+		sc.Files = append(sc.Files, storedFile{Name: f.name, DocType: f.docType, Recognised: f.rec})
+	}
+	return sc
+}
+
+func (sc storedCase) simCase() *simCase {
+	c := &simCase{id: sc.ID, status: sc.Status, processing: sc.Processing, pinned: sc.Pinned, polls: sc.Polls,
+		created: sc.Created, updated: sc.Updated}
+	for _, f := range sc.Files {
+		c.files = append(c.files, simFile{name: f.Name, docType: f.DocType, rec: f.Recognised})
+	}
+	return c
+}
+
+// KeepState keeps the cases in the journal at path: those it holds are known again with their
+// progress (a sandbox restarted with ingest still has the cases ingest waits for), and every
+// change is written there. Call it before the server takes requests.
+//
+// New case ids follow the highest one kept, so that no case id is given twice. A case that was
+// processing with its completion still to come is scheduled again when a CallbackURL is set: it
+// completes CallbackAfter from now (the wait starts over, as the old process's timer died with
+// it) and is called back, as it would have been had the simulator not stopped.
+func (s *Server) KeepState(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.store != nil {
+		// A second journal would rewrite (compact) a file the first may still be appending to.
+		return errors.New("allspark sandbox: its cases are already kept in a state file")
+	}
+	store, records, order, err := simkit.OpenStore(path, 0)
+	if err != nil {
+		return err
+	}
+	var restored []*simCase
+	for _, k := range order {
+		var sc storedCase
+		if json.Unmarshal(records[k], &sc) != nil || sc.ID <= 0 {
+			continue // unreadable: a sandbox goes on without it rather than refusing to start
+		}
+		c := sc.simCase()
+		s.cases[c.id] = c
+		s.nextID = max(s.nextID, c.id+1)
+		restored = append(restored, c)
+	}
+	s.store = store
+	for _, c := range restored {
+		// The same cases that had a completion scheduled before the stop: startProcessing's
+		// goroutine completes a processing case unless SetStatus pinned it (or it already fired,
+		// which pins it too).
+		if c.processing && !c.pinned {
+			s.startProcessing(c)
+		}
+	}
+	return nil
+}
+
+// CloseState closes the journal KeepState opened; later changes live in memory only, so nothing
+// is ever written to a closed journal. Close the server first when callbacks are on: Close waits
+// for completions under way, which are then journaled; a case whose callback had not fired is
+// kept as processing and scheduled again by the next KeepState.
+func (s *Server) CloseState() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	store := s.store
+	s.store = nil
+	return store.Close()
+}
+
+// keep writes c to the journal (s.mu held). A failed write is not the client's problem: the case
+// lives on in memory.
+func (s *Server) keep(c *simCase) {
+	_ = s.store.Put("case/"+strconv.Itoa(c.id), storedOf(c))
 }
