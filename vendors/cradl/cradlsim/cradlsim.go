@@ -149,11 +149,39 @@ type Server struct {
 	mails       []Mail
 }
 
+// document is what the simulator keeps of a document: not its bytes, but what the simulated
+// model reads in them (the answers need no more, and a kept state stays small).
 type document struct {
 	id, name, contentType string
-	content               []byte
+	fileToken             string // its fileUrl is /files/{fileToken}; "" for an e-mailed one
 	hasContent            bool
 	created               time.Time
+	read                  reading
+}
+
+// reading is what the simulated model reads in a document: the whole (a workflow execution's
+// output) and each page (one prediction each).
+type reading struct {
+	Whole simkit.Recognised   `json:"whole"`
+	Pages []simkit.Recognised `json:"pages,omitempty"`
+}
+
+// read reads a document's bytes (nil before they arrive: an execution may start on a document
+// whose fileUrl was not PUT yet, and its output is then that of no bytes). The recognised text
+// is dropped: Cradl answers with fields, never the text.
+func read(name string, content []byte) reading {
+	rec := func(b []byte) simkit.Recognised {
+		r := simkit.Recognise(name, b)
+		r.Text = ""
+		return r
+	}
+	r := reading{Whole: rec(content)}
+	if content != nil {
+		for _, p := range Pages(content) {
+			r.Pages = append(r.Pages, rec(p))
+		}
+	}
+	return r
 }
 
 type prediction struct {
@@ -355,13 +383,16 @@ func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Unsupported contentType %q", in.ContentType))
 		return
 	}
-	d := &document{id: "las:document:" + simkit.RandomHex(16), name: in.Name, contentType: in.ContentType, created: time.Now()}
+	d := &document{id: "las:document:" + simkit.RandomHex(16), name: in.Name, contentType: in.ContentType,
+		fileToken: simkit.RandomHex(16), created: time.Now()}
+	var content []byte
 	if in.Content != nil {
 		if int64(len(*in.Content)) > maxContent {
 			apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("content is longer than %d base64 characters; use the fileUrl upload", maxContent))
 			return
 		}
-		content, err := base64.StdEncoding.DecodeString(*in.Content)
+		var err error
+		content, err = base64.StdEncoding.DecodeString(*in.Content)
 		if err != nil {
 			apiError(w, http.StatusBadRequest, "content is not valid base64: "+err.Error())
 			return
@@ -370,24 +401,25 @@ func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusBadRequest, "content is empty")
 			return
 		}
-		d.content, d.hasContent = content, true
+		d.hasContent = true
 	}
-	tok := simkit.RandomHex(16)
+	d.read = read(d.name, content)
 	s.mu.Lock()
 	s.docs[d.id] = d
-	s.files[tok] = d.id
+	s.files[d.fileToken] = d.id
 	s.mu.Unlock()
 	if d.hasContent {
-		s.record(d)
+		s.record(d, content)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"documentId": d.id, "name": d.name, "contentType": d.contentType,
-		"fileUrl": base(r) + "/files/" + tok, "createdTime": d.created.UTC().Format(time.RFC3339),
+		"fileUrl": base(r) + "/files/" + d.fileToken, "createdTime": d.created.UTC().Format(time.RFC3339),
 	})
 }
 
-func (s *Server) record(d *document) {
-	sum, n := simkit.Digest(d.content)
+// record notes in the Ledger that d's bytes arrived.
+func (s *Server) record(d *document, content []byte) {
+	sum, n := simkit.Digest(content)
 	s.Ledger.Record(simkit.Upload{Ref: d.id, Filename: d.name, SHA256: sum, Size: n, At: d.created})
 }
 
@@ -414,10 +446,11 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "the file is empty")
 		return
 	}
+	rd := read(d.name, content)
 	s.mu.Lock()
-	d.content, d.hasContent = content, true
+	d.read, d.hasContent = rd, true
 	s.mu.Unlock()
-	s.record(d)
+	s.record(d, content)
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -457,10 +490,9 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	d := s.docs[in.DocumentID]
-	var content []byte
-	var name string
+	var pages []simkit.Recognised
 	if d != nil {
-		content, name = d.content, d.name
+		pages = d.read.Pages
 	}
 	has := d != nil && d.hasContent
 	s.mu.Unlock()
@@ -472,7 +504,6 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, fmt.Sprintf("Document %s has no content yet", in.DocumentID))
 		return
 	}
-	pages := Pages(content)
 	page := 0
 	if in.PreprocessConfig != nil && in.PreprocessConfig.StartPage != nil {
 		page = *in.PreprocessConfig.StartPage
@@ -492,7 +523,7 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	answer := map[string]any{
 		"predictionId": id, "documentId": in.DocumentID, "modelId": in.ModelID, "status": "succeeded",
 		"inferenceTime": 1.5, "nextPage": next, "createdTime": time.Now().UTC().Format(time.RFC3339),
-		"predictions": Predictions(simkit.Recognise(name, pages[page]), page),
+		"predictions": Predictions(pages[page], page),
 	}
 	s.mu.Lock()
 	s.predictions[id] = &prediction{answer: answer}
@@ -625,7 +656,7 @@ func (s *Server) succeed(e *Execution) []byte {
 	docID, _ := e.Input["documentId"].(string)
 	var rec simkit.Recognised
 	if d := s.docs[docID]; d != nil {
-		rec = simkit.Recognise(d.name, d.content)
+		rec = d.read.Whole
 	}
 	e.Status, e.Error, e.EndTime = "succeeded", "", time.Now()
 	e.Output = Output(docID, rec)
