@@ -3,7 +3,8 @@
 // flows, inline and fileUrl uploads with their limits, synchronous predictions with nextPage,
 // workflows with executions that run, succeed and are PATCHed to completed, the execution list
 // with its filters and paging, the monthly quota, Cradl's {"message"} errors, the e-mail entry
-// point (an SMTP receiver) and the webhook export, unsigned or HMAC-signed.
+// point (an SMTP receiver) and the webhook export, unsigned or HMAC-signed. KeepState keeps its
+// state in a journal, so that a sandbox outlives a restart.
 //
 // Choices where Cradl's documents say nothing:
 //   - A document's pages are its form-feed separated parts; each POST /predictions does one
@@ -138,6 +139,7 @@ type Server struct {
 	client *http.Client
 
 	mu          sync.Mutex
+	store       *simkit.Store // nil: the state lives in memory only
 	docs        map[string]*document
 	files       map[string]string // fileUrl token → document id
 	predictions map[string]*prediction
@@ -270,6 +272,7 @@ func (s *Server) SetExecutionStatus(id, status string, msg ...string) bool {
 		if status != "running" && status != "retry" && e.EndTime.IsZero() {
 			e.EndTime = time.Now()
 		}
+		s.keepExecution(e)
 	}
 	return ok
 }
@@ -281,6 +284,7 @@ func (s *Server) SetStartTime(id string, t time.Time) bool {
 	e, ok := s.executions[id]
 	if ok {
 		e.StartTime = t
+		s.keepExecution(e)
 	}
 	return ok
 }
@@ -295,6 +299,7 @@ func (s *Server) SetPredictionStatus(id, status, errMsg string) bool {
 		if errMsg != "" {
 			p.answer["error"] = errMsg
 		}
+		s.keepPrediction(id, p)
 	}
 	return ok
 }
@@ -309,6 +314,7 @@ func (s *Server) CompleteExecution(id string) error {
 		return fmt.Errorf("no execution %s", id)
 	}
 	payload := s.succeed(e)
+	s.keepExecution(e)
 	s.mu.Unlock()
 	return s.deliver(id, payload)
 }
@@ -407,6 +413,7 @@ func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.docs[d.id] = d
 	s.files[d.fileToken] = d.id
+	s.keepDocument(d)
 	s.mu.Unlock()
 	if d.hasContent {
 		s.record(d, content)
@@ -449,6 +456,7 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 	rd := read(d.name, content)
 	s.mu.Lock()
 	d.read, d.hasContent = rd, true
+	s.keepDocument(d)
 	s.mu.Unlock()
 	s.record(d, content)
 	w.WriteHeader(http.StatusOK)
@@ -460,6 +468,7 @@ func (s *Server) quota(w http.ResponseWriter) bool {
 	over := s.cfg.MonthlyQuota > 0 && s.used >= s.cfg.MonthlyQuota
 	if !over {
 		s.used++
+		s.keepCounters()
 	}
 	s.mu.Unlock()
 	if over {
@@ -526,7 +535,9 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		"predictions": Predictions(pages[page], page),
 	}
 	s.mu.Lock()
-	s.predictions[id] = &prediction{answer: answer}
+	p := &prediction{answer: answer}
+	s.predictions[id] = p
+	s.keepPrediction(id, p)
 	b, _ := json.Marshal(answer)
 	s.mu.Unlock()
 	writeRaw(w, http.StatusOK, b)
@@ -647,6 +658,8 @@ func (s *Server) newExecution(input map[string]any) *Execution {
 	e := &Execution{ExecutionID: "las:workflow-execution:" + simkit.RandomHex(16), WorkflowID: s.cfg.WorkflowID,
 		Status: "running", Input: input, StartTime: time.Now().Add(time.Duration(s.seq) * time.Microsecond)}
 	s.executions[e.ExecutionID] = e
+	s.keepExecution(e)
+	s.keepCounters()
 	return e
 }
 
@@ -736,6 +749,7 @@ func (s *Server) getExecution(w http.ResponseWriter, r *http.Request) {
 		} else {
 			export = s.succeed(e)
 		}
+		s.keepExecution(e)
 	}
 	b, _ := json.Marshal(s.view(e))
 	id := e.ExecutionID
@@ -766,11 +780,13 @@ func (s *Server) patchExecution(w http.ResponseWriter, r *http.Request) {
 	case in.Status != nil && *in.Status == "completed" && e.Status == "succeeded",
 		in.Status != nil && *in.Status == "succeeded" && e.Status == "completed":
 		e.Status = *in.Status
+		s.keepExecution(e)
 	case in.Status != nil:
 		apiError(w, http.StatusBadRequest, fmt.Sprintf("Cannot change status from %s to %s: only succeeded and completed toggle", e.Status, *in.Status))
 		return
 	case in.NextTransitionID != nil && *in.NextTransitionID == "las:transition:commons-failed":
 		e.Status, e.Error, e.EndTime = "failed", "aborted", time.Now()
+		s.keepExecution(e)
 	default:
 		apiError(w, http.StatusBadRequest, "Give status or nextTransitionId")
 		return

@@ -140,6 +140,7 @@ func (s *Server) receive(envelopeFrom, to string, r io.Reader) error {
 		d := &document{id: "las:document:" + simkit.RandomHex(16), name: a.name, contentType: a.contentType,
 			hasContent: true, created: now, read: read(a.name, a.content)}
 		s.docs[d.id] = d
+		s.keepDocument(d)
 		e := s.newExecution(map[string]any{
 			"documentId": d.id,
 			"email":      map[string]any{"subject": subject, "origin": origin, "body": text},
