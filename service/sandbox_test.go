@@ -14,7 +14,7 @@ import (
 
 // sandboxVendorsThatKeepState are the sandbox simulators that keep their records under
 // data_dir/sandbox/<vendor>.
-var sandboxVendorsThatKeepState = []string{"laigo", "gini", "allspark"}
+var sandboxVendorsThatKeepState = []string{"laigo", "gini", "allspark", "cradl"}
 
 // A document still in flight at the sandbox vendors when ingest stops completes after it starts
 // again on the same data_dir: the simulators kept their jobs, as the real vendors would.

@@ -226,3 +226,44 @@ func TestGiniSandboxOutlivesRestart(t *testing.T) {
 		t.Fatalf("the restarted sandbox does not know the document: %v", err)
 	}
 }
+
+// A sandbox given a state directory keeps its documents there: a catalog built again on the same
+// directory (ingest restarted) still knows the document in flight, in the vendor's own
+// subdirectory.
+func TestSandboxStateOutlivesTheCatalog(t *testing.T) {
+	off := "  laigo: {enabled: false}\n  gini: {enabled: false}\n  allspark: {enabled: false}\n  documine: {enabled: false}\n"
+	p, problems := plan(t, "vendors:\n  cradl:\n    sandbox_pending_polls: 1\n"+off)
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	build := func() *catalog.Catalog {
+		c, err := catalog.Build(ctx, p, catalog.BuildConfig{PublicURL: "http://127.0.0.1:1", StateDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := build()
+	ref, err := c.Vendors["cradl"].Submit(ctx, vendors.Document{ID: "d1", Filename: "a.pdf", ContentType: "application/pdf", Size: 9,
+		Open: func(context.Context) (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader("%PDF-1.7\n")), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pr, err := c.Vendors["cradl"].Check(ctx, ref); err != nil || pr.Done {
+		t.Fatalf("first check: %+v %v; want pending", pr, err)
+	}
+	c.Close(ctx)
+	if _, err := os.Stat(filepath.Join(dir, "cradl", "state.jsonl")); err != nil {
+		t.Fatalf("no state in the vendor's directory: %v", err)
+	}
+
+	c = build()
+	defer c.Close(ctx)
+	if pr, err := c.Vendors["cradl"].Check(ctx, ref); err != nil || !pr.Done || pr.Failed {
+		t.Fatalf("check after the restart: %+v %v; want done", pr, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 
 	"github.com/ingest-dev/ingest/config"
@@ -100,6 +101,13 @@ func Spec() vendors.Spec {
 				})
 				if err != nil {
 					return nil, fmt.Errorf("sandbox: %w", err)
+				}
+				if env.StateDir != "" {
+					// Documents in flight are still known to the sandbox after a restart.
+					if err := sim.KeepState(filepath.Join(env.StateDir, "state.jsonl")); err != nil {
+						return nil, err // "sandbox state: …" already
+					}
+					env.OnStop(func() { _ = sim.CloseState() })
 				}
 				url, err := env.Serve(sim)
 				if err != nil {

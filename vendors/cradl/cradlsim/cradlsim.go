@@ -3,7 +3,8 @@
 // flows, inline and fileUrl uploads with their limits, synchronous predictions with nextPage,
 // workflows with executions that run, succeed and are PATCHed to completed, the execution list
 // with its filters and paging, the monthly quota, Cradl's {"message"} errors, the e-mail entry
-// point (an SMTP receiver) and the webhook export, unsigned or HMAC-signed.
+// point (an SMTP receiver) and the webhook export, unsigned or HMAC-signed. KeepState keeps its
+// state in a journal, so that a sandbox outlives a restart.
 //
 // Choices where Cradl's documents say nothing:
 //   - A document's pages are its form-feed separated parts; each POST /predictions does one
@@ -138,6 +139,7 @@ type Server struct {
 	client *http.Client
 
 	mu          sync.Mutex
+	store       *simkit.Store // nil: the state lives in memory only
 	docs        map[string]*document
 	files       map[string]string // fileUrl token → document id
 	predictions map[string]*prediction
@@ -149,11 +151,39 @@ type Server struct {
 	mails       []Mail
 }
 
+// document is what the simulator keeps of a document: not its bytes, but what the simulated
+// model reads in them (the answers need no more, and a kept state stays small).
 type document struct {
 	id, name, contentType string
-	content               []byte
+	fileToken             string // its fileUrl is /files/{fileToken}; "" for an e-mailed one
 	hasContent            bool
 	created               time.Time
+	read                  reading
+}
+
+// reading is what the simulated model reads in a document: the whole (a workflow execution's
+// output) and each page (one prediction each).
+type reading struct {
+	Whole simkit.Recognised   `json:"whole"`
+	Pages []simkit.Recognised `json:"pages,omitempty"`
+}
+
+// read reads a document's bytes (nil before they arrive: an execution may start on a document
+// whose fileUrl was not PUT yet, and its output is then that of no bytes). The recognised text
+// is dropped: Cradl answers with fields, never the text.
+func read(name string, content []byte) reading {
+	rec := func(b []byte) simkit.Recognised {
+		r := simkit.Recognise(name, b)
+		r.Text = ""
+		return r
+	}
+	r := reading{Whole: rec(content)}
+	if content != nil {
+		for _, p := range Pages(content) {
+			r.Pages = append(r.Pages, rec(p))
+		}
+	}
+	return r
 }
 
 type prediction struct {
@@ -242,6 +272,7 @@ func (s *Server) SetExecutionStatus(id, status string, msg ...string) bool {
 		if status != "running" && status != "retry" && e.EndTime.IsZero() {
 			e.EndTime = time.Now()
 		}
+		s.keepExecution(e)
 	}
 	return ok
 }
@@ -253,6 +284,7 @@ func (s *Server) SetStartTime(id string, t time.Time) bool {
 	e, ok := s.executions[id]
 	if ok {
 		e.StartTime = t
+		s.keepExecution(e)
 	}
 	return ok
 }
@@ -267,6 +299,7 @@ func (s *Server) SetPredictionStatus(id, status, errMsg string) bool {
 		if errMsg != "" {
 			p.answer["error"] = errMsg
 		}
+		s.keepPrediction(id, p)
 	}
 	return ok
 }
@@ -281,6 +314,7 @@ func (s *Server) CompleteExecution(id string) error {
 		return fmt.Errorf("no execution %s", id)
 	}
 	payload := s.succeed(e)
+	s.keepExecution(e)
 	s.mu.Unlock()
 	return s.deliver(id, payload)
 }
@@ -355,13 +389,16 @@ func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Unsupported contentType %q", in.ContentType))
 		return
 	}
-	d := &document{id: "las:document:" + simkit.RandomHex(16), name: in.Name, contentType: in.ContentType, created: time.Now()}
+	d := &document{id: "las:document:" + simkit.RandomHex(16), name: in.Name, contentType: in.ContentType,
+		fileToken: simkit.RandomHex(16), created: time.Now()}
+	var content []byte
 	if in.Content != nil {
 		if int64(len(*in.Content)) > maxContent {
 			apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("content is longer than %d base64 characters; use the fileUrl upload", maxContent))
 			return
 		}
-		content, err := base64.StdEncoding.DecodeString(*in.Content)
+		var err error
+		content, err = base64.StdEncoding.DecodeString(*in.Content)
 		if err != nil {
 			apiError(w, http.StatusBadRequest, "content is not valid base64: "+err.Error())
 			return
@@ -370,24 +407,26 @@ func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusBadRequest, "content is empty")
 			return
 		}
-		d.content, d.hasContent = content, true
+		d.hasContent = true
 	}
-	tok := simkit.RandomHex(16)
+	d.read = read(d.name, content)
 	s.mu.Lock()
 	s.docs[d.id] = d
-	s.files[tok] = d.id
+	s.files[d.fileToken] = d.id
+	s.keepDocument(d)
 	s.mu.Unlock()
 	if d.hasContent {
-		s.record(d)
+		s.record(d, content)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"documentId": d.id, "name": d.name, "contentType": d.contentType,
-		"fileUrl": base(r) + "/files/" + tok, "createdTime": d.created.UTC().Format(time.RFC3339),
+		"fileUrl": base(r) + "/files/" + d.fileToken, "createdTime": d.created.UTC().Format(time.RFC3339),
 	})
 }
 
-func (s *Server) record(d *document) {
-	sum, n := simkit.Digest(d.content)
+// record notes in the Ledger that d's bytes arrived.
+func (s *Server) record(d *document, content []byte) {
+	sum, n := simkit.Digest(content)
 	s.Ledger.Record(simkit.Upload{Ref: d.id, Filename: d.name, SHA256: sum, Size: n, At: d.created})
 }
 
@@ -414,10 +453,12 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "the file is empty")
 		return
 	}
+	rd := read(d.name, content)
 	s.mu.Lock()
-	d.content, d.hasContent = content, true
+	d.read, d.hasContent = rd, true
+	s.keepDocument(d)
 	s.mu.Unlock()
-	s.record(d)
+	s.record(d, content)
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -427,6 +468,7 @@ func (s *Server) quota(w http.ResponseWriter) bool {
 	over := s.cfg.MonthlyQuota > 0 && s.used >= s.cfg.MonthlyQuota
 	if !over {
 		s.used++
+		s.keepCounters()
 	}
 	s.mu.Unlock()
 	if over {
@@ -457,10 +499,9 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	d := s.docs[in.DocumentID]
-	var content []byte
-	var name string
+	var pages []simkit.Recognised
 	if d != nil {
-		content, name = d.content, d.name
+		pages = d.read.Pages
 	}
 	has := d != nil && d.hasContent
 	s.mu.Unlock()
@@ -472,7 +513,6 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, fmt.Sprintf("Document %s has no content yet", in.DocumentID))
 		return
 	}
-	pages := Pages(content)
 	page := 0
 	if in.PreprocessConfig != nil && in.PreprocessConfig.StartPage != nil {
 		page = *in.PreprocessConfig.StartPage
@@ -492,10 +532,12 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	answer := map[string]any{
 		"predictionId": id, "documentId": in.DocumentID, "modelId": in.ModelID, "status": "succeeded",
 		"inferenceTime": 1.5, "nextPage": next, "createdTime": time.Now().UTC().Format(time.RFC3339),
-		"predictions": Predictions(simkit.Recognise(name, pages[page]), page),
+		"predictions": Predictions(pages[page], page),
 	}
 	s.mu.Lock()
-	s.predictions[id] = &prediction{answer: answer}
+	p := &prediction{answer: answer}
+	s.predictions[id] = p
+	s.keepPrediction(id, p)
 	b, _ := json.Marshal(answer)
 	s.mu.Unlock()
 	writeRaw(w, http.StatusOK, b)
@@ -616,6 +658,8 @@ func (s *Server) newExecution(input map[string]any) *Execution {
 	e := &Execution{ExecutionID: "las:workflow-execution:" + simkit.RandomHex(16), WorkflowID: s.cfg.WorkflowID,
 		Status: "running", Input: input, StartTime: time.Now().Add(time.Duration(s.seq) * time.Microsecond)}
 	s.executions[e.ExecutionID] = e
+	s.keepExecution(e)
+	s.keepCounters()
 	return e
 }
 
@@ -625,7 +669,7 @@ func (s *Server) succeed(e *Execution) []byte {
 	docID, _ := e.Input["documentId"].(string)
 	var rec simkit.Recognised
 	if d := s.docs[docID]; d != nil {
-		rec = simkit.Recognise(d.name, d.content)
+		rec = d.read.Whole
 	}
 	e.Status, e.Error, e.EndTime = "succeeded", "", time.Now()
 	e.Output = Output(docID, rec)
@@ -705,6 +749,7 @@ func (s *Server) getExecution(w http.ResponseWriter, r *http.Request) {
 		} else {
 			export = s.succeed(e)
 		}
+		s.keepExecution(e)
 	}
 	b, _ := json.Marshal(s.view(e))
 	id := e.ExecutionID
@@ -735,11 +780,13 @@ func (s *Server) patchExecution(w http.ResponseWriter, r *http.Request) {
 	case in.Status != nil && *in.Status == "completed" && e.Status == "succeeded",
 		in.Status != nil && *in.Status == "succeeded" && e.Status == "completed":
 		e.Status = *in.Status
+		s.keepExecution(e)
 	case in.Status != nil:
 		apiError(w, http.StatusBadRequest, fmt.Sprintf("Cannot change status from %s to %s: only succeeded and completed toggle", e.Status, *in.Status))
 		return
 	case in.NextTransitionID != nil && *in.NextTransitionID == "las:transition:commons-failed":
 		e.Status, e.Error, e.EndTime = "failed", "aborted", time.Now()
+		s.keepExecution(e)
 	default:
 		apiError(w, http.StatusBadRequest, "Give status or nextTransitionId")
 		return

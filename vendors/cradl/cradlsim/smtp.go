@@ -137,8 +137,10 @@ func (s *Server) receive(envelopeFrom, to string, r io.Reader) error {
 	s.mu.Lock()
 	var docs []*document
 	for _, a := range atts {
-		d := &document{id: "las:document:" + simkit.RandomHex(16), name: a.name, contentType: a.contentType, content: a.content, hasContent: true, created: now}
+		d := &document{id: "las:document:" + simkit.RandomHex(16), name: a.name, contentType: a.contentType,
+			hasContent: true, created: now, read: read(a.name, a.content)}
 		s.docs[d.id] = d
+		s.keepDocument(d)
 		e := s.newExecution(map[string]any{
 			"documentId": d.id,
 			"email":      map[string]any{"subject": subject, "origin": origin, "body": text},
@@ -149,8 +151,8 @@ func (s *Server) receive(envelopeFrom, to string, r io.Reader) error {
 	}
 	s.mails = append(s.mails, m)
 	s.mu.Unlock()
-	for _, d := range docs {
-		s.record(d)
+	for i, d := range docs {
+		s.record(d, atts[i].content)
 	}
 	return nil
 }
