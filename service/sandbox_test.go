@@ -12,10 +12,6 @@ import (
 	"github.com/ingest-dev/ingest/events/eventstest"
 )
 
-// sandboxVendorsThatKeepState are the sandbox simulators that keep their records under
-// data_dir/sandbox/<vendor>.
-var sandboxVendorsThatKeepState = []string{"laigo", "gini", "allspark", "cradl"}
-
 // A document still in flight at the sandbox vendors when ingest stops completes after it starts
 // again on the same data_dir: the simulators kept their jobs, as the real vendors would.
 func TestSandboxWorkInFlightSurvivesRestart(t *testing.T) {
@@ -34,6 +30,8 @@ func TestSandboxWorkInFlightSurvivesRestart(t *testing.T) {
   documine: {sandbox_pending_polls: 3, poll: {initial: 300ms, max: 300ms}}
   cradl: {sandbox_pending_polls: 3, poll: {initial: 300ms, max: 300ms}}
 `)
+	// Every sandbox keeps its records under data_dir/sandbox/<vendor>.
+	sandboxVendorsThatKeepState := []string{"laigo", "gini", "allspark", "documine", "cradl"}
 	s := start(t, cfg)
 	path, _ := writePDF(t, 4<<10)
 	c := &httpdrop.Client{BaseURL: "http://" + s.HTTPAddr(), APIKey: key}

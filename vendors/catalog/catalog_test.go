@@ -267,3 +267,51 @@ func TestSandboxStateOutlivesTheCatalog(t *testing.T) {
 		t.Fatalf("check after the restart: %+v %v; want done", pr, err)
 	}
 }
+
+// With a state directory the DocuMine sandbox keeps its dossier there: a catalog built again on
+// it, as ingest restarted, still knows a document in flight and finishes it.
+func TestSandboxDocuMineOutlivesRestart(t *testing.T) {
+	off := "  laigo: {enabled: false}\n  gini: {enabled: false}\n  allspark: {enabled: false}\n  cradl: {enabled: false}\n"
+	p, problems := plan(t, "vendors:\n  documine:\n    sandbox_pending_polls: 2\n"+off)
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	build := func() *catalog.Catalog {
+		c, err := catalog.Build(ctx, p, catalog.BuildConfig{Logger: slog.New(slog.DiscardHandler),
+			PublicURL: "http://127.0.0.1:1", StateDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := build()
+	ref, err := c.Vendors["documine"].Submit(ctx, vendors.Document{ID: "d1", Filename: "a.pdf", ContentType: "application/pdf", Size: 9,
+		Open: func(context.Context) (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader("%PDF-1.7\n")), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pr, err := c.Vendors["documine"].Check(ctx, ref); err != nil || pr.Done {
+		t.Fatalf("first look: %+v %v", pr, err)
+	}
+	c.Close(ctx)
+	if _, err := os.Stat(filepath.Join(dir, "documine", "dossier.jsonl")); err != nil {
+		t.Fatalf("no journal in the vendor's state directory: %v", err)
+	}
+
+	c = build()
+	defer c.Close(ctx)
+	v := c.Vendors["documine"]
+	if pr, err := v.Check(ctx, ref); err != nil || pr.Done {
+		t.Fatalf("look after the restart: %+v %v, want pending (one look left)", pr, err)
+	}
+	if pr, err := v.Check(ctx, ref); err != nil || !pr.Done || pr.Failed {
+		t.Fatalf("look after the restart: %+v %v, want done", pr, err)
+	}
+	if res, err := v.Result(ctx, ref); err != nil || len(res.Fields) == 0 {
+		t.Fatalf("result after the restart: %+v %v", res, err)
+	}
+}

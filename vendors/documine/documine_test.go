@@ -7,8 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
+	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -622,4 +623,128 @@ func FuzzComponentFields(f *testing.F) {
 			t.Fatalf("not deterministic: %+v then %+v", got, again)
 		}
 	})
+}
+
+// A sandbox keeps its dossier across a restart: a file in flight when the simulator stops is
+// known to the one started on the same state, with its progress and its place in the file list
+// (which reconciliation reads), and completes there with its own result.
+func TestSimulatorStateSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "documine", "dossier.jsonl")
+	start := func() (*documinesim.Server, *documine.Client) {
+		sim, c := setup(t, func(sc *documinesim.Config) { sc.PendingPolls = 2 }, nil)
+		if err := sim.KeepState(path); err != nil {
+			t.Fatal(err)
+		}
+		return sim, c
+	}
+	sim, c := start()
+	content := pdfWith("invoice")
+	doc := tagged(document("invoice.pdf", content, nil), "doc-1", 1)
+	ref, err := c.Submit(ctx, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.Check(ctx, ref); err != nil || p.Done {
+		t.Fatalf("first check: %+v %v", p, err)
+	}
+	if err := sim.CloseState(); err != nil {
+		t.Fatal(err)
+	}
+
+	sim, c = start() // a new process: new simulator, new client, same state
+	defer sim.CloseState()
+	if got, err := c.Find(ctx, doc, time.Now()); err != nil || got.Outcome != vendors.Found || got.Ref != ref {
+		t.Fatalf("after the restart Find says %+v %v, want %s found", got, err, ref)
+	}
+	if p, err := c.Check(ctx, ref); err != nil || p.Done {
+		t.Fatalf("check after restart: %+v %v; want still pending (one look left)", p, err)
+	}
+	if p, err := c.Check(ctx, ref); err != nil || !p.Done || p.Failed {
+		t.Fatalf("check: %+v %v; want done", p, err)
+	}
+	r, err := c.Result(ctx, ref)
+	if want := wantFields(simkit.Recognise("invoice.pdf", content)); err != nil || !reflect.DeepEqual(r.Fields, want) {
+		t.Fatalf("result after restart: %+v %v, want fields %+v", r.Fields, err, want)
+	}
+	sha, _ := simkit.Digest(content)
+	if n := sim.Ledger.Count(sha); n != 1 {
+		t.Fatalf("the restarted sandbox counts %d uploads of the document, want 1", n)
+	}
+}
+
+// A client that outlives the simulator's restart (the sandbox reached over the network, as a
+// real instance is) holds tokens the new one never issued: it is refused, its refresh token too,
+// and it logs in again. The result package it made before the restart is still there to poll,
+// download and delete, in the configured shapes.
+func TestSimulatorRestartKeepsPackages(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "dossier.jsonl")
+	var current atomic.Pointer[documinesim.Server]
+	start := func() *documinesim.Server {
+		sc := simConfig()
+		sc.API, sc.PendingPolls, sc.MaxBytes = documine.SandboxAPI(customPackageAPI()), 1, 1<<20
+		sim, err := documinesim.New(sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sim.KeepState(path); err != nil {
+			t.Fatal(err)
+		}
+		current.Store(sim)
+		return sim
+	}
+	sim := start()
+	// One address for every simulator, so that one client talks to each in turn.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		current.Load().ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	cfg := clientConfig(srv.URL)
+	cfg.API = customPackageAPI()
+	c, err := documine.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := pdfWith("packaged")
+	ref, err := c.Submit(ctx, document("packaged.pdf", content, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for look := 1; look <= 2; look++ { // the file's pending look, then the package's made and pending
+		if p, err := c.Check(ctx, ref); err != nil || p.Done {
+			t.Fatalf("look %d: %+v %v, want pending", look, p, err)
+		}
+	}
+	if sim.Packages() != 1 {
+		t.Fatalf("%d packages before the restart, want 1", sim.Packages())
+	}
+	if err := sim.CloseState(); err != nil {
+		t.Fatal(err)
+	}
+
+	sim = start()
+	defer sim.CloseState()
+	if p, err := c.Check(ctx, ref); err != nil || !p.Done || p.Failed {
+		t.Fatalf("check after the restart: %+v %v, want done", p, err)
+	}
+	if sim.Logins() != 1 || sim.Refreshes() != 0 {
+		t.Fatalf("logins %d refreshes %d after the restart, want 1 and 0", sim.Logins(), sim.Refreshes())
+	}
+	if n := sim.Requests("package-create"); n != 0 {
+		t.Fatalf("%d packages made after the restart, want the one from before", n)
+	}
+	r, err := c.Result(ctx, ref)
+	rec := simkit.Recognise("packaged.pdf", content)
+	if err != nil || !reflect.DeepEqual(r.Fields, wantFields(rec)) || !strings.Contains(r.Text, rec.InvoiceNumber) {
+		t.Fatalf("result after the restart: %+v %v", r, err)
+	}
+	if err := c.Finish(ctx, ref); err != nil || sim.Packages() != 0 {
+		t.Fatalf("finish: %v, %d packages left", err, sim.Packages())
+	}
+	_ = sim.CloseState()
+	if sim = start(); sim.Packages() != 0 {
+		t.Fatalf("%d packages after another restart: the deletion was not kept", sim.Packages())
+	}
+	_ = sim.CloseState()
 }

@@ -3,6 +3,7 @@ package documine
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/vendors"
@@ -65,6 +66,13 @@ func Spec() vendors.Spec {
 				})
 				if err != nil {
 					return nil, fmt.Errorf("sandbox: %w", err)
+				}
+				if env.StateDir != "" {
+					// The dossier's files and result packages outlive a restart, as at DocuMine.
+					if err := sim.KeepState(filepath.Join(env.StateDir, "dossier.jsonl")); err != nil {
+						return nil, fmt.Errorf("sandbox: %w", err)
+					}
+					env.OnStop(func() { _ = sim.CloseState() })
 				}
 				url, err := env.Serve(sim)
 				if err != nil {

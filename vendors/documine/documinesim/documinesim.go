@@ -22,6 +22,8 @@
 //     <filename>.components.json entries (and <filename>.txt with TextEntries) or, with Format
 //     "json", the one file's components answer;
 //   - the file list is a JSON array of the file objects the default status answer has.
+//
+// With KeepState its files and result packages outlive a restart (see KeepState).
 package documinesim
 
 import (
@@ -32,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -182,8 +185,10 @@ type Server struct {
 	refresh *simkit.Tokens
 
 	mu            sync.Mutex
+	store         *simkit.Store // nil: files and packages live in memory only
 	files         map[string]*file
 	order         []string // file ids in upload order, for a stable list
+	uploads       int      // files accepted so far: each file's place in order, kept across restarts
 	packages      map[string]*pkg
 	packageStatus string // forced status of every package, "" when none
 	logins        int
@@ -192,13 +197,17 @@ type Server struct {
 
 type file struct {
 	id, filename string
+	seq          int // place in upload order, 1 for the first file
 	added        time.Time
 	polls        int
 	forced       string
+	sha256       string
+	size         int64
 	rec          simkit.Recognised
 }
 
 type pkg struct {
+	id      string
 	fileIDs []string
 	polls   int
 }
@@ -255,6 +264,7 @@ func (s *Server) SetStatus(fileID, status string) bool {
 	f, ok := s.files[fileID]
 	if ok {
 		f.forced = status
+		s.keepFile(f)
 	}
 	return ok
 }
@@ -423,12 +433,15 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) accept(w http.ResponseWriter, name string, data []byte) {
 	f := &file{id: simkit.RandomHex(16), filename: name, added: time.Now().UTC(), rec: simkit.Recognise(name, data)}
-	sha, size := simkit.Digest(data)
+	f.sha256, f.size = simkit.Digest(data)
 	s.mu.Lock()
+	s.uploads++
+	f.seq = s.uploads
 	s.files[f.id] = f
 	s.order = append(s.order, f.id)
+	s.keepFile(f)
 	s.mu.Unlock()
-	s.Ledger.Record(simkit.Upload{Ref: f.id, Filename: name, SHA256: sha, Size: size, At: f.added})
+	s.Ledger.Record(simkit.Upload{Ref: f.id, Filename: name, SHA256: f.sha256, Size: f.size, At: f.added})
 	ans := map[string]any{"filename": name}
 	setPath(ans, s.api.IDKey, f.id)
 	writeJSON(w, http.StatusCreated, ans)
@@ -464,6 +477,7 @@ func (s *Server) statusOf(f *file, look bool) string {
 	st := progress(s.api.Status, f.polls, s.cfg.PendingPolls)
 	if look && st != s.api.Status.DoneValue {
 		f.polls++
+		s.keepFile(f)
 	}
 	return st
 }
@@ -578,7 +592,9 @@ func (s *Server) createPackage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := simkit.RandomHex(12)
-	s.packages[id] = &pkg{fileIDs: ids}
+	p := &pkg{id: id, fileIDs: ids}
+	s.packages[id] = p
+	s.keepPackage(p)
 	ans := map[string]any{}
 	setPath(ans, s.api.Package.IDKey, id)
 	writeJSON(w, http.StatusOK, ans)
@@ -638,6 +654,7 @@ func (s *Server) packageStatusOf(p *pkg, look bool) string {
 	st := progress(s.api.Package.Status, p.polls, s.cfg.PendingPolls)
 	if look && st != s.api.Package.Status.DoneValue {
 		p.polls++
+		s.keepPackage(p)
 	}
 	return st
 }
@@ -717,6 +734,138 @@ func (s *Server) deletePackage(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	if _, id, ok := s.packageOf(w, r); ok {
 		delete(s.packages, id)
+		// Like a failed Put (see keepFile), a failed Delete only leaves the package to come back.
+		_ = s.store.Delete(packageKey(id))
 		w.WriteHeader(http.StatusNoContent)
 	}
+}
+
+// storedFile is a file as the state store keeps it: what its answers need (its name, progress,
+// and the fields and text the simulation recognised in it; its digest and size for the Ledger),
+// never its bytes, which no answer returns.
+type storedFile struct {
+	ID       string            `json:"id"`
+	Seq      int               `json:"seq"`
+	Filename string            `json:"filename"`
+	Added    time.Time         `json:"added"`
+	Polls    int               `json:"polls"`
+	Forced   string            `json:"forced,omitempty"`
+	SHA256   string            `json:"sha256"`
+	Size     int64             `json:"size"`
+	Rec      simkit.Recognised `json:"recognised"`
+}
+
+// storedPackage is a result package as the state store keeps it.
+type storedPackage struct {
+	ID      string   `json:"id"`
+	FileIDs []string `json:"fileIds"`
+	Polls   int      `json:"polls"`
+}
+
+const (
+	filePrefix    = "file/"
+	packagePrefix = "package/"
+)
+
+func packageKey(id string) string { return packagePrefix + id }
+
+// KeepState keeps the files and result packages in the journal at path: those it holds are
+// known again, so that a sandbox restarted with ingest still has the documents in flight (their
+// progress, their place in the file list that reconciliation reads) and the packages made for
+// them; every change is written there. Access and refresh tokens are not kept: a client that
+// presents one from before the restart is refused (401) and logs in again, as it must after a
+// real instance forgets its sessions. Nor are SetPackageStatus and Faults, which are a test's
+// settings rather than records.
+//
+// It is for a simulator that has served nothing yet; call CloseState when done.
+func (s *Server) KeepState(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.store != nil {
+		return errors.New("documinesim: the sandbox state is already kept")
+	}
+	if len(s.files) > 0 || len(s.packages) > 0 {
+		// They would be missing from the journal, and their upload order would clash with it.
+		return errors.New("documinesim: the sandbox state must be loaded before the first upload")
+	}
+	store, records, order, err := simkit.OpenStore(path, 0)
+	if err != nil {
+		return fmt.Errorf("documinesim: the dossier's files and result packages cannot be kept: %w", err)
+	}
+	var loaded []*file
+	var stale []string
+	for _, k := range order {
+		if !strings.HasPrefix(k, filePrefix) {
+			continue
+		}
+		var sf storedFile
+		if json.Unmarshal(records[k], &sf) != nil || sf.ID == "" {
+			continue // not a record this simulator wrote: nothing to serve from it
+		}
+		f := &file{id: sf.ID, seq: sf.Seq, filename: sf.Filename, added: sf.Added, polls: sf.Polls,
+			forced: sf.Forced, sha256: sf.SHA256, size: sf.Size, rec: sf.Rec}
+		s.files[f.id] = f
+		loaded = append(loaded, f)
+		s.uploads = max(s.uploads, f.seq)
+	}
+	// The journal orders records by their last change (a status look moves a file to its end);
+	// the list answers in upload order.
+	slices.SortStableFunc(loaded, func(a, b *file) int { return a.seq - b.seq })
+	for _, f := range loaded {
+		s.order = append(s.order, f.id)
+		// The ledger proves how often a document reached the vendor: an upload before the
+		// restart still counts, so a second one after it shows as the duplicate it is.
+		s.Ledger.Record(simkit.Upload{Ref: f.id, Filename: f.filename, SHA256: f.sha256, Size: f.size, At: f.added})
+	}
+	for _, k := range order {
+		if !strings.HasPrefix(k, packagePrefix) {
+			continue
+		}
+		var sp storedPackage
+		if json.Unmarshal(records[k], &sp) != nil || sp.ID == "" {
+			continue
+		}
+		// A bounded journal may have dropped an old package's files: it keeps those it still
+		// has, and one with none left is gone, as a download of nothing cannot be served.
+		p := &pkg{id: sp.ID, polls: sp.Polls}
+		for _, id := range sp.FileIDs {
+			if _, ok := s.files[id]; ok {
+				p.fileIDs = append(p.fileIDs, id)
+			}
+		}
+		if len(p.fileIDs) == 0 {
+			stale = append(stale, k)
+			continue
+		}
+		s.packages[p.id] = p
+	}
+	s.store = store
+	for _, k := range stale {
+		_ = s.store.Delete(k)
+	}
+	return nil
+}
+
+// CloseState closes the journal KeepState opened; from then on changes stay in memory.
+func (s *Server) CloseState() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.store.Close()
+	s.store = nil
+	if err != nil {
+		return fmt.Errorf("documinesim: the dossier's last changes may not be kept: %w", err)
+	}
+	return nil
+}
+
+// keepFile writes f to the journal (s.mu held). A failed write is not the client's problem: the
+// file lives on in memory, and only a restart would forget the change.
+func (s *Server) keepFile(f *file) {
+	_ = s.store.Put(filePrefix+f.id, storedFile{ID: f.id, Seq: f.seq, Filename: f.filename, Added: f.added,
+		Polls: f.polls, Forced: f.forced, SHA256: f.sha256, Size: f.size, Rec: f.rec})
+}
+
+// keepPackage writes p to the journal (s.mu held), as keepFile does a file.
+func (s *Server) keepPackage(p *pkg) {
+	_ = s.store.Put(packageKey(p.id), storedPackage{ID: p.id, FileIDs: p.fileIDs, Polls: p.polls})
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -375,5 +377,143 @@ func TestUnservableAPI(t *testing.T) {
 	api.ListMethod, api.ListPath = api.UploadMethod, api.UploadPath
 	if _, err := documinesim.New(documinesim.Config{API: api}); err == nil || !strings.Contains(err.Error(), "cannot be served") {
 		t.Fatalf("error %v, want one about the paths", err)
+	}
+}
+
+// restartable starts simulators on one state journal, each like a new process: a new Server, a
+// new httptest server.
+func restartable(t *testing.T, pending int, path string) func() (*documinesim.Server, *httptest.Server) {
+	return func() (*documinesim.Server, *httptest.Server) {
+		t.Helper()
+		sim, srv := newSim(t, pending)
+		if err := sim.KeepState(path); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sim.CloseState() })
+		return sim, srv
+	}
+}
+
+// listed is the file list as "filename status" pairs.
+func listed(t *testing.T, srv *httptest.Server, access string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+files, nil)
+	req.Header.Set("Authorization", "Bearer "+access)
+	req.Header.Set("X-TENANT-ID", "acme")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var list []map[string]any
+	if err := json.NewDecoder(res.Body).Decode(&list); err != nil {
+		t.Fatalf("list (%d): %v", res.StatusCode, err)
+	}
+	var out []string
+	for _, f := range list {
+		out = append(out, fmt.Sprint(f["filename"], " ", f["processingStatus"]))
+	}
+	return strings.Join(out, ", ")
+}
+
+// Files (their progress, forced statuses, upload order) and result packages (made, looked at,
+// deleted) outlive a restart; tokens do not.
+func TestStateSurvivesRestart(t *testing.T) {
+	start := restartable(t, 1, filepath.Join(t.TempDir(), "documine", "dossier.jsonl"))
+	sim, srv := start()
+	access, _ := login(t, srv)
+	ids := map[string]string{}
+	for _, name := range []string{"a.pdf", "b.pdf", "c.pdf"} {
+		code, m := do(t, upload(t, srv, access, "file", name, append(append([]byte{}, pdf...), name...)))
+		if code != 201 {
+			t.Fatalf("upload %s: %d %v", name, code, m)
+		}
+		ids[name] = m["fileId"].(string)
+	}
+	get(t, srv, access, files+"/"+ids["a.pdf"]) // a's one pending look: processed, and its record the newest
+	sim.SetStatus(ids["c.pdf"], "ERROR")
+	const create = "/api/dossier-templates/tpl/dossiers/dos/create-download"
+	_, m := send(t, srv, access, "POST", create, `{"fileIds":["`+ids["a.pdf"]+`"]}`)
+	kept, _ := m["downloadId"].(string)
+	if _, m := get(t, srv, access, "/api/downloads/"+kept); m["status"] != "QUEUED" { // its one pending look
+		t.Fatalf("package status %v", m)
+	}
+	_, m = send(t, srv, access, "POST", create, `{"fileIds":["`+ids["a.pdf"]+`"]}`)
+	deleted, _ := m["downloadId"].(string)
+	if code, _ := send(t, srv, access, "DELETE", "/api/downloads/"+deleted, ""); code != 204 {
+		t.Fatalf("delete: %d", code)
+	}
+	if err := sim.CloseState(); err != nil {
+		t.Fatal(err)
+	}
+
+	sim, srv = start()
+	if code, _ := get(t, srv, access, files); code != 401 {
+		t.Fatalf("a token from before the restart: %d, want 401", code)
+	}
+	access, _ = login(t, srv)
+	if got, want := listed(t, srv, access), "a.pdf PROCESSED, b.pdf UNPROCESSED, c.pdf ERROR"; got != want {
+		t.Fatalf("list after the restart: %q, want %q", got, want)
+	}
+	code, m := get(t, srv, access, files+"/"+ids["a.pdf"]+"/components")
+	rec := simkit.Recognise("a.pdf", append(append([]byte{}, pdf...), "a.pdf"...))
+	if code != 200 || !strings.Contains(fmt.Sprint(m["components"]), rec.InvoiceNumber) {
+		t.Fatalf("components after the restart: %d %v, want %s in them", code, m, rec.InvoiceNumber)
+	}
+	if n := len(sim.Ledger.All()); n != 3 {
+		t.Fatalf("the ledger knows %d uploads after the restart, want 3", n)
+	}
+	if _, m := get(t, srv, access, "/api/downloads/"+kept); m["status"] != "READY" || sim.Packages() != 1 {
+		t.Fatalf("package after the restart: %v, %d packages", m, sim.Packages())
+	}
+	if code, _ := get(t, srv, access, "/api/downloads/"+kept+"/download"); code != 200 {
+		t.Fatalf("download after the restart: %d", code)
+	}
+	if code, _ := get(t, srv, access, "/api/downloads/"+deleted); code != 404 {
+		t.Fatalf("a package deleted before the restart: %d, want 404", code)
+	}
+	// Uploads go on after the restored ones, in the list and in the next restart's list.
+	do(t, upload(t, srv, access, "file", "d.pdf", pdf))
+	if code, _ := send(t, srv, access, "DELETE", "/api/downloads/"+kept, ""); code != 204 {
+		t.Fatalf("delete after the restart: %d", code)
+	}
+	_ = sim.CloseState()
+
+	sim, srv = start()
+	access, _ = login(t, srv)
+	if got, want := listed(t, srv, access), "a.pdf PROCESSED, b.pdf UNPROCESSED, c.pdf ERROR, d.pdf UNPROCESSED"; got != want {
+		t.Fatalf("list after the second restart: %q, want %q", got, want)
+	}
+	if sim.Packages() != 0 {
+		t.Fatalf("%d packages after the second restart, want 0", sim.Packages())
+	}
+}
+
+// A package whose files the bounded journal no longer holds is not served: it could not be
+// downloaded.
+func TestStateDropsPackagesWithoutFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dossier.jsonl")
+	line := `{"k":"package/p1","v":{"id":"p1","fileIds":["gone"],"polls":0}}` + "\n"
+	if err := os.WriteFile(path, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sim, _ := restartable(t, 0, path)()
+	if sim.Packages() != 0 {
+		t.Fatalf("%d packages, want 0", sim.Packages())
+	}
+}
+
+func TestKeepStateMisuse(t *testing.T) {
+	sim, srv := newSim(t, 0)
+	access, _ := login(t, srv)
+	do(t, upload(t, srv, access, "file", "a.pdf", pdf))
+	if err := sim.KeepState(filepath.Join(t.TempDir(), "s.jsonl")); err == nil || !strings.Contains(err.Error(), "before the first upload") {
+		t.Fatalf("KeepState after an upload: %v", err)
+	}
+	blocker := filepath.Join(t.TempDir(), "file")
+	_ = os.WriteFile(blocker, nil, 0o600)
+	sim, _ = newSim(t, 0)
+	if err := sim.KeepState(filepath.Join(blocker, "s.jsonl")); err == nil || !strings.Contains(err.Error(), "cannot be kept") {
+		t.Fatalf("KeepState where no directory can be made: %v", err)
 	}
 }
