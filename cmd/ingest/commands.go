@@ -7,6 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -151,12 +154,19 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Var(&vendors, "vendor", "vendor to send the files to (repeatable)")
 	fs.Var(&meta, "meta", "metadata key=value (repeatable)")
 	route := fs.String("route", "", "route to use")
-	files, err := flags(fs, args)
+	recursive := fs.Bool("r", false, "submit the files in the directories named, and in their subdirectories")
+	paths, err := flags(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(files) == 0 {
+	if len(paths) == 0 {
 		return fmt.Errorf("%w: ingest submit FILE... [--vendor V]", errUsage)
+	}
+	// Directories are checked before anything is sent: a mistyped path fails the command at once,
+	// not after half the files went.
+	files, err := expandPaths(paths, *recursive)
+	if err != nil {
+		return err
 	}
 	opts := httpdrop.SubmitOptions{Vendors: vendors, Route: *route, Metadata: map[string]string{}}
 	for _, kv := range meta {
@@ -173,10 +183,13 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	c := &httpdrop.Client{BaseURL: ep.HTTPURL, APIKey: ep.APIKey}
 	failed := 0
 	enc := json.NewEncoder(stdout)
-	for _, f := range files {
+	progress := newProgress(stderr, len(files))
+	for i, f := range files {
+		progress.show(i, f)
 		resp, err := c.SubmitFile(ctx, f, opts)
 		if err != nil {
 			failed++
+			progress.clear()
 			fmt.Fprintf(stderr, "ingest: %s: %v\n", f, err)
 			continue
 		}
@@ -185,10 +198,84 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				"content_type": d.ContentType, "size": d.Size, "sha256": d.SHA256})
 		}
 	}
+	progress.clear()
 	if failed > 0 {
 		return fmt.Errorf("%d of %d files were not accepted", failed, len(files))
 	}
 	return nil
+}
+
+// expandPaths turns the paths given to submit into the files to send: files as they are, the
+// regular files of a directory with -r (in name order; hidden files and directories skipped).
+// A directory without -r is an error that says what to do.
+func expandPaths(paths []string, recursive bool) ([]string, error) {
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		if !recursive {
+			return nil, fmt.Errorf("%w: %s is a directory; use -r to submit the files in it", errUsage, p)
+		}
+		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if path != p && strings.HasPrefix(d.Name(), ".") {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if d.Type().IsRegular() {
+				files = append(files, path)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", p, err)
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no files to submit in %s", strings.Join(paths, ", "))
+	}
+	return files, nil
+}
+
+// progress shows "[3/120] invoices/a.pdf" on one terminal line while submit works; written to
+// anything other than a terminal it says nothing (the JSON lines on stdout are the record).
+type progress struct {
+	w     io.Writer
+	total int
+	on    bool
+}
+
+func newProgress(w io.Writer, total int) *progress {
+	f, ok := w.(*os.File)
+	on := false
+	if ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			on = total > 1
+		}
+	}
+	return &progress{w: w, total: total, on: on}
+}
+
+func (p *progress) show(i int, name string) {
+	if p.on {
+		fmt.Fprintf(p.w, "\r\033[K[%d/%d] %s", i+1, p.total, name)
+	}
+}
+
+func (p *progress) clear() {
+	if p.on {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
 }
 
 func configCheck(args []string, stdout io.Writer) error {

@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/ingest-dev/ingest"
@@ -41,8 +42,9 @@ Usage:
   ingest [serve] [--config F]                 run the service
   ingest tail [SUBJECT] [--all] [--config F]  print events as JSON lines (default: every event)
   ingest status ID [--config F]               print one document's state
-  ingest submit FILE... [--vendor V] [--route R] [--meta k=v] [--config F]
-                                              upload files, one request each
+  ingest submit FILE|DIR... [-r] [--vendor V] [--route R] [--meta k=v] [--config F]
+                                              upload files, one request each (-r: the files
+                                              in the directories named, and below)
   ingest config check [--config F]            validate a configuration and list every problem
   ingest config gen-token                     print a new random secret (API key, callback token)
   ingest state rebuild [--config F]           replay the stream's document events into the state
@@ -58,9 +60,19 @@ Without --config (or $INGEST_CONFIG) the embedded default configuration is used.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
+	}
+	// "ingest config --help", "ingest state rebuild -h": commands of commands answer before their
+	// subcommand is looked at; the others print their flags too (helpRequest, below).
+	if (cmd == "config" || cmd == "state") && (len(args) > 0 && isHelp(args[0]) || len(args) > 1 && isHelp(args[1])) {
+		fmt.Fprint(stdout, commandUsage(cmd, nil))
+		return 0
 	}
 	var err error
 	switch cmd {
@@ -103,7 +115,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "ingest: %v\n\n%s", err, usage)
 		return 2
-	case errors.Is(err, flag.ErrHelp):
+	case errors.As(err, new(*helpRequest)):
+		var h *helpRequest
+		errors.As(err, &h)
+		fmt.Fprint(stdout, commandUsage(cmd, h.fs))
 		return 0
 	}
 	fmt.Fprintf(stderr, "ingest: %v\n", err)
@@ -118,7 +133,7 @@ func flags(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
+				return nil, &helpRequest{fs: fs}
 			}
 			return nil, fmt.Errorf("%w: %v", errUsage, err)
 		}
@@ -157,4 +172,38 @@ func loadConfig(flagPath string) (config.Config, string, error) {
 	}
 	cfg, err := config.Load(path)
 	return cfg, fmt.Sprintf("%s (%s)", path, why), err
+}
+
+// helpRequest is -h or --help among a command's arguments: its usage is printed, exit 0.
+type helpRequest struct{ fs *flag.FlagSet }
+
+func (h *helpRequest) Error() string { return "help requested" }
+
+func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "-help" }
+
+// commandUsage is cmd's part of usage (its lines and their continuations) and, when known, its
+// flags with their defaults.
+func commandUsage(cmd string, fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString("Usage:\n")
+	in := false
+	for _, line := range strings.Split(usage, "\n") {
+		switch {
+		case strings.HasPrefix(line, "  ingest "+cmd+" ") || line == "  ingest "+cmd ||
+			cmd == "serve" && strings.HasPrefix(line, "  ingest [serve]"):
+			in = true
+		case strings.HasPrefix(line, "    ") && in: // a continuation line
+		default:
+			in = false
+		}
+		if in {
+			b.WriteString(line + "\n")
+		}
+	}
+	if fs != nil {
+		b.WriteString("\nFlags:\n")
+		fs.SetOutput(&b)
+		fs.PrintDefaults()
+	}
+	return b.String()
 }
