@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -43,6 +44,10 @@ type Embedded struct {
 	StoreDir  string // JetStream storage; required
 	MaxStore  int64
 	MaxMemory int64
+	// PortFile, when set, remembers the port taken instead of a busy Listen port, so that the
+	// next start takes the same one while Listen stays busy: programs that found the server
+	// (ingest tail, subscribers) find it again after a restart.
+	PortFile string
 }
 
 // Broker is a NATS connection, and the embedded server behind it when there is one.
@@ -186,6 +191,9 @@ func (b *Broker) startEmbedded(cfg Config) error {
 	if port != 0 && portTaken(e.Listen) {
 		b.fellBack = true
 		port = 0
+		if remembered := readPort(e.PortFile); remembered != 0 && !portTaken(net.JoinHostPort(host, strconv.Itoa(remembered))) {
+			port = remembered
+		}
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
@@ -218,12 +226,33 @@ func (b *Broker) startEmbedded(cfg Config) error {
 	b.srv = srv
 	b.url = srv.ClientURL()
 	if b.fellBack {
+		if e.PortFile != "" {
+			if err := os.WriteFile(e.PortFile, []byte(strconv.Itoa(srv.Addr().(*net.TCPAddr).Port)+"\n"), 0o644); err != nil {
+				b.log.Warn("could not remember the embedded NATS port; the next start may take another one", "err", err)
+			}
+		}
 		b.log.Warn(fmt.Sprintf("nats.embedded.listen %s is taken (another NATS server?); the embedded NATS server listens on %s instead", e.Listen, b.url),
 			"url", b.url)
 	} else {
 		b.log.Info("embedded NATS server started", "url", b.url, "store_dir", e.StoreDir)
 	}
 	return nil
+}
+
+// readPort reads a remembered port; 0 when there is none.
+func readPort(path string) int {
+	if path == "" {
+		return 0
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 0 || n > 65535 {
+		return 0
+	}
+	return n
 }
 
 // portTaken reports whether something already listens on addr.

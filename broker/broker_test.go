@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +121,31 @@ func TestExternalServer(t *testing.T) {
 func TestEmbeddedNeedsAStoreDir(t *testing.T) {
 	if _, err := broker.Open(context.Background(), broker.Config{Embedded: broker.Embedded{Listen: "127.0.0.1:0"}}); err == nil {
 		t.Fatal("opened without a storage directory")
+	}
+}
+
+// The port taken instead of a busy one is remembered: after a restart (the configured port still
+// busy) the server is where tail and subscribers found it before.
+func TestEmbeddedKeepsItsFallbackPortAcrossRestarts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := t.TempDir()
+	cfg := broker.Config{Embedded: broker.Embedded{Listen: ln.Addr().String(), StoreDir: filepath.Join(dir, "nats"),
+		PortFile: filepath.Join(dir, "nats-port"), MaxStore: 1 << 30, MaxMemory: 32 << 20}}
+	b, err := broker.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := b.URL()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b.Close(ctx)
+
+	b2 := open(t, cfg)
+	if b2.URL() != first {
+		t.Fatalf("after the restart the server is at %s, before it was at %s", b2.URL(), first)
 	}
 }

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -29,7 +31,39 @@ type Runtime struct {
 const (
 	runtimeFile = "runtime.json"
 	apiKeyFile  = "api-key"
+	lockFile    = "lock"
 )
+
+// lockDataDir takes data_dir for this process, before anything in it is touched: a second ingest
+// on the same data_dir would open the same embedded NATS store and take over runtime.json (and
+// remove it when it stops). The lock is an flock on data_dir/lock: the system drops it when the
+// process ends, however it ends, so a kill -9 leaves no stale lock. It also finds a data_dir that
+// cannot be written at once, rather than when the embedded NATS gives up on it.
+func lockDataDir(dir string) (*os.File, error) {
+	probe, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return nil, fmt.Errorf("data_dir %s cannot be written (%v); ingest keeps its event store, keys and runtime file there: choose a directory it may write", dir, errors.Unwrap(err))
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	path := filepath.Join(dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("data_dir %s cannot be locked: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := io.ReadAll(io.LimitReader(f, 64))
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data_dir %s is in use by another ingest (pid %s); give each instance its own data_dir", dir, strings.TrimSpace(string(holder)))
+		}
+		return nil, fmt.Errorf("data_dir %s cannot be locked: %w", dir, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
 
 func writeRuntime(dir string, rt Runtime) error {
 	b, _ := json.MarshalIndent(rt, "", "  ")

@@ -58,6 +58,8 @@ type Service struct {
 	components []component
 	stopWork   context.CancelFunc
 	workDone   chan struct{}
+	// lock holds data_dir for this process until it stops.
+	lock *os.File
 	// failed reports the first component that ended on its own with an error.
 	failed        chan error
 	stopHeartbeat func()
@@ -102,6 +104,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
+	}
+	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	keys, err := apiKeys(cfg, log)
 	if err != nil {
@@ -373,6 +378,7 @@ func BrokerConfig(cfg config.Config) broker.Config {
 		Embedded: broker.Embedded{
 			Listen:    cfg.NATS.Embedded.Listen,
 			StoreDir:  filepath.Join(cfg.DataDir, "nats"),
+			PortFile:  filepath.Join(cfg.DataDir, "nats-port"),
 			MaxStore:  cfg.NATS.Embedded.MaxStore.Int64(),
 			MaxMemory: cfg.NATS.Embedded.MaxMemory.Int64(),
 		},
@@ -454,7 +460,13 @@ func (s *Service) stop(ctx context.Context) error {
 	if s.broker != nil {
 		s.broker.Close(ctx)
 	}
-	removeRuntime(s.cfg.DataDir)
+	if s.lock != nil {
+		// Only the instance that holds data_dir wrote its runtime file (one refused at the
+		// lock must not remove the running one's, even in the same process).
+		removeRuntime(s.cfg.DataDir)
+		s.lock.Close() // releases the flock
+		s.lock = nil
+	}
 	return errors.Join(errs...)
 }
 
