@@ -2,6 +2,8 @@ package config_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -240,4 +242,26 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A relative data_dir belongs to the file that names it, whatever the working directory: the CLI
+// given --config finds the service from anywhere.
+func TestRelativeDataDirIsBesideTheFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte("data_dir: ./state\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != filepath.Join(dir, "state") {
+		t.Fatalf("data_dir %q, want %q", cfg.DataDir, filepath.Join(dir, "state"))
+	}
+	abs := filepath.Join(t.TempDir(), "elsewhere")
+	_ = os.WriteFile(path, []byte("data_dir: "+abs+"\n"), 0o600)
+	if cfg, _ := config.Load(path); cfg.DataDir != abs {
+		t.Fatalf("absolute data_dir changed to %q", cfg.DataDir)
+	}
 }

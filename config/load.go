@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -16,13 +17,21 @@ import (
 // LookupEnv finds environment variables; os.LookupEnv in production, a map in tests.
 type LookupEnv func(name string) (string, bool)
 
-// Load reads and validates the file at path.
+// Load reads and validates the file at path. A relative data_dir is relative to the file's
+// directory, not to wherever the command runs: `ingest status --config /etc/ingest/config.yaml`
+// finds the service from any directory.
 func Load(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, path, os.LookupEnv)
+	cfg, err := Parse(data, path, os.LookupEnv)
+	if cfg.DataDir != "" && !filepath.IsAbs(cfg.DataDir) {
+		if abs, aerr := filepath.Abs(path); aerr == nil {
+			cfg.DataDir = filepath.Join(filepath.Dir(abs), cfg.DataDir)
+		}
+	}
+	return cfg, err
 }
 
 // Parse reads a configuration from YAML, expanding ${VAR} and ${VAR:-default} in values. Every key
