@@ -134,12 +134,13 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 
 // Dial is a plain connection for short-lived clients (the CLI): it fails at once when nothing
 // answers at url instead of retrying forever. Credentials and TLS come from cfg.
-func Dial(url string, cfg Config) (*nats.Conn, error) {
+func Dial(url string, cfg Config, extra ...nats.Option) (*nats.Conn, error) {
 	opts, err := authOptions(cfg)
 	if err != nil {
 		return nil, err
 	}
 	opts = append(opts, nats.Name("ingest-cli"), nats.Timeout(5*time.Second))
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)

@@ -11,7 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ingest-dev/ingest/adapters/httpdrop"
@@ -38,7 +40,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	return service.Run(ctx, cfg, log)
 }
 
-func tail(ctx context.Context, args []string, stdout io.Writer) error {
+func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	cfgPath := configFlag(fs)
 	all := fs.Bool("all", false, "replay the whole stream first, then follow")
@@ -58,7 +60,15 @@ func tail(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(pos) == 1 {
 		subject = pos[0]
 	}
-	nc, err := broker.Dial(ep.NATSURL, service.BrokerConfig(cfg))
+	// tail outlives a restart of the service: it reconnects for as long as it runs, and says so
+	// (the service keeps its embedded NATS port across restarts: data_dir/nats-port).
+	nc, err := broker.Dial(ep.NATSURL, service.BrokerConfig(cfg), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			fmt.Fprintf(stderr, "ingest tail: lost the connection to NATS (%v); reconnecting…\n", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			fmt.Fprintf(stderr, "ingest tail: reconnected to %s; following again\n", nc.ConnectedUrlRedacted())
+		}))
 	if err != nil {
 		return err
 	}

@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		err = serve(ctx, args, stderr)
 	case "tail":
-		err = tail(ctx, args, stdout)
+		err = tail(ctx, args, stdout, stderr)
 	case "status":
 		err = status(ctx, args, stdout)
 	case "submit":

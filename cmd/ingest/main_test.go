@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -224,5 +225,66 @@ func TestUsageErrors(t *testing.T) {
 		if code := run(context.Background(), args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "Usage:") {
 			t.Errorf("%v: exit %d, %q", args, code, errOut.String())
 		}
+	}
+}
+
+// tail outlives a restart of the service: it says it lost the connection, reconnects to the
+// same embedded NATS port, says so, and prints what happens after.
+func TestTailSurvivesARestart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := ln.Addr().String()
+	ln.Close()
+	dataDir := t.TempDir()
+	cfgPath := writeFile(t, "config.yaml", "data_dir: "+dataDir+"\nhttp:\n  listen: 127.0.0.1:0\n  api_keys: [tail-test-key-8f3a91c2d7e4b605]\nnats:\n  embedded:\n    listen: "+natsAddr+"\nroutes: []\n")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	startService := func() *service.Service {
+		s, err := service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	submit := func(name string) string {
+		var out, errOut bytes.Buffer
+		p := writeFile(t, name, "%PDF-1.4\n"+name+"\n")
+		if code := run(ctx, []string{"submit", p, "--config", cfgPath}, &out, &errOut); code != 0 {
+			t.Fatalf("submit: exit %d %s", code, errOut.String())
+		}
+		var sub struct{ ID string }
+		_ = json.Unmarshal(out.Bytes(), &sub)
+		return sub.ID
+	}
+	s := startService()
+	var tailOut, tailErr syncBuffer
+	tctx, stopTail := context.WithCancel(ctx)
+	tailDone := make(chan int, 1)
+	go func() { tailDone <- run(tctx, []string{"tail", "--config", cfgPath}, &tailOut, &tailErr) }()
+	before := submit("before.pdf")
+	eventstest.WaitFor(t, 10*time.Second, "tail to print the first document", func() bool { return strings.Contains(tailOut.String(), before) })
+
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.WaitFor(t, 10*time.Second, "tail to say the connection is lost", func() bool {
+		return strings.Contains(tailErr.String(), "lost the connection")
+	})
+	s = startService()
+	defer s.Shutdown(context.Background())
+	eventstest.WaitFor(t, 20*time.Second, "tail to reconnect", func() bool { return strings.Contains(tailErr.String(), "reconnected") })
+	after := submit("after.pdf")
+	eventstest.WaitFor(t, 20*time.Second, "tail to print the document sent after the restart", func() bool {
+		return strings.Contains(tailOut.String(), after)
+	})
+	stopTail()
+	if code := <-tailDone; code != 0 {
+		t.Fatalf("tail exit %d: %s", code, tailErr.String())
 	}
 }
