@@ -64,7 +64,8 @@ type progress struct {
 	seq      atomic.Uint64 // last stream sequence applied and committed
 	behind   atomic.Uint64 // document events in the stream not applied yet (as last seen)
 	caughtUp atomic.Bool   // the index has reached the stream's end at least once since start
-	applied  atomic.Uint64 // events applied since start
+	applied  atomic.Uint64 // events applied since start (new to their document)
+	read     atomic.Uint64 // messages read from the stream since start
 }
 
 // Open opens (creating or rebuilding as needed) the database; Run keeps it in step.

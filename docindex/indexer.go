@@ -228,6 +228,7 @@ func (ix *Index) commit(ctx context.Context, batch []jetstream.Msg) error {
 	if last > 0 {
 		ix.prog.seq.Store(last)
 	}
+	ix.prog.read.Add(uint64(len(batch)))
 	ix.noteBehind(pendingAfter(batch[len(batch)-1]), applied)
 	return nil
 }
