@@ -32,6 +32,8 @@ type Config struct {
 	Routes    []Route   `yaml:"routes"`
 	Dispatch  Dispatch  `yaml:"dispatch"`
 	Callbacks Callbacks `yaml:"callbacks"`
+	// Index is the per-instance list index behind GET /v1/documents.
+	Index Index `yaml:"index"`
 	// Subscriptions are outbound webhooks: events delivered by HTTP to receivers that do not
 	// speak NATS (see the webhooks package).
 	Subscriptions []Subscription `yaml:"subscriptions"`
@@ -154,6 +156,16 @@ type Callbacks struct {
 	ParkWindow Duration `yaml:"park_window"`
 }
 
+// Index configures the document list index: a local SQLite copy of the document events, rebuilt
+// from the stream whenever it is missing or stale, one per instance.
+type Index struct {
+	Enabled bool `yaml:"enabled"`
+	// Path of the database file; empty: data_dir/index/documents.db.
+	Path string `yaml:"path"`
+	// CacheSize caps SQLite's page cache per connection (the index uses at most 4).
+	CacheSize ByteSize `yaml:"cache_size"`
+}
+
 // Dispatch tunes the dispatcher and the poller.
 type Dispatch struct {
 	Workers      int      `yaml:"workers"`       // documents dispatched at once
@@ -205,6 +217,7 @@ func Default() Config {
 			InDoubtTimeout: Duration(time.Hour),
 		},
 		Callbacks:     Callbacks{MaxBodyBytes: 10 << 20, ParkWindow: Duration(10 * time.Minute)},
+		Index:         Index{Enabled: true, CacheSize: 8 << 20},
 		Subscriptions: []Subscription{},
 	}
 }
@@ -385,6 +398,14 @@ func (c *Config) Validate(enabled []string, bad Report) {
 	}
 	if d.InDoubtTimeout.Std() < time.Minute {
 		bad("dispatch.in_doubt_timeout", "must be at least 1m")
+	}
+	if c.Index.Enabled {
+		if fi, err := os.Stat(c.Index.Path); c.Index.Path != "" && err == nil && fi.IsDir() {
+			bad("index.path", "%q is a directory; name the database file (e.g. %s)", c.Index.Path, path.Join(c.Index.Path, "documents.db"))
+		}
+		if c.Index.CacheSize < 1<<20 || c.Index.CacheSize > 4<<30 {
+			bad("index.cache_size", "must be between 1MiB and 4GiB")
+		}
 	}
 	c.validateSubscriptions(bad)
 }

@@ -1,7 +1,7 @@
 // Package docapi is the document read API: GET /v1/documents/{id} (the document's state, with
 // what the dispatcher knows beyond its events) and GET /v1/documents/{id}/content (its bytes). It
 // is registered whatever sources are configured: a mail's or a folder's document is read the same
-// way as an upload.
+// way as an upload. With a document index, GET /v1/documents lists documents (see docindex).
 package docapi
 
 import (
@@ -13,9 +13,11 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ingest-dev/ingest/docindex"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/httpapi"
 )
@@ -30,6 +32,8 @@ type Config struct {
 	// Enrich adds to a document's state what is not in its events (the dispatcher's attempts and
 	// last errors, an in-doubt submission's candidates). Nil: the state as projected.
 	Enrich func(ctx context.Context, doc *events.Document)
+	// Index answers GET /v1/documents. Nil: no listing.
+	Index  *docindex.Index
 	Logger *slog.Logger
 }
 
@@ -54,6 +58,9 @@ func New(cfg Config) (*API, error) {
 // Register adds the routes to the server.
 func (d *API) Register(e *echo.Echo) {
 	g := e.Group("/v1/documents", httpapi.RequireAPIKey(d.cfg.APIKeys))
+	if d.cfg.Index != nil {
+		g.GET("", d.list)
+	}
 	g.GET("/:id", d.status)
 	g.GET("/:id/content", d.content)
 }
@@ -77,6 +84,34 @@ func (d *API) status(c echo.Context) error {
 		d.cfg.Enrich(c.Request().Context(), &doc)
 	}
 	return c.JSON(http.StatusOK, doc)
+}
+
+// list answers GET /v1/documents from the index. The documents are their states as projected from
+// the events, the same as GET /v1/documents/{id} less what Enrich adds there (the dispatcher's
+// attempts and last errors): that costs a bucket watch per document, too much for a page of 500.
+func (d *API) list(c echo.Context) error {
+	q, err := docindex.ParseQuery(c.QueryParams(), time.Now())
+	if err != nil {
+		return badQuery(err)
+	}
+	page, err := d.cfg.Index.List(c.Request().Context(), q)
+	if err != nil {
+		return badQuery(err)
+	}
+	if !page.Index.CaughtUp {
+		// Answered with what the index has: say how far behind it is rather than make the
+		// client wait for a catch-up that may take a while.
+		c.Response().Header().Set("Index-Behind", strconv.FormatUint(page.Index.Behind, 10))
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+func badQuery(err error) error {
+	var bq *docindex.BadQueryError
+	if errors.As(err, &bq) {
+		return httpapi.NewProblem(http.StatusBadRequest, "%s", bq.Error())
+	}
+	return err
 }
 
 func (d *API) content(c echo.Context) error {

@@ -279,3 +279,11 @@ func validKey(s string) bool {
 	}
 	return true
 }
+
+// Apply folds ev into d the way the state store does, without storing anything: for other
+// projections of the same events (the list index) that must never disagree with the state. It
+// reports whether d changed; an event d already holds changes nothing.
+func (d *Document) Apply(ev Event) (bool, error) { return d.apply(ev) }
+
+// ValidDocumentID reports whether id can be a document id (the state store refuses others).
+func ValidDocumentID(id string) bool { return validKey(id) }

@@ -26,6 +26,7 @@ import (
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/docapi"
+	"github.com/ingest-dev/ingest/docindex"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/schema"
 	"github.com/ingest-dev/ingest/httpapi"
@@ -50,6 +51,7 @@ type Service struct {
 	callbacks *callbacks.Receiver
 	sources   *sources
 	webhooks  *webhooks.Deliverer
+	index     *docindex.Index
 	http      *httpapi.Server
 	httpAddr  string
 
@@ -220,8 +222,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
+	index, err := s.openIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
 	// Documents are read back whatever their source.
-	docs, err := docapi.New(docapi.Config{Bus: s.bus, APIKeys: keys, Enrich: s.dispatch.Enrich, Logger: log})
+	docs, err := docapi.New(docapi.Config{Bus: s.bus, APIKeys: keys, Enrich: s.dispatch.Enrich, Index: index, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -268,6 +274,26 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	log.Info("ingest is ready", "http", "http://"+s.httpAddr, "nats", s.broker.URL(), "embedded_nats", s.broker.Embedded(),
 		"stream", s.bus.Names().Stream(), "data_dir", cfg.DataDir)
 	return s, nil
+}
+
+// openIndex opens the document list index (nil when it is disabled) and runs it as a component;
+// it is closed once the components have stopped.
+func (s *Service) openIndex(ctx context.Context) (*docindex.Index, error) {
+	c := s.cfg.Index
+	if !c.Enabled {
+		return nil, nil
+	}
+	path := c.Path
+	if path == "" {
+		path = filepath.Join(s.cfg.DataDir, "index", "documents.db")
+	}
+	ix, err := docindex.Open(ctx, docindex.Config{Bus: s.bus, Path: path, CacheKiB: int(c.CacheSize.Int64() >> 10), Logger: s.log})
+	if err != nil {
+		return nil, err
+	}
+	s.index = ix
+	s.add("document index", ix.Run)
+	return ix, nil
 }
 
 // startCallbacks opens the callback endpoint of every vendor that has a callback token.
@@ -451,6 +477,11 @@ func (s *Service) stop(ctx context.Context) error {
 	}
 	if s.catalog != nil {
 		s.catalog.Close(ctx)
+	}
+	if s.index != nil {
+		if err := s.index.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the document index: %w", err))
+		}
 	}
 	// Last before NATS goes: with the heartbeat gone, whatever this instance still held is taken
 	// over by the others at once.

@@ -1,0 +1,388 @@
+package docindex
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ingest-dev/ingest/events"
+)
+
+// Run keeps the index in step with the stream until ctx ends. It reads with an ordered consumer
+// of its own (every instance needs every event; a shared durable would split them between
+// instances) from the sequence after the last one the database holds, so a restart neither
+// skips nor repeats. Trouble with NATS is retried; Run returns nil when ctx ends.
+func (ix *Index) Run(ctx context.Context) error {
+	pause := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		err := ix.follow(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		ix.log.Warn("the document index stopped following the stream; trying again", "retry_in", pause.String(), "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(pause):
+		}
+		pause = min(pause*2, 10*time.Second)
+	}
+	return nil
+}
+
+// follow reads the stream from where the index is until ctx ends or reading fails.
+func (ix *Index) follow(ctx context.Context) error {
+	start, err := ix.startSeq(ctx)
+	if err != nil {
+		return err
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{ix.bus.Names().DocumentSubjects()}, // one subject: NATS 2.9
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+	if start > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	cons, err := ix.bus.JetStream().OrderedConsumer(ctx, ix.bus.Names().Stream(), cfg)
+	if err != nil {
+		return fmt.Errorf("read the event stream: %w", err)
+	}
+	if info := cons.CachedInfo(); info != nil {
+		ix.noteBehind(info.NumPending, 0)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * ix.cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("read the event stream: %w", err)
+	}
+	defer it.Stop()
+	msgs := make(chan jetstream.Msg)
+	failed := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				failed <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		batch, ok := ix.collect(ctx, msgs)
+		if len(batch) > 0 {
+			if err := ix.commit(ctx, batch); err != nil {
+				return err
+			}
+		}
+		if !ok {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read the event stream: %w", <-failed)
+		}
+	}
+}
+
+// startSeq is the first stream sequence to read. When the stream no longer holds the events
+// after the stored position (they aged out, or the stream was recreated), the index starts over.
+func (ix *Index) startSeq(ctx context.Context) (uint64, error) {
+	stored := ix.prog.seq.Load()
+	if stored == 0 {
+		return 1, nil
+	}
+	st, err := ix.streamInfo(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if st.FirstSeq > stored+1 || st.LastSeq < stored {
+		ix.log.Warn("the stream no longer holds the events after the document index's position; rebuilding the index",
+			"index_seq", stored, "stream_first", st.FirstSeq, "stream_last", st.LastSeq)
+		if err := ix.reset(ctx); err != nil {
+			return 0, err
+		}
+		return 1, nil
+	}
+	return stored + 1, nil
+}
+
+// collect takes one batch: the first message whenever it comes, then more until the batch is
+// full, BatchWait has passed, or the stream has nothing more right now. ok is false when no
+// more messages will come.
+func (ix *Index) collect(ctx context.Context, msgs <-chan jetstream.Msg) (batch []jetstream.Msg, ok bool) {
+	var first jetstream.Msg
+	select {
+	case first, ok = <-msgs:
+		if !ok {
+			return nil, false
+		}
+	case <-ctx.Done():
+		return nil, false
+	}
+	batch = append(batch, first)
+	if pendingAfter(first) == 0 {
+		return batch, true
+	}
+	timer := time.NewTimer(ix.cfg.BatchWait)
+	defer timer.Stop()
+	for len(batch) < ix.cfg.BatchSize {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return batch, false
+			}
+			batch = append(batch, m)
+			if pendingAfter(m) == 0 {
+				return batch, true
+			}
+		case <-timer.C:
+			return batch, true
+		case <-ctx.Done():
+			return batch, false
+		}
+	}
+	return batch, true
+}
+
+// pendingAfter is how many messages the stream had for the consumer after m (unknown: 1).
+func pendingAfter(m jetstream.Msg) uint64 {
+	md, err := m.Metadata()
+	if err != nil {
+		return 1
+	}
+	return md.NumPending
+}
+
+func (ix *Index) noteBehind(pending uint64, applied uint64) {
+	ix.prog.behind.Store(pending)
+	ix.prog.applied.Add(applied)
+	if pending == 0 {
+		ix.prog.caughtUp.Store(true)
+	}
+}
+
+// row is a document as the index holds it, with what was stored before this batch changed it.
+type row struct {
+	rowid   int64 // 0: not stored yet
+	doc     events.Document
+	oldText string
+	oldVend map[string]string
+	dirty   bool
+}
+
+// commit applies a batch of messages in one transaction, which also records the sequence of the
+// last one: the rows and the position move together.
+func (ix *Index) commit(ctx context.Context, batch []jetstream.Msg) error {
+	tx, err := ix.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("write the document index: %w", err)
+	}
+	defer tx.Rollback()
+	w, err := prepare(ctx, tx)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	rows := map[string]*row{}
+	var last, applied uint64
+	for _, m := range batch {
+		if md, err := m.Metadata(); err == nil {
+			last = md.Sequence.Stream
+		}
+		ok, err := ix.applyMsg(ctx, w, rows, m.Data())
+		if err != nil {
+			return err
+		}
+		if ok {
+			applied++
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(rows)) {
+		if r := rows[id]; r.dirty {
+			if err := w.store(ctx, r); err != nil {
+				return err
+			}
+		}
+	}
+	if last > 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = 'last_seq'`, int64(last)); err != nil {
+			return fmt.Errorf("write the document index position: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("write the document index: %w", err)
+	}
+	if last > 0 {
+		ix.prog.seq.Store(last)
+	}
+	ix.prog.read.Add(uint64(len(batch)))
+	ix.noteBehind(pendingAfter(batch[len(batch)-1]), applied)
+	return nil
+}
+
+// applyMsg folds one message into its document's row. Messages that are not valid events, or
+// events no state could take, are skipped with a log line: the state store refuses them too,
+// and holding the index back for them would help no one.
+func (ix *Index) applyMsg(ctx context.Context, w *writer, rows map[string]*row, data []byte) (bool, error) {
+	ev, err := events.Decode(data)
+	if err != nil || !events.ValidDocumentID(ev.Subject) {
+		ix.log.Warn("skipping a message on the document subjects that is not a valid event", "err", err)
+		return false, nil
+	}
+	r := rows[ev.Subject]
+	if r == nil {
+		if r, err = w.load(ctx, ev.Subject); err != nil {
+			return false, err
+		}
+		rows[ev.Subject] = r
+	}
+	changed, err := r.doc.Apply(ev)
+	if err != nil {
+		ix.log.Warn("skipping an event the document state cannot take", "doc_id", ev.Subject, "event_id", ev.ID, "err", err)
+		return false, nil
+	}
+	r.dirty = r.dirty || changed
+	return changed, nil
+}
+
+// writer holds one transaction's statements.
+type writer struct {
+	tx                                              *sql.Tx
+	get, upsert, delVend, addVend, delText, addText *sql.Stmt
+}
+
+func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
+	w := &writer{tx: tx}
+	for _, s := range []struct {
+		p *(*sql.Stmt)
+		q string
+	}{
+		{&w.get, `SELECT rowid, doc FROM docs WHERE id = ?`},
+		{&w.upsert, `INSERT INTO docs (id, status, source_kind, source_name, route, filename, sort_at, updated_at, doc)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET status = excluded.status, source_kind = excluded.source_kind,
+				source_name = excluded.source_name, route = excluded.route, filename = excluded.filename,
+				sort_at = excluded.sort_at, updated_at = excluded.updated_at, doc = excluded.doc
+			RETURNING rowid`},
+		{&w.delVend, `DELETE FROM doc_vendors WHERE doc = ?`},
+		{&w.addVend, `INSERT INTO doc_vendors (vendor, doc, status) VALUES (?, ?, ?)`},
+		{&w.delText, `DELETE FROM docs_text WHERE rowid = ?`},
+		{&w.addText, `INSERT INTO docs_text (rowid, text) VALUES (?, ?)`},
+	} {
+		st, err := tx.PrepareContext(ctx, s.q)
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("prepare the document index writes: %w", err)
+		}
+		*s.p = st
+	}
+	return w, nil
+}
+
+func (w *writer) close() {
+	for _, st := range []*sql.Stmt{w.get, w.upsert, w.delVend, w.addVend, w.delText, w.addText} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+// load reads a document's row, or starts a new one.
+func (w *writer) load(ctx context.Context, id string) (*row, error) {
+	r := &row{doc: events.Document{ID: id}}
+	var body []byte
+	err := w.get.QueryRowContext(ctx, id).Scan(&r.rowid, &body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read document %s from the index: %w", id, err)
+	}
+	if err := json.Unmarshal(body, &r.doc); err != nil {
+		return nil, fmt.Errorf("document %s in the index is not valid JSON (delete the index to rebuild it): %w", id, err)
+	}
+	r.oldText, r.oldVend = searchText(r.doc), vendorsOf(r.doc)
+	return r, nil
+}
+
+// store writes a changed document: its row, and its vendors and search text where they changed.
+func (w *writer) store(ctx context.Context, r *row) error {
+	d := &r.doc
+	body, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode document %s for the index: %w", d.ID, err)
+	}
+	var rowid int64
+	if err := w.upsert.QueryRowContext(ctx, d.ID, string(d.Status), d.Source.Kind, d.Source.Name, d.Route, d.Filename,
+		sortTime(d).UnixNano(), d.UpdatedAt.UnixNano(), body).Scan(&rowid); err != nil {
+		return fmt.Errorf("write document %s to the index: %w", d.ID, err)
+	}
+	if vend := vendorsOf(*d); r.rowid == 0 || !maps.Equal(vend, r.oldVend) {
+		if _, err := w.delVend.ExecContext(ctx, rowid); err != nil {
+			return fmt.Errorf("write the vendors of document %s to the index: %w", d.ID, err)
+		}
+		for name, status := range vend {
+			if _, err := w.addVend.ExecContext(ctx, name, rowid, status); err != nil {
+				return fmt.Errorf("write the vendors of document %s to the index: %w", d.ID, err)
+			}
+		}
+	}
+	if text := searchText(*d); r.rowid == 0 || text != r.oldText {
+		if _, err := w.delText.ExecContext(ctx, rowid); err != nil {
+			return fmt.Errorf("write the search text of document %s to the index: %w", d.ID, err)
+		}
+		if _, err := w.addText.ExecContext(ctx, rowid, text); err != nil {
+			return fmt.Errorf("write the search text of document %s to the index: %w", d.ID, err)
+		}
+	}
+	return nil
+}
+
+// sortTime orders documents newest first: when received, else (a rejected input) when first heard of.
+func sortTime(d *events.Document) time.Time {
+	if !d.ReceivedAt.IsZero() {
+		return d.ReceivedAt
+	}
+	if len(d.History) > 0 {
+		return d.History[0].Time // sorted by time
+	}
+	return d.UpdatedAt
+}
+
+// vendorsOf maps each vendor a document was sent to, or is to be sent to (chosen when received,
+// not yet submitted: status "received"), to its status there.
+func vendorsOf(d events.Document) map[string]string {
+	out := make(map[string]string, len(d.Chosen)+len(d.Vendors))
+	for _, name := range d.Chosen {
+		out[name] = string(events.StatusReceived)
+	}
+	for name, vs := range d.Vendors {
+		out[name] = string(vs.Status)
+	}
+	return out
+}
+
+// searchText is what q searches: the filename and the metadata values (mail subject and
+// addresses, WebDAV path, the uploader's fields), one per line.
+func searchText(d events.Document) string {
+	var b strings.Builder
+	b.WriteString(d.Filename)
+	for _, k := range slices.Sorted(maps.Keys(d.Metadata)) {
+		b.WriteByte('\n')
+		b.WriteString(d.Metadata[k])
+	}
+	return b.String()
+}
