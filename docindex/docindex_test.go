@@ -124,7 +124,7 @@ func run(t testing.TB, ix *docindex.Index) (stop func()) {
 // caughtUp waits until ix has applied everything the fixture published.
 func (f *fixture) caughtUp(ix *docindex.Index) {
 	f.t.Helper()
-	eventstest.WaitFor(f.t, 20*time.Second, "the index to catch up", func() bool {
+	eventstest.WaitFor(f.t, 2*time.Minute, "the index to catch up", func() bool {
 		p := ix.Progress()
 		return p.Sequence >= f.last && p.CaughtUp
 	})
