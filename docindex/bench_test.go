@@ -140,6 +140,7 @@ func BenchmarkListPage(b *testing.B) {
 		{Cursor: *first.NextCursor},
 	}
 	var took []time.Duration
+	perQuery := make([]time.Duration, len(queries))
 	i := 0
 	for b.Loop() {
 		q := queries[i%len(queries)]
@@ -150,6 +151,10 @@ func BenchmarkListPage(b *testing.B) {
 			b.Fatal(err)
 		}
 		took = append(took, time.Since(start))
+		perQuery[(i-1)%len(queries)] = max(perQuery[(i-1)%len(queries)], time.Since(start))
+	}
+	for k, d := range perQuery {
+		b.Logf("slowest of query %d (%+v): %s", k, queries[k], d)
 	}
 	slices.Sort(took)
 	b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")

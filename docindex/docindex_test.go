@@ -156,7 +156,7 @@ func list(t testing.TB, ix *docindex.Index, q docindex.Query) docindex.Page {
 func corpus(f *fixture) map[string]string {
 	n := map[string]string{}
 	n["mail-gini-done"] = f.add(doc{kind: "imap", name: "invoices", filename: "Invoice-2025-001.pdf", minute: 1,
-		meta: map[string]string{"subject": "March invoice from ACME", "from": "billing@acme.example"},
+		meta:   map[string]string{"subject": "March invoice from ACME", "from": "billing@acme.example"},
 		chosen: []string{"gini"}, route: "mail", vendors: map[string]string{"gini": "completed"}})
 	n["mail-laigo-fail"] = f.add(doc{kind: "imap", name: "receipts", filename: "scan.jpg", minute: 2,
 		meta: map[string]string{"subject": "Receipt"}, chosen: []string{"laigo"}, route: "mail", vendors: map[string]string{"laigo": "failed"}})

@@ -197,7 +197,7 @@ func (ix *Index) List(ctx context.Context, q Query) (Page, error) {
 	if err := ix.page(ctx, &p, q.Limit, pageWhere, pageArgs); err != nil {
 		return Page{}, err
 	}
-	if p.Counts, err = ix.counts(ctx, where, args); err != nil {
+	if p.Counts, err = ix.counts(ctx, q, where, args); err != nil {
 		return Page{}, err
 	}
 	return p, nil
@@ -221,7 +221,7 @@ func (q Query) filters() ([]string, []any, error) {
 		add("d.route = ?", q.Route)
 	}
 	if q.Vendor != "" {
-		add("d.rowid IN (SELECT doc FROM doc_vendors WHERE vendor = ?)", q.Vendor)
+		add("instr(d.vendors, ?) > 0", ","+q.Vendor+",")
 	}
 	if !q.Since.IsZero() {
 		add("d.sort_at >= ?", q.Since.UnixNano())
@@ -280,29 +280,43 @@ func (ix *Index) page(ctx context.Context, p *Page, limit int, where []string, a
 	return nil
 }
 
-func (ix *Index) counts(ctx context.Context, where []string, args []any) (Counts, error) {
-	c := Counts{Status: map[string]int64{}, Vendor: map[string]int64{}}
-	if err := ix.group(ctx, c.Status, `SELECT d.status, count(*) FROM docs d`+whereSQL(where)+` GROUP BY d.status`, args); err != nil {
-		return Counts{}, err
+// counts counts the documents the filters select. Without a time range or q, every filter is on
+// a column agg is kept by, and counting is summing its few rows; otherwise the selected documents
+// are scanned (a time range or words narrow them, mostly). Either way one query, grouped by status
+// and vendor set, gives both counts.
+func (ix *Index) counts(ctx context.Context, q Query, where []string, args []any) (Counts, error) {
+	query := `SELECT d.status, d.vendors, count(*) FROM docs d` + whereSQL(where) + ` GROUP BY d.status, d.vendors`
+	if q.Q == "" && q.Since.IsZero() && q.Until.IsZero() {
+		query = `SELECT d.status, d.vendors, sum(d.n) FROM agg d` + whereSQL(where) + ` GROUP BY d.status, d.vendors`
 	}
-	err := ix.group(ctx, c.Vendor, `SELECT v.vendor, count(*) FROM doc_vendors v JOIN docs d ON d.rowid = v.doc`+
-		whereSQL(where)+` GROUP BY v.vendor`, args)
+	c := Counts{Status: map[string]int64{}, Vendor: map[string]int64{}}
+	err := ix.group(ctx, query, args, func(status, vendors string, n int64) {
+		if n <= 0 {
+			return
+		}
+		c.Status[status] += n
+		for _, v := range strings.Split(strings.Trim(vendors, ","), ",") {
+			if v != "" {
+				c.Vendor[v] += n
+			}
+		}
+	})
 	return c, err
 }
 
-func (ix *Index) group(ctx context.Context, into map[string]int64, query string, args []any) error {
+func (ix *Index) group(ctx context.Context, query string, args []any, fn func(status, vendors string, n int64)) error {
 	rows, err := ix.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("count documents: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var k string
+		var status, vendors string
 		var n int64
-		if err := rows.Scan(&k, &n); err != nil {
+		if err := rows.Scan(&status, &vendors, &n); err != nil {
 			return fmt.Errorf("count documents: %w", err)
 		}
-		into[k] = n
+		fn(status, vendors, n)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("count documents: %w", err)
