@@ -134,7 +134,7 @@ func BenchmarkListPage(b *testing.B) {
 		{SourceKind: "imap", SourceName: "invoices"},
 		{Route: "route2"},
 		{Since: mid, Until: mid.Add(2 * time.Hour)},
-		{Q: "customer 42"},
+		{Q: "customer 421"},
 		{Q: "billing7@"},
 		{Status: events.StatusCompleted, Vendor: "gini", Since: mid},
 		{Cursor: *first.NextCursor},

@@ -185,6 +185,8 @@ CREATE INDEX IF NOT EXISTS docs_newest ON docs (sort_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS docs_status ON docs (status, sort_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS docs_source ON docs (source_kind, source_name, sort_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS docs_route ON docs (route, sort_at DESC, id DESC);
+-- Covers the counts of a time range: they read this index alone, not the documents.
+CREATE INDEX IF NOT EXISTS docs_time_counts ON docs (sort_at, status, vendors, source_kind, source_name, route);
 CREATE TABLE IF NOT EXISTS agg (
 	status      TEXT NOT NULL,
 	source_kind TEXT NOT NULL,

@@ -30,7 +30,7 @@ type Query struct {
 	SourceKind string // http, imap, webdav
 	SourceName string // with SourceKind: that configured source
 	Route      string
-	Q          string    // words each found in the filename or a metadata value (substring, any case)
+	Q          string    // words (3 characters or more) each found in the filename or a metadata value (substring, any case)
 	Since      time.Time // received at or after
 	Until      time.Time // received before
 	Limit      int       // default DefaultLimit, at most MaxLimit
@@ -116,8 +116,16 @@ func text(val string) (string, error) {
 	if utf8.RuneCountInString(val) > maxQ {
 		return "", bad("q is longer than %d characters", maxQ)
 	}
-	if len(strings.Fields(val)) > maxQTerms {
+	words := strings.Fields(val)
+	if len(words) > maxQTerms {
 		return "", bad("q has more than %d words", maxQTerms)
+	}
+	for _, w := range words {
+		// The text index is made of three-character pieces: a shorter word could only be
+		// looked for by reading every document.
+		if utf8.RuneCountInString(w) < 3 {
+			return "", bad("q: the word %q is too short; search words need at least 3 characters", clip(w))
+		}
 	}
 	return val, nil
 }
@@ -229,21 +237,16 @@ func (q Query) filters() ([]string, []any, error) {
 	if !q.Until.IsZero() {
 		add("d.sort_at < ?", q.Until.UnixNano())
 	}
-	for _, term := range strings.Fields(q.Q) {
-		// The trigram index answers MATCH for words of three characters or more; shorter ones
-		// are a LIKE over the same table (a scan, but a correct one). Either way the word is a
-		// parameter: quoted as an FTS5 string, or escaped for LIKE.
-		if utf8.RuneCountInString(term) >= 3 {
-			add("d.rowid IN (SELECT rowid FROM docs_text WHERE docs_text MATCH ?)", `"`+strings.ReplaceAll(term, `"`, `""`)+`"`)
-		} else {
-			add(`d.rowid IN (SELECT rowid FROM docs_text WHERE text LIKE ? ESCAPE '\')`, "%"+likeEscape(term)+"%")
+	if q.Q != "" {
+		// One FTS5 query for all the words (implicit AND), each quoted as an FTS5 string so that
+		// nothing in q is FTS syntax; the value is a parameter, so nothing in it is SQL either.
+		var phrases []string
+		for _, term := range strings.Fields(q.Q) {
+			phrases = append(phrases, `"`+strings.ReplaceAll(term, `"`, `""`)+`"`)
 		}
+		add("d.rowid IN (SELECT rowid FROM docs_text WHERE docs_text MATCH ?)", strings.Join(phrases, " "))
 	}
 	return where, args, nil
-}
-
-func likeEscape(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }
 
 func whereSQL(where []string) string {
