@@ -165,7 +165,7 @@ func userVersion(ctx context.Context, db *sql.DB) (int, error) {
 // document itself as JSON (a page is answered from the index alone); vendors is the set of
 // vendors the document went (or is to go) to, written ",gini,laigo,", so that one column answers
 // the vendor filter and the vendor counts without a join. agg keeps the documents counted by
-// everything but time and text, so the counts of the common lists (no since/until/q) are a
+// everything but time and text (agg_hour: and the hour), so the counts of the common lists (no since/until/q) are a
 // look-up rather than a scan of every document. docs_text holds the words q searches (FTS5 with
 // the trigram tokenizer: substring matches, case-insensitive, from an index).
 const schema = `
@@ -196,6 +196,16 @@ CREATE TABLE IF NOT EXISTS agg (
 	n           INTEGER NOT NULL,
 	PRIMARY KEY (status, source_kind, source_name, route, vendors)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS agg_hour (
+	hour        INTEGER NOT NULL, -- sort_at's hour since 1970
+	status      TEXT NOT NULL,
+	source_kind TEXT NOT NULL,
+	source_name TEXT NOT NULL,
+	route       TEXT NOT NULL,
+	vendors     TEXT NOT NULL,
+	n           INTEGER NOT NULL,
+	PRIMARY KEY (hour, status, source_kind, source_name, route, vendors)
+) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_text USING fts5(text, tokenize='trigram');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', 0);
 `
@@ -225,7 +235,7 @@ func (ix *Index) reset(ctx context.Context) error {
 		return fmt.Errorf("empty the document index: %w", err)
 	}
 	defer tx.Rollback()
-	for _, q := range []string{`DELETE FROM docs`, `DELETE FROM agg`, `DELETE FROM docs_text`,
+	for _, q := range []string{`DELETE FROM docs`, `DELETE FROM agg`, `DELETE FROM agg_hour`, `DELETE FROM docs_text`,
 		`UPDATE meta SET value = 0 WHERE key = 'last_seq'`} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("empty the document index: %w", err)

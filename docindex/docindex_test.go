@@ -403,3 +403,51 @@ func setUserVersion(t *testing.T, path string, v int) {
 		t.Fatal(err)
 	}
 }
+
+// Counts come from aggregates (whole hours) and from the documents (the rest): whatever the
+// split, they must be what the listed documents add up to.
+func TestCountsMatchTheList(t *testing.T) {
+	f := newFixture(t)
+	outcomes := []string{"completed", "failed", "submitted", ""}
+	vendors := []string{"gini", "laigo"}
+	for i := range 24 {
+		d := doc{kind: []string{"http", "imap"}[i%2], name: "src", filename: "f.pdf", minute: i * 25, route: []string{"a", "b", "c"}[i%3]}
+		if o := outcomes[i%4]; o != "" {
+			d.chosen = []string{vendors[i%2]}
+			d.vendors = map[string]string{vendors[i%2]: o}
+		}
+		f.add(d)
+	}
+	ix := f.open(filepath.Join(t.TempDir(), "documents.db"))
+	run(t, ix)
+	f.caughtUp(ix)
+	at := func(m int) time.Time { return f.base.Add(time.Duration(m) * time.Minute) }
+	for _, q := range []docindex.Query{
+		{Since: at(45), Until: at(255)}, // partial hours at both ends, whole ones between
+		{Since: at(60), Until: at(180)}, // exactly whole hours
+		{Since: at(100)},
+		{Until: at(301)},
+		{Since: at(10), Until: at(20)}, // within one hour
+		{Since: at(45), Until: at(500), Status: events.StatusCompleted},
+		{Since: at(45), Until: at(500), Vendor: "laigo", SourceKind: "imap"},
+		{Since: at(45), Route: "b", Q: "f.pdf"},
+	} {
+		p := list(t, ix, docindex.Query{Since: q.Since, Until: q.Until, Status: q.Status, Vendor: q.Vendor,
+			SourceKind: q.SourceKind, Route: q.Route, Q: q.Q, Limit: 500})
+		want := docindex.Counts{Status: map[string]int64{}, Vendor: map[string]int64{}}
+		for _, raw := range p.Documents {
+			var d events.Document
+			_ = json.Unmarshal(raw, &d)
+			want.Status[string(d.Status)]++
+			for _, v := range d.Chosen {
+				want.Vendor[v]++
+			}
+		}
+		if fmt.Sprint(p.Counts) != fmt.Sprint(want) {
+			t.Errorf("%+v: counts %v, the %d documents listed add up to %v", q, p.Counts, len(p.Documents), want)
+		}
+		if len(p.Documents) == 0 {
+			t.Errorf("%+v: nothing listed; the case tests nothing", q)
+		}
+	}
+}

@@ -184,10 +184,13 @@ type row struct {
 }
 
 // aggKey is what a document is counted by in agg.
-type aggKey struct{ status, sourceKind, sourceName, route, vendors string }
+type aggKey struct {
+	status, sourceKind, sourceName, route, vendors string
+	hour                                           int64
+}
 
 func keyOf(d *events.Document) aggKey {
-	return aggKey{string(d.Status), d.Source.Kind, d.Source.Name, d.Route, vendorsOf(d)}
+	return aggKey{string(d.Status), d.Source.Kind, d.Source.Name, d.Route, vendorsOf(d), hourOf(sortTime(d).UnixNano())}
 }
 
 // commit applies a batch of messages in one transaction, which also records the sequence of the
@@ -267,8 +270,8 @@ func (ix *Index) applyMsg(ctx context.Context, w *writer, rows map[string]*row, 
 
 // writer holds one transaction's statements.
 type writer struct {
-	tx                                      *sql.Tx
-	get, upsert, inc, dec, delText, addText *sql.Stmt
+	tx                                                        *sql.Tx
+	get, upsert, inc, dec, incHour, decHour, delText, addText *sql.Stmt
 }
 
 func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
@@ -287,6 +290,10 @@ func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
 		{&w.inc, `INSERT INTO agg (status, source_kind, source_name, route, vendors, n) VALUES (?, ?, ?, ?, ?, 1)
 			ON CONFLICT DO UPDATE SET n = n + 1`},
 		{&w.dec, `UPDATE agg SET n = n - 1 WHERE status = ? AND source_kind = ? AND source_name = ? AND route = ? AND vendors = ?`},
+		{&w.incHour, `INSERT INTO agg_hour (status, source_kind, source_name, route, vendors, hour, n) VALUES (?, ?, ?, ?, ?, ?, 1)
+			ON CONFLICT DO UPDATE SET n = n + 1`},
+		{&w.decHour, `UPDATE agg_hour SET n = n - 1
+			WHERE status = ? AND source_kind = ? AND source_name = ? AND route = ? AND vendors = ? AND hour = ?`},
 		{&w.delText, `DELETE FROM docs_text WHERE rowid = ?`},
 		{&w.addText, `INSERT INTO docs_text (rowid, text) VALUES (?, ?)`},
 	} {
@@ -301,7 +308,7 @@ func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
 }
 
 func (w *writer) close() {
-	for _, st := range []*sql.Stmt{w.get, w.upsert, w.inc, w.dec, w.delText, w.addText} {
+	for _, st := range []*sql.Stmt{w.get, w.upsert, w.inc, w.dec, w.incHour, w.decHour, w.delText, w.addText} {
 		if st != nil {
 			st.Close()
 		}
@@ -362,8 +369,14 @@ func (w *writer) count(ctx context.Context, r *row, key aggKey) error {
 		if _, err := w.dec.ExecContext(ctx, k.status, k.sourceKind, k.sourceName, k.route, k.vendors); err != nil {
 			return err
 		}
+		if _, err := w.decHour.ExecContext(ctx, k.status, k.sourceKind, k.sourceName, k.route, k.vendors, k.hour); err != nil {
+			return err
+		}
 	}
-	_, err := w.inc.ExecContext(ctx, key.status, key.sourceKind, key.sourceName, key.route, key.vendors)
+	if _, err := w.inc.ExecContext(ctx, key.status, key.sourceKind, key.sourceName, key.route, key.vendors); err != nil {
+		return err
+	}
+	_, err := w.incHour.ExecContext(ctx, key.status, key.sourceKind, key.sourceName, key.route, key.vendors, key.hour)
 	return err
 }
 

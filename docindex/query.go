@@ -5,7 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -193,14 +195,14 @@ func (ix *Index) List(ctx context.Context, q Query) (Page, error) {
 	if err != nil {
 		return Page{}, err
 	}
-	pageWhere, pageArgs := where, args
+	lo, hi := q.bounds()
+	pageWhere, pageArgs := within(where, args, lo, hi)
 	if q.Cursor != "" {
 		at, id, err := decodeCursor(q.Cursor)
 		if err != nil {
 			return Page{}, err
 		}
-		pageWhere = append(append([]string{}, where...), "(d.sort_at, d.id) < (?, ?)")
-		pageArgs = append(append([]any{}, args...), at, id)
+		pageWhere, pageArgs = append(pageWhere, "(d.sort_at, d.id) < (?, ?)"), append(pageArgs, at, id)
 	}
 	if err := ix.page(ctx, &p, q.Limit, pageWhere, pageArgs); err != nil {
 		return Page{}, err
@@ -231,12 +233,6 @@ func (q Query) filters() ([]string, []any, error) {
 	if q.Vendor != "" {
 		add("instr(d.vendors, ?) > 0", ","+q.Vendor+",")
 	}
-	if !q.Since.IsZero() {
-		add("d.sort_at >= ?", q.Since.UnixNano())
-	}
-	if !q.Until.IsZero() {
-		add("d.sort_at < ?", q.Until.UnixNano())
-	}
 	if q.Q != "" {
 		// One FTS5 query for all the words (implicit AND), each quoted as an FTS5 string so that
 		// nothing in q is FTS syntax; the value is a parameter, so nothing in it is SQL either.
@@ -247,6 +243,30 @@ func (q Query) filters() ([]string, []any, error) {
 		add("d.rowid IN (SELECT rowid FROM docs_text WHERE docs_text MATCH ?)", strings.Join(phrases, " "))
 	}
 	return where, args, nil
+}
+
+// bounds is the query's time range in Unix ns, [lo, hi); unbounded ends are the extremes.
+func (q Query) bounds() (lo, hi int64) {
+	lo, hi = math.MinInt64, math.MaxInt64
+	if !q.Since.IsZero() {
+		lo = q.Since.UnixNano()
+	}
+	if !q.Until.IsZero() {
+		hi = q.Until.UnixNano()
+	}
+	return lo, hi
+}
+
+// within adds the time range [lo, hi) to conditions (copies: the callers' slices stay as they were).
+func within(where []string, args []any, lo, hi int64) ([]string, []any) {
+	where, args = slices.Clone(where), slices.Clone(args)
+	if lo != math.MinInt64 {
+		where, args = append(where, "d.sort_at >= ?"), append(args, lo)
+	}
+	if hi != math.MaxInt64 {
+		where, args = append(where, "d.sort_at < ?"), append(args, hi)
+	}
+	return where, args
 }
 
 func whereSQL(where []string) string {
@@ -283,17 +303,14 @@ func (ix *Index) page(ctx context.Context, p *Page, limit int, where []string, a
 	return nil
 }
 
-// counts counts the documents the filters select. Without a time range or q, every filter is on
-// a column agg is kept by, and counting is summing its few rows; otherwise the selected documents
-// are scanned (a time range or words narrow them, mostly). Either way one query, grouped by status
-// and vendor set, gives both counts.
+// counts counts the documents the filters select, all in queries grouped by status and vendor
+// set (one pass gives both counts). Without q, every other filter is on a column the aggregates
+// are kept by: agg answers a list without a time range by summing a few rows, and agg_hour the
+// whole hours of a time range, the documents of the partial hours at its ends being counted
+// from the covering time index. With q the selected documents are counted one by one.
 func (ix *Index) counts(ctx context.Context, q Query, where []string, args []any) (Counts, error) {
-	query := `SELECT d.status, d.vendors, count(*) FROM docs d` + whereSQL(where) + ` GROUP BY d.status, d.vendors`
-	if q.Q == "" && q.Since.IsZero() && q.Until.IsZero() {
-		query = `SELECT d.status, d.vendors, sum(d.n) FROM agg d` + whereSQL(where) + ` GROUP BY d.status, d.vendors`
-	}
 	c := Counts{Status: map[string]int64{}, Vendor: map[string]int64{}}
-	err := ix.group(ctx, query, args, func(status, vendors string, n int64) {
+	add := func(status, vendors string, n int64) {
 		if n <= 0 {
 			return
 		}
@@ -303,8 +320,66 @@ func (ix *Index) counts(ctx context.Context, q Query, where []string, args []any
 				c.Vendor[v] += n
 			}
 		}
-	})
-	return c, err
+	}
+	scan := func(lo, hi int64) error {
+		w, a := within(where, args, lo, hi)
+		return ix.group(ctx, `SELECT d.status, d.vendors, count(*) FROM docs d`+whereSQL(w)+` GROUP BY d.status, d.vendors`, a, add)
+	}
+	lo, hi := q.bounds()
+	switch {
+	case q.Q != "":
+		return c, scan(lo, hi)
+	case lo == math.MinInt64 && hi == math.MaxInt64:
+		return c, ix.group(ctx, `SELECT d.status, d.vendors, sum(d.n) FROM agg d`+whereSQL(where)+` GROUP BY d.status, d.vendors`, args, add)
+	}
+	// Whole hours [h1, h2) from agg_hour, the rest from the documents.
+	h1, h2 := ceilHour(lo), floorHour(hi)
+	if h1 >= h2 {
+		return c, scan(lo, hi)
+	}
+	w := append(slices.Clone(where), "d.hour >= ?", "d.hour < ?")
+	a := append(slices.Clone(args), h1, h2)
+	if err := ix.group(ctx, `SELECT d.status, d.vendors, sum(d.n) FROM agg_hour d`+whereSQL(w)+` GROUP BY d.status, d.vendors`, a, add); err != nil {
+		return Counts{}, err
+	}
+	if lo != math.MinInt64 {
+		if err := scan(lo, h1*hourNs); err != nil {
+			return Counts{}, err
+		}
+	}
+	if hi != math.MaxInt64 {
+		if err := scan(h2*hourNs, hi); err != nil {
+			return Counts{}, err
+		}
+	}
+	return c, nil
+}
+
+const hourNs = int64(time.Hour)
+
+// hourOf is the hour (since 1970) a sort time falls in.
+func hourOf(ns int64) int64 { return floorHour(ns) }
+
+func floorHour(ns int64) int64 {
+	if ns == math.MaxInt64 {
+		return math.MaxInt64 / hourNs
+	}
+	h := ns / hourNs
+	if ns%hourNs < 0 {
+		h--
+	}
+	return h
+}
+
+func ceilHour(ns int64) int64 {
+	if ns == math.MinInt64 {
+		return math.MinInt64 / hourNs
+	}
+	h := floorHour(ns)
+	if h*hourNs < ns {
+		h++
+	}
+	return h
 }
 
 func (ix *Index) group(ctx context.Context, query string, args []any, fn func(status, vendors string, n int64)) error {
