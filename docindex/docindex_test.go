@@ -427,7 +427,7 @@ func TestCountsMatchTheList(t *testing.T) {
 		{Since: at(60), Until: at(180)}, // exactly whole hours
 		{Since: at(100)},
 		{Until: at(301)},
-		{Since: at(10), Until: at(20)}, // within one hour
+		{Since: at(20), Until: at(55)}, // within one hour
 		{Since: at(45), Until: at(500), Status: events.StatusCompleted},
 		{Since: at(45), Until: at(500), Vendor: "laigo", SourceKind: "imap"},
 		{Since: at(45), Route: "b", Q: "f.pdf"},
