@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/ingest-dev/ingest/docindex"
 	"github.com/ingest-dev/ingest/events"
@@ -27,8 +28,10 @@ type fixture struct {
 	base time.Time
 }
 
-func newFixture(t testing.TB) *fixture {
-	return &fixture{t: t, bus: eventstest.Bus(t, eventstest.Embedded(t)), base: time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)}
+func newFixture(t testing.TB) *fixture { return newFixtureOn(t, eventstest.Embedded(t)) }
+
+func newFixtureOn(t testing.TB, nc *nats.Conn) *fixture {
+	return &fixture{t: t, bus: eventstest.Bus(t, nc), base: time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)}
 }
 
 // doc describes a document the tests make.
@@ -313,8 +316,15 @@ func TestRedeliveredEventChangesNothing(t *testing.T) {
 	}
 }
 
-func TestRestartResumesWhereItStopped(t *testing.T) {
-	f := newFixture(t)
+func TestRestartResumesWhereItStopped(t *testing.T) { restartResumes(t, newFixture(t)) }
+
+// On the NATS 2.9 server of the development machines and CI: the ordered consumer starting at a
+// sequence works there too.
+func TestRestartResumesExternalNATS(t *testing.T) {
+	restartResumes(t, newFixtureOn(t, eventstest.External(t)))
+}
+
+func restartResumes(t *testing.T, f *fixture) {
 	for i := range 5 {
 		f.add(doc{kind: "http", name: "api", filename: "a.pdf", minute: i})
 	}
@@ -449,5 +459,32 @@ func TestCountsMatchTheList(t *testing.T) {
 		if len(p.Documents) == 0 {
 			t.Errorf("%+v: nothing listed; the case tests nothing", q)
 		}
+	}
+}
+
+// Events the index never read are gone from the stream (aged out while the instance was down):
+// it cannot catch up, so it starts over from what the stream holds.
+func TestRebuildsWhenTheStreamMovedOn(t *testing.T) {
+	f := newFixture(t)
+	f.add(doc{kind: "http", name: "api", filename: "old.pdf"})
+	path := filepath.Join(t.TempDir(), "documents.db")
+	ix := f.open(path)
+	stop := run(t, ix)
+	f.caughtUp(ix)
+	stop()
+	f.add(doc{kind: "http", name: "api", filename: "missed.pdf", minute: 1})
+	st, err := f.bus.JetStream().Stream(context.Background(), f.bus.Names().Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	kept := f.add(doc{kind: "http", name: "api", filename: "kept.pdf", minute: 2})
+	ix = f.open(path)
+	run(t, ix)
+	f.caughtUp(ix)
+	if got := ids(t, list(t, ix, docindex.Query{})); !slices.Equal(got, []string{kept}) {
+		t.Errorf("after the stream moved on the index lists %v, want only what the stream holds (%s)", got, kept)
 	}
 }
