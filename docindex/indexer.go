@@ -62,8 +62,12 @@ func (ix *Index) follow(ctx context.Context) error {
 		return fmt.Errorf("read the event stream: %w", err)
 	}
 	defer it.Stop()
+	// The iterator blocks; a reader goroutine turns it into a channel so that a batch can end on
+	// a timer. done ends the reader when follow returns for any reason (Stop makes Next return).
 	msgs := make(chan jetstream.Msg)
 	failed := make(chan error, 1)
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
 		defer close(msgs)
 		for {
@@ -74,7 +78,7 @@ func (ix *Index) follow(ctx context.Context) error {
 			}
 			select {
 			case msgs <- m:
-			case <-ctx.Done():
+			case <-done:
 				return
 			}
 		}
