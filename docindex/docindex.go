@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
 
@@ -44,6 +45,8 @@ type Config struct {
 	// maxConns connections this bounds the index's memory.
 	CacheKiB int
 	Logger   *slog.Logger
+	// Registerer receives the index's metrics (nil: not registered).
+	Registerer prometheus.Registerer
 }
 
 // maxConns bounds the database connections: one writer and a few concurrent list requests
@@ -85,10 +88,13 @@ func Open(ctx context.Context, cfg Config) (*Index, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	ix := &Index{cfg: cfg, bus: cfg.Bus, log: cfg.Logger.With("component", "docindex")}
+	if err := ix.register(cfg.Registerer); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("create the document index directory: %w", err)
 	}
-	ix := &Index{cfg: cfg, bus: cfg.Bus, log: cfg.Logger.With("component", "docindex")}
 	db, err := ix.openDB(ctx)
 	if err != nil {
 		return nil, err
@@ -246,6 +252,29 @@ func (ix *Index) reset(ctx context.Context) error {
 	}
 	ix.prog.seq.Store(0)
 	ix.prog.caughtUp.Store(false)
+	return nil
+}
+
+// register exports the progress as gauges read at scrape time (no state of their own).
+func (ix *Index) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ingest_index_behind_events", Help: "Document events in the stream the list index has not applied yet.",
+		}, func() float64 { return float64(ix.prog.behind.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ingest_index_sequence", Help: "Stream sequence of the last event the list index applied.",
+		}, func() float64 { return float64(ix.prog.seq.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ingest_index_applied_total", Help: "Events the list index applied (new to their document) since the start.",
+		}, func() float64 { return float64(ix.prog.applied.Load()) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register the document index metrics: %w", err)
+		}
+	}
 	return nil
 }
 

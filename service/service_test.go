@@ -519,6 +519,9 @@ func TestListDocuments(t *testing.T) {
 	if fmt.Sprint(a) != fmt.Sprint(b) {
 		t.Errorf("listed\n%s\nGET by id\n%s", page.Documents[0], one)
 	}
+	if _, body := get(t, s.HTTPAddr(), "/metrics"); !strings.Contains(string(body), "ingest_index_behind_events 0") {
+		t.Errorf("/metrics lacks the index's lag")
+	}
 	if res, body := get(t, s.HTTPAddr(), "/v1/documents?status=lost"); res.StatusCode != 400 || !strings.Contains(string(body), "status") {
 		t.Errorf("bad status: %d %s", res.StatusCode, body)
 	}
