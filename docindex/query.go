@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/url"
 	"slices"
@@ -52,7 +53,8 @@ func bad(format string, args ...any) error { return &BadQueryError{msg: fmt.Spri
 // limit and cursor. Anything else, or a parameter given twice, is an error.
 func ParseQuery(v url.Values, now time.Time) (Query, error) {
 	q := Query{Limit: DefaultLimit}
-	for key, vals := range v {
+	for _, key := range slices.Sorted(maps.Keys(v)) { // in order: the same request, the same answer
+		vals := v[key]
 		if len(vals) > 1 {
 			return Query{}, bad("parameter %q is given %d times; give it once", key, len(vals))
 		}
