@@ -265,3 +265,24 @@ func TestRelativeDataDirIsBesideTheFile(t *testing.T) {
 		t.Fatalf("absolute data_dir changed to %q", cfg.DataDir)
 	}
 }
+
+func TestIndexSettings(t *testing.T) {
+	cfg := config.Default()
+	cfg.Index.Path = t.TempDir() // a directory, not a file
+	cfg.Index.CacheSize = 1000
+	var problems []config.Problem
+	cfg.Validate([]string{"gini"}, config.Collect(&problems))
+	got := map[string]string{}
+	for _, p := range problems {
+		got[p.Key] = p.Message
+	}
+	if !strings.Contains(got["index.path"], "is a directory") || !strings.Contains(got["index.cache_size"], "between 1MiB and 4GiB") || len(got) != 2 {
+		t.Errorf("problems %v", got)
+	}
+	cfg.Index.Enabled = false // a disabled index's settings do not matter
+	problems = nil
+	cfg.Validate([]string{"gini"}, config.Collect(&problems))
+	if len(problems) != 0 {
+		t.Errorf("disabled index: %v", problems)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
 
@@ -44,6 +45,8 @@ type Config struct {
 	// maxConns connections this bounds the index's memory.
 	CacheKiB int
 	Logger   *slog.Logger
+	// Registerer receives the index's metrics (nil: not registered).
+	Registerer prometheus.Registerer
 }
 
 // maxConns bounds the database connections: one writer and a few concurrent list requests
@@ -85,10 +88,13 @@ func Open(ctx context.Context, cfg Config) (*Index, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	ix := &Index{cfg: cfg, bus: cfg.Bus, log: cfg.Logger.With("component", "docindex")}
+	if err := ix.register(cfg.Registerer); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("create the document index directory: %w", err)
 	}
-	ix := &Index{cfg: cfg, bus: cfg.Bus, log: cfg.Logger.With("component", "docindex")}
 	db, err := ix.openDB(ctx)
 	if err != nil {
 		return nil, err
@@ -162,9 +168,12 @@ func userVersion(ctx context.Context, db *sql.DB) (int, error) {
 }
 
 // The tables. docs has one row per document with the columns lists filter and sort on, and the
-// document itself as JSON (a page is answered from the index alone); doc_vendors one row per
-// document and vendor; docs_text the words q searches (FTS5 with the trigram tokenizer:
-// substring matches, case-insensitive, from an index).
+// document itself as JSON (a page is answered from the index alone); vendors is the set of
+// vendors the document went (or is to go) to, written ",gini,laigo,", so that one column answers
+// the vendor filter and the vendor counts without a join. agg keeps the documents counted by
+// everything but time and text (agg_hour: and the hour), so the counts of the common lists (no since/until/q) are a
+// look-up rather than a scan of every document. docs_text holds the words q searches (FTS5 with
+// the trigram tokenizer: substring matches, case-insensitive, from an index).
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS docs (
@@ -174,22 +183,35 @@ CREATE TABLE IF NOT EXISTS docs (
 	source_kind TEXT NOT NULL,
 	source_name TEXT NOT NULL,
 	route       TEXT NOT NULL,
-	filename    TEXT NOT NULL,
+	vendors     TEXT NOT NULL,
 	sort_at     INTEGER NOT NULL, -- received_at (else the first event's time), Unix ns
-	updated_at  INTEGER NOT NULL,
 	doc         BLOB NOT NULL     -- the events.Document, JSON
 );
 CREATE INDEX IF NOT EXISTS docs_newest ON docs (sort_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS docs_status ON docs (status, sort_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS docs_source ON docs (source_kind, source_name, sort_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS docs_route ON docs (route, sort_at DESC, id DESC);
-CREATE TABLE IF NOT EXISTS doc_vendors (
-	vendor TEXT NOT NULL,
-	doc    INTEGER NOT NULL,
-	status TEXT NOT NULL,
-	PRIMARY KEY (vendor, doc)
+-- Covers the counts of a time range: they read this index alone, not the documents.
+CREATE INDEX IF NOT EXISTS docs_time_counts ON docs (sort_at, status, vendors, source_kind, source_name, route);
+CREATE TABLE IF NOT EXISTS agg (
+	status      TEXT NOT NULL,
+	source_kind TEXT NOT NULL,
+	source_name TEXT NOT NULL,
+	route       TEXT NOT NULL,
+	vendors     TEXT NOT NULL,
+	n           INTEGER NOT NULL,
+	PRIMARY KEY (status, source_kind, source_name, route, vendors)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS doc_vendors_doc ON doc_vendors (doc);
+CREATE TABLE IF NOT EXISTS agg_hour (
+	hour        INTEGER NOT NULL, -- sort_at's hour since 1970
+	status      TEXT NOT NULL,
+	source_kind TEXT NOT NULL,
+	source_name TEXT NOT NULL,
+	route       TEXT NOT NULL,
+	vendors     TEXT NOT NULL,
+	n           INTEGER NOT NULL,
+	PRIMARY KEY (hour, status, source_kind, source_name, route, vendors)
+) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_text USING fts5(text, tokenize='trigram');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', 0);
 `
@@ -219,7 +241,7 @@ func (ix *Index) reset(ctx context.Context) error {
 		return fmt.Errorf("empty the document index: %w", err)
 	}
 	defer tx.Rollback()
-	for _, q := range []string{`DELETE FROM docs`, `DELETE FROM doc_vendors`, `DELETE FROM docs_text`,
+	for _, q := range []string{`DELETE FROM docs`, `DELETE FROM agg`, `DELETE FROM agg_hour`, `DELETE FROM docs_text`,
 		`UPDATE meta SET value = 0 WHERE key = 'last_seq'`} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("empty the document index: %w", err)
@@ -230,6 +252,29 @@ func (ix *Index) reset(ctx context.Context) error {
 	}
 	ix.prog.seq.Store(0)
 	ix.prog.caughtUp.Store(false)
+	return nil
+}
+
+// register exports the progress as gauges read at scrape time (no state of their own).
+func (ix *Index) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ingest_index_behind_events", Help: "Document events in the stream the list index has not applied yet.",
+		}, func() float64 { return float64(ix.prog.behind.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ingest_index_sequence", Help: "Stream sequence of the last event the list index applied.",
+		}, func() float64 { return float64(ix.prog.seq.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ingest_index_applied_total", Help: "Events the list index applied (new to their document) since the start.",
+		}, func() float64 { return float64(ix.prog.applied.Load()) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register the document index metrics: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/ingest-dev/ingest/docindex"
 	"github.com/ingest-dev/ingest/events"
@@ -27,8 +28,10 @@ type fixture struct {
 	base time.Time
 }
 
-func newFixture(t testing.TB) *fixture {
-	return &fixture{t: t, bus: eventstest.Bus(t, eventstest.Embedded(t)), base: time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)}
+func newFixture(t testing.TB) *fixture { return newFixtureOn(t, eventstest.Embedded(t)) }
+
+func newFixtureOn(t testing.TB, nc *nats.Conn) *fixture {
+	return &fixture{t: t, bus: eventstest.Bus(t, nc), base: time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)}
 }
 
 // doc describes a document the tests make.
@@ -124,7 +127,7 @@ func run(t testing.TB, ix *docindex.Index) (stop func()) {
 // caughtUp waits until ix has applied everything the fixture published.
 func (f *fixture) caughtUp(ix *docindex.Index) {
 	f.t.Helper()
-	eventstest.WaitFor(f.t, 20*time.Second, "the index to catch up", func() bool {
+	eventstest.WaitFor(f.t, 2*time.Minute, "the index to catch up", func() bool {
 		p := ix.Progress()
 		return p.Sequence >= f.last && p.CaughtUp
 	})
@@ -156,7 +159,7 @@ func list(t testing.TB, ix *docindex.Index, q docindex.Query) docindex.Page {
 func corpus(f *fixture) map[string]string {
 	n := map[string]string{}
 	n["mail-gini-done"] = f.add(doc{kind: "imap", name: "invoices", filename: "Invoice-2025-001.pdf", minute: 1,
-		meta: map[string]string{"subject": "March invoice from ACME", "from": "billing@acme.example"},
+		meta:   map[string]string{"subject": "March invoice from ACME", "from": "billing@acme.example"},
 		chosen: []string{"gini"}, route: "mail", vendors: map[string]string{"gini": "completed"}})
 	n["mail-laigo-fail"] = f.add(doc{kind: "imap", name: "receipts", filename: "scan.jpg", minute: 2,
 		meta: map[string]string{"subject": "Receipt"}, chosen: []string{"laigo"}, route: "mail", vendors: map[string]string{"laigo": "failed"}})
@@ -204,8 +207,10 @@ func TestListFiltersAndCounts(t *testing.T) {
 			map[string]int64{"completed": 1}, map[string]int64{"gini": 1}},
 		{"q in metadata, two words", docindex.Query{Q: "acme march"}, []string{"mail-gini-done"},
 			map[string]int64{"completed": 1}, map[string]int64{"gini": 1}},
-		{"q short word", docindex.Query{Q: "pd"}, []string{"http-new", "dav-two", "mail-gini-done"},
+		{"q substring", docindex.Query{Q: ".pdf"}, []string{"http-new", "dav-two", "mail-gini-done"},
 			map[string]int64{"received": 1, "submitted": 1, "completed": 1}, map[string]int64{"gini": 2, "laigo": 1, "cradl": 1}},
+		{"q and a time range", docindex.Query{Q: ".pdf", Since: at(3)}, []string{"http-new", "dav-two"},
+			map[string]int64{"received": 1, "submitted": 1}, map[string]int64{"gini": 1, "laigo": 1, "cradl": 1}},
 		{"q that looks like SQL", docindex.Query{Q: `o'Brien; DROP TABLE docs;--`}, []string{"http-new"},
 			map[string]int64{"received": 1}, map[string]int64{"cradl": 1}},
 		{"q with FTS syntax", docindex.Query{Q: `"NEAR(a b)" OR * %_`}, []string{},
@@ -311,8 +316,15 @@ func TestRedeliveredEventChangesNothing(t *testing.T) {
 	}
 }
 
-func TestRestartResumesWhereItStopped(t *testing.T) {
-	f := newFixture(t)
+func TestRestartResumesWhereItStopped(t *testing.T) { restartResumes(t, newFixture(t)) }
+
+// On the NATS 2.9 server of the development machines and CI: the ordered consumer starting at a
+// sequence works there too.
+func TestRestartResumesExternalNATS(t *testing.T) {
+	restartResumes(t, newFixtureOn(t, eventstest.External(t)))
+}
+
+func restartResumes(t *testing.T, f *fixture) {
 	for i := range 5 {
 		f.add(doc{kind: "http", name: "api", filename: "a.pdf", minute: i})
 	}
@@ -399,5 +411,80 @@ func setUserVersion(t *testing.T, path string, v int) {
 	defer db.Close()
 	if _, err := db.Exec(fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Counts come from aggregates (whole hours) and from the documents (the rest): whatever the
+// split, they must be what the listed documents add up to.
+func TestCountsMatchTheList(t *testing.T) {
+	f := newFixture(t)
+	outcomes := []string{"completed", "failed", "submitted", ""}
+	vendors := []string{"gini", "laigo"}
+	for i := range 24 {
+		d := doc{kind: []string{"http", "imap"}[i%2], name: "src", filename: "f.pdf", minute: i * 25, route: []string{"a", "b", "c"}[i%3]}
+		if o := outcomes[i%4]; o != "" {
+			d.chosen = []string{vendors[i%2]}
+			d.vendors = map[string]string{vendors[i%2]: o}
+		}
+		f.add(d)
+	}
+	ix := f.open(filepath.Join(t.TempDir(), "documents.db"))
+	run(t, ix)
+	f.caughtUp(ix)
+	at := func(m int) time.Time { return f.base.Add(time.Duration(m) * time.Minute) }
+	for _, q := range []docindex.Query{
+		{Since: at(45), Until: at(255)}, // partial hours at both ends, whole ones between
+		{Since: at(60), Until: at(180)}, // exactly whole hours
+		{Since: at(100)},
+		{Until: at(301)},
+		{Since: at(20), Until: at(55)}, // within one hour
+		{Since: at(45), Until: at(500), Status: events.StatusCompleted},
+		{Since: at(45), Until: at(500), Vendor: "laigo", SourceKind: "imap"},
+		{Since: at(45), Route: "b", Q: "f.pdf"},
+	} {
+		p := list(t, ix, docindex.Query{Since: q.Since, Until: q.Until, Status: q.Status, Vendor: q.Vendor,
+			SourceKind: q.SourceKind, Route: q.Route, Q: q.Q, Limit: 500})
+		want := docindex.Counts{Status: map[string]int64{}, Vendor: map[string]int64{}}
+		for _, raw := range p.Documents {
+			var d events.Document
+			_ = json.Unmarshal(raw, &d)
+			want.Status[string(d.Status)]++
+			for _, v := range d.Chosen {
+				want.Vendor[v]++
+			}
+		}
+		if fmt.Sprint(p.Counts) != fmt.Sprint(want) {
+			t.Errorf("%+v: counts %v, the %d documents listed add up to %v", q, p.Counts, len(p.Documents), want)
+		}
+		if len(p.Documents) == 0 {
+			t.Errorf("%+v: nothing listed; the case tests nothing", q)
+		}
+	}
+}
+
+// Events the index never read are gone from the stream (aged out while the instance was down):
+// it cannot catch up, so it starts over from what the stream holds.
+func TestRebuildsWhenTheStreamMovedOn(t *testing.T) {
+	f := newFixture(t)
+	f.add(doc{kind: "http", name: "api", filename: "old.pdf"})
+	path := filepath.Join(t.TempDir(), "documents.db")
+	ix := f.open(path)
+	stop := run(t, ix)
+	f.caughtUp(ix)
+	stop()
+	f.add(doc{kind: "http", name: "api", filename: "missed.pdf", minute: 1})
+	st, err := f.bus.JetStream().Stream(context.Background(), f.bus.Names().Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	kept := f.add(doc{kind: "http", name: "api", filename: "kept.pdf", minute: 2})
+	ix = f.open(path)
+	run(t, ix)
+	f.caughtUp(ix)
+	if got := ids(t, list(t, ix, docindex.Query{})); !slices.Equal(got, []string{kept}) {
+		t.Errorf("after the stream moved on the index lists %v, want only what the stream holds (%s)", got, kept)
 	}
 }

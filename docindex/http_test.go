@@ -131,6 +131,7 @@ func TestHTTPHostileParameters(t *testing.T) {
 		{"route=a%20b", "route"},
 		{"q=" + strings.Repeat("x", 201), "q"},
 		{"q=%FF%FE", "q"},
+		{"q=pd", "at least 3 characters"},
 		{"status=failed&status=completed", "once"},
 		{"order=id", "unknown parameter"},
 	} {
@@ -145,7 +146,7 @@ func TestHTTPHostileParameters(t *testing.T) {
 		}
 	}
 	// Safe, not refused: SQL and FTS syntax in q are plain text to search for.
-	for _, q := range []string{`'; DROP TABLE docs; --`, `a" OR "b`, `NEAR(x y)`, `*`, `%`, `_`} {
+	for _, q := range []string{`x'); DROP TABLE docs;--`, `abc" AND "def`, `NEAR(xyz, abc)`, `***`, `%%%`, `___`, `"""`} {
 		code, _, body := get(t, ts, "/v1/documents?q="+url.QueryEscape(q))
 		if code != http.StatusOK || !strings.Contains(string(body), `"documents":[]`) {
 			t.Errorf("q=%s: %d %s", q, code, body)

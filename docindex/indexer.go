@@ -62,8 +62,12 @@ func (ix *Index) follow(ctx context.Context) error {
 		return fmt.Errorf("read the event stream: %w", err)
 	}
 	defer it.Stop()
+	// The iterator blocks; a reader goroutine turns it into a channel so that a batch can end on
+	// a timer. done ends the reader when follow returns for any reason (Stop makes Next return).
 	msgs := make(chan jetstream.Msg)
 	failed := make(chan error, 1)
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
 		defer close(msgs)
 		for {
@@ -74,7 +78,7 @@ func (ix *Index) follow(ctx context.Context) error {
 			}
 			select {
 			case msgs <- m:
-			case <-ctx.Done():
+			case <-done:
 				return
 			}
 		}
@@ -179,8 +183,18 @@ type row struct {
 	rowid   int64 // 0: not stored yet
 	doc     events.Document
 	oldText string
-	oldVend map[string]string
+	oldKey  aggKey
 	dirty   bool
+}
+
+// aggKey is what a document is counted by in agg.
+type aggKey struct {
+	status, sourceKind, sourceName, route, vendors string
+	hour                                           int64
+}
+
+func keyOf(d *events.Document) aggKey {
+	return aggKey{string(d.Status), d.Source.Kind, d.Source.Name, d.Route, vendorsOf(d), hourOf(sortTime(d).UnixNano())}
 }
 
 // commit applies a batch of messages in one transaction, which also records the sequence of the
@@ -260,8 +274,8 @@ func (ix *Index) applyMsg(ctx context.Context, w *writer, rows map[string]*row, 
 
 // writer holds one transaction's statements.
 type writer struct {
-	tx                                              *sql.Tx
-	get, upsert, delVend, addVend, delText, addText *sql.Stmt
+	tx                                                        *sql.Tx
+	get, upsert, inc, dec, incHour, decHour, delText, addText *sql.Stmt
 }
 
 func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
@@ -271,14 +285,19 @@ func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
 		q string
 	}{
 		{&w.get, `SELECT rowid, doc FROM docs WHERE id = ?`},
-		{&w.upsert, `INSERT INTO docs (id, status, source_kind, source_name, route, filename, sort_at, updated_at, doc)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		{&w.upsert, `INSERT INTO docs (id, status, source_kind, source_name, route, vendors, sort_at, doc)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET status = excluded.status, source_kind = excluded.source_kind,
-				source_name = excluded.source_name, route = excluded.route, filename = excluded.filename,
-				sort_at = excluded.sort_at, updated_at = excluded.updated_at, doc = excluded.doc
+				source_name = excluded.source_name, route = excluded.route, vendors = excluded.vendors,
+				sort_at = excluded.sort_at, doc = excluded.doc
 			RETURNING rowid`},
-		{&w.delVend, `DELETE FROM doc_vendors WHERE doc = ?`},
-		{&w.addVend, `INSERT INTO doc_vendors (vendor, doc, status) VALUES (?, ?, ?)`},
+		{&w.inc, `INSERT INTO agg (status, source_kind, source_name, route, vendors, n) VALUES (?, ?, ?, ?, ?, 1)
+			ON CONFLICT DO UPDATE SET n = n + 1`},
+		{&w.dec, `UPDATE agg SET n = n - 1 WHERE status = ? AND source_kind = ? AND source_name = ? AND route = ? AND vendors = ?`},
+		{&w.incHour, `INSERT INTO agg_hour (status, source_kind, source_name, route, vendors, hour, n) VALUES (?, ?, ?, ?, ?, ?, 1)
+			ON CONFLICT DO UPDATE SET n = n + 1`},
+		{&w.decHour, `UPDATE agg_hour SET n = n - 1
+			WHERE status = ? AND source_kind = ? AND source_name = ? AND route = ? AND vendors = ? AND hour = ?`},
 		{&w.delText, `DELETE FROM docs_text WHERE rowid = ?`},
 		{&w.addText, `INSERT INTO docs_text (rowid, text) VALUES (?, ?)`},
 	} {
@@ -293,7 +312,7 @@ func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
 }
 
 func (w *writer) close() {
-	for _, st := range []*sql.Stmt{w.get, w.upsert, w.delVend, w.addVend, w.delText, w.addText} {
+	for _, st := range []*sql.Stmt{w.get, w.upsert, w.inc, w.dec, w.incHour, w.decHour, w.delText, w.addText} {
 		if st != nil {
 			st.Close()
 		}
@@ -314,7 +333,7 @@ func (w *writer) load(ctx context.Context, id string) (*row, error) {
 	if err := json.Unmarshal(body, &r.doc); err != nil {
 		return nil, fmt.Errorf("document %s in the index is not valid JSON (delete the index to rebuild it): %w", id, err)
 	}
-	r.oldText, r.oldVend = searchText(r.doc), vendorsOf(r.doc)
+	r.oldText, r.oldKey = searchText(r.doc), keyOf(&r.doc)
 	return r, nil
 }
 
@@ -325,19 +344,15 @@ func (w *writer) store(ctx context.Context, r *row) error {
 	if err != nil {
 		return fmt.Errorf("encode document %s for the index: %w", d.ID, err)
 	}
+	key := keyOf(d)
 	var rowid int64
-	if err := w.upsert.QueryRowContext(ctx, d.ID, string(d.Status), d.Source.Kind, d.Source.Name, d.Route, d.Filename,
-		sortTime(d).UnixNano(), d.UpdatedAt.UnixNano(), body).Scan(&rowid); err != nil {
+	if err := w.upsert.QueryRowContext(ctx, d.ID, key.status, key.sourceKind, key.sourceName, key.route, key.vendors,
+		sortTime(d).UnixNano(), body).Scan(&rowid); err != nil {
 		return fmt.Errorf("write document %s to the index: %w", d.ID, err)
 	}
-	if vend := vendorsOf(*d); r.rowid == 0 || !maps.Equal(vend, r.oldVend) {
-		if _, err := w.delVend.ExecContext(ctx, rowid); err != nil {
-			return fmt.Errorf("write the vendors of document %s to the index: %w", d.ID, err)
-		}
-		for name, status := range vend {
-			if _, err := w.addVend.ExecContext(ctx, name, rowid, status); err != nil {
-				return fmt.Errorf("write the vendors of document %s to the index: %w", d.ID, err)
-			}
+	if r.rowid == 0 || key != r.oldKey {
+		if err := w.count(ctx, r, key); err != nil {
+			return fmt.Errorf("count document %s in the index: %w", d.ID, err)
 		}
 	}
 	if text := searchText(*d); r.rowid == 0 || text != r.oldText {
@@ -351,6 +366,24 @@ func (w *writer) store(ctx context.Context, r *row) error {
 	return nil
 }
 
+// count moves the document from its old counts to its new ones.
+func (w *writer) count(ctx context.Context, r *row, key aggKey) error {
+	if r.rowid != 0 {
+		k := r.oldKey
+		if _, err := w.dec.ExecContext(ctx, k.status, k.sourceKind, k.sourceName, k.route, k.vendors); err != nil {
+			return err
+		}
+		if _, err := w.decHour.ExecContext(ctx, k.status, k.sourceKind, k.sourceName, k.route, k.vendors, k.hour); err != nil {
+			return err
+		}
+	}
+	if _, err := w.inc.ExecContext(ctx, key.status, key.sourceKind, key.sourceName, key.route, key.vendors); err != nil {
+		return err
+	}
+	_, err := w.incHour.ExecContext(ctx, key.status, key.sourceKind, key.sourceName, key.route, key.vendors, key.hour)
+	return err
+}
+
 // sortTime orders documents newest first: when received, else (a rejected input) when first heard of.
 func sortTime(d *events.Document) time.Time {
 	if !d.ReceivedAt.IsZero() {
@@ -362,17 +395,15 @@ func sortTime(d *events.Document) time.Time {
 	return d.UpdatedAt
 }
 
-// vendorsOf maps each vendor a document was sent to, or is to be sent to (chosen when received,
-// not yet submitted: status "received"), to its status there.
-func vendorsOf(d events.Document) map[string]string {
-	out := make(map[string]string, len(d.Chosen)+len(d.Vendors))
-	for _, name := range d.Chosen {
-		out[name] = string(events.StatusReceived)
+// vendorsOf lists the vendors a document was sent to, or is to be sent to (chosen when received),
+// as ",a,b," in name order: instr(vendors, ',gini,') finds one without a LIKE pattern.
+func vendorsOf(d *events.Document) string {
+	names := slices.Clone(d.Chosen)
+	for name := range d.Vendors {
+		names = append(names, name)
 	}
-	for name, vs := range d.Vendors {
-		out[name] = string(vs.Status)
-	}
-	return out
+	slices.Sort(names)
+	return "," + strings.Join(slices.Compact(names), ",") + ","
 }
 
 // searchText is what q searches: the filename and the metadata values (mail subject and

@@ -5,7 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,7 +33,7 @@ type Query struct {
 	SourceKind string // http, imap, webdav
 	SourceName string // with SourceKind: that configured source
 	Route      string
-	Q          string    // words each found in the filename or a metadata value (substring, any case)
+	Q          string    // words (3 characters or more) each found in the filename or a metadata value (substring, any case)
 	Since      time.Time // received at or after
 	Until      time.Time // received before
 	Limit      int       // default DefaultLimit, at most MaxLimit
@@ -50,7 +53,8 @@ func bad(format string, args ...any) error { return &BadQueryError{msg: fmt.Spri
 // limit and cursor. Anything else, or a parameter given twice, is an error.
 func ParseQuery(v url.Values, now time.Time) (Query, error) {
 	q := Query{Limit: DefaultLimit}
-	for key, vals := range v {
+	for _, key := range slices.Sorted(maps.Keys(v)) { // in order: the same request, the same answer
+		vals := v[key]
 		if len(vals) > 1 {
 			return Query{}, bad("parameter %q is given %d times; give it once", key, len(vals))
 		}
@@ -116,8 +120,16 @@ func text(val string) (string, error) {
 	if utf8.RuneCountInString(val) > maxQ {
 		return "", bad("q is longer than %d characters", maxQ)
 	}
-	if len(strings.Fields(val)) > maxQTerms {
+	words := strings.Fields(val)
+	if len(words) > maxQTerms {
 		return "", bad("q has more than %d words", maxQTerms)
+	}
+	for _, w := range words {
+		// The text index is made of three-character pieces: a shorter word could only be
+		// looked for by reading every document.
+		if utf8.RuneCountInString(w) < 3 {
+			return "", bad("q: the word %q is too short; search words need at least 3 characters", clip(w))
+		}
 	}
 	return val, nil
 }
@@ -185,19 +197,19 @@ func (ix *Index) List(ctx context.Context, q Query) (Page, error) {
 	if err != nil {
 		return Page{}, err
 	}
-	pageWhere, pageArgs := where, args
+	lo, hi := q.bounds()
+	pageWhere, pageArgs := within(where, args, lo, hi)
 	if q.Cursor != "" {
 		at, id, err := decodeCursor(q.Cursor)
 		if err != nil {
 			return Page{}, err
 		}
-		pageWhere = append(append([]string{}, where...), "(d.sort_at, d.id) < (?, ?)")
-		pageArgs = append(append([]any{}, args...), at, id)
+		pageWhere, pageArgs = append(pageWhere, "(d.sort_at, d.id) < (?, ?)"), append(pageArgs, at, id)
 	}
 	if err := ix.page(ctx, &p, q.Limit, pageWhere, pageArgs); err != nil {
 		return Page{}, err
 	}
-	if p.Counts, err = ix.counts(ctx, where, args); err != nil {
+	if p.Counts, err = ix.counts(ctx, q, where, args); err != nil {
 		return Page{}, err
 	}
 	return p, nil
@@ -221,29 +233,42 @@ func (q Query) filters() ([]string, []any, error) {
 		add("d.route = ?", q.Route)
 	}
 	if q.Vendor != "" {
-		add("d.rowid IN (SELECT doc FROM doc_vendors WHERE vendor = ?)", q.Vendor)
+		add("instr(d.vendors, ?) > 0", ","+q.Vendor+",")
 	}
-	if !q.Since.IsZero() {
-		add("d.sort_at >= ?", q.Since.UnixNano())
-	}
-	if !q.Until.IsZero() {
-		add("d.sort_at < ?", q.Until.UnixNano())
-	}
-	for _, term := range strings.Fields(q.Q) {
-		// The trigram index answers MATCH for words of three characters or more; shorter ones
-		// are a LIKE over the same table (a scan, but a correct one). Either way the word is a
-		// parameter: quoted as an FTS5 string, or escaped for LIKE.
-		if utf8.RuneCountInString(term) >= 3 {
-			add("d.rowid IN (SELECT rowid FROM docs_text WHERE docs_text MATCH ?)", `"`+strings.ReplaceAll(term, `"`, `""`)+`"`)
-		} else {
-			add(`d.rowid IN (SELECT rowid FROM docs_text WHERE text LIKE ? ESCAPE '\')`, "%"+likeEscape(term)+"%")
+	if q.Q != "" {
+		// One FTS5 query for all the words (implicit AND), each quoted as an FTS5 string so that
+		// nothing in q is FTS syntax; the value is a parameter, so nothing in it is SQL either.
+		var phrases []string
+		for _, term := range strings.Fields(q.Q) {
+			phrases = append(phrases, `"`+strings.ReplaceAll(term, `"`, `""`)+`"`)
 		}
+		add("d.rowid IN (SELECT rowid FROM docs_text WHERE docs_text MATCH ?)", strings.Join(phrases, " "))
 	}
 	return where, args, nil
 }
 
-func likeEscape(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+// bounds is the query's time range in Unix ns, [lo, hi); unbounded ends are the extremes.
+func (q Query) bounds() (lo, hi int64) {
+	lo, hi = math.MinInt64, math.MaxInt64
+	if !q.Since.IsZero() {
+		lo = q.Since.UnixNano()
+	}
+	if !q.Until.IsZero() {
+		hi = q.Until.UnixNano()
+	}
+	return lo, hi
+}
+
+// within adds the time range [lo, hi) to conditions (copies: the callers' slices stay as they were).
+func within(where []string, args []any, lo, hi int64) ([]string, []any) {
+	where, args = slices.Clone(where), slices.Clone(args)
+	if lo != math.MinInt64 {
+		where, args = append(where, "d.sort_at >= ?"), append(args, lo)
+	}
+	if hi != math.MaxInt64 {
+		where, args = append(where, "d.sort_at < ?"), append(args, hi)
+	}
+	return where, args
 }
 
 func whereSQL(where []string) string {
@@ -280,29 +305,98 @@ func (ix *Index) page(ctx context.Context, p *Page, limit int, where []string, a
 	return nil
 }
 
-func (ix *Index) counts(ctx context.Context, where []string, args []any) (Counts, error) {
+// counts counts the documents the filters select, all in queries grouped by status and vendor
+// set (one pass gives both counts). Without q, every other filter is on a column the aggregates
+// are kept by: agg answers a list without a time range by summing a few rows, and agg_hour the
+// whole hours of a time range, the documents of the partial hours at its ends being counted
+// from the covering time index. With q the selected documents are counted one by one.
+func (ix *Index) counts(ctx context.Context, q Query, where []string, args []any) (Counts, error) {
 	c := Counts{Status: map[string]int64{}, Vendor: map[string]int64{}}
-	if err := ix.group(ctx, c.Status, `SELECT d.status, count(*) FROM docs d`+whereSQL(where)+` GROUP BY d.status`, args); err != nil {
+	add := func(status, vendors string, n int64) {
+		if n <= 0 {
+			return
+		}
+		c.Status[status] += n
+		for _, v := range strings.Split(strings.Trim(vendors, ","), ",") {
+			if v != "" {
+				c.Vendor[v] += n
+			}
+		}
+	}
+	scan := func(lo, hi int64) error {
+		w, a := within(where, args, lo, hi)
+		return ix.group(ctx, `SELECT d.status, d.vendors, count(*) FROM docs d`+whereSQL(w)+` GROUP BY d.status, d.vendors`, a, add)
+	}
+	lo, hi := q.bounds()
+	switch {
+	case q.Q != "":
+		return c, scan(lo, hi)
+	case lo == math.MinInt64 && hi == math.MaxInt64:
+		return c, ix.group(ctx, `SELECT d.status, d.vendors, sum(d.n) FROM agg d`+whereSQL(where)+` GROUP BY d.status, d.vendors`, args, add)
+	}
+	// Whole hours [h1, h2) from agg_hour, the rest from the documents.
+	h1, h2 := ceilHour(lo), floorHour(hi)
+	if h1 >= h2 {
+		return c, scan(lo, hi)
+	}
+	w := append(slices.Clone(where), "d.hour >= ?", "d.hour < ?")
+	a := append(slices.Clone(args), h1, h2)
+	if err := ix.group(ctx, `SELECT d.status, d.vendors, sum(d.n) FROM agg_hour d`+whereSQL(w)+` GROUP BY d.status, d.vendors`, a, add); err != nil {
 		return Counts{}, err
 	}
-	err := ix.group(ctx, c.Vendor, `SELECT v.vendor, count(*) FROM doc_vendors v JOIN docs d ON d.rowid = v.doc`+
-		whereSQL(where)+` GROUP BY v.vendor`, args)
-	return c, err
+	if lo != math.MinInt64 {
+		if err := scan(lo, h1*hourNs); err != nil {
+			return Counts{}, err
+		}
+	}
+	if hi != math.MaxInt64 {
+		if err := scan(h2*hourNs, hi); err != nil {
+			return Counts{}, err
+		}
+	}
+	return c, nil
 }
 
-func (ix *Index) group(ctx context.Context, into map[string]int64, query string, args []any) error {
+const hourNs = int64(time.Hour)
+
+// hourOf is the hour (since 1970) a sort time falls in.
+func hourOf(ns int64) int64 { return floorHour(ns) }
+
+func floorHour(ns int64) int64 {
+	if ns == math.MaxInt64 {
+		return math.MaxInt64 / hourNs
+	}
+	h := ns / hourNs
+	if ns%hourNs < 0 {
+		h--
+	}
+	return h
+}
+
+func ceilHour(ns int64) int64 {
+	if ns == math.MinInt64 {
+		return math.MinInt64 / hourNs
+	}
+	h := floorHour(ns)
+	if h*hourNs < ns {
+		h++
+	}
+	return h
+}
+
+func (ix *Index) group(ctx context.Context, query string, args []any, fn func(status, vendors string, n int64)) error {
 	rows, err := ix.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("count documents: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var k string
+		var status, vendors string
 		var n int64
-		if err := rows.Scan(&k, &n); err != nil {
+		if err := rows.Scan(&status, &vendors, &n); err != nil {
 			return fmt.Errorf("count documents: %w", err)
 		}
-		into[k] = n
+		fn(status, vendors, n)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("count documents: %w", err)

@@ -222,7 +222,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
-	index, err := s.openIndex(ctx)
+	index, err := s.openIndex(ctx, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +278,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 
 // openIndex opens the document list index (nil when it is disabled) and runs it as a component;
 // it is closed once the components have stopped.
-func (s *Service) openIndex(ctx context.Context) (*docindex.Index, error) {
+func (s *Service) openIndex(ctx context.Context, reg prometheus.Registerer) (*docindex.Index, error) {
 	c := s.cfg.Index
 	if !c.Enabled {
 		return nil, nil
@@ -287,7 +287,8 @@ func (s *Service) openIndex(ctx context.Context) (*docindex.Index, error) {
 	if path == "" {
 		path = filepath.Join(s.cfg.DataDir, "index", "documents.db")
 	}
-	ix, err := docindex.Open(ctx, docindex.Config{Bus: s.bus, Path: path, CacheKiB: int(c.CacheSize.Int64() >> 10), Logger: s.log})
+	ix, err := docindex.Open(ctx, docindex.Config{Bus: s.bus, Path: path, CacheKiB: int(c.CacheSize.Int64() >> 10),
+		Logger: s.log, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}

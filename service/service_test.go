@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -485,4 +486,49 @@ func TestDocumentAPIWithoutTheDrop(t *testing.T) {
 	if res3.StatusCode == http.StatusAccepted {
 		t.Fatal("an upload was accepted with the drop switched off")
 	}
+}
+
+// The list index is wired: a document uploaded is listed (as GET by id has it), and the index kept
+// in data_dir lists it again after a restart.
+func TestListDocuments(t *testing.T) {
+	cfg := testConfig(t)
+	s := start(t, cfg)
+	id := endToEnd(t, s)
+	var page struct {
+		Documents []json.RawMessage `json:"documents"`
+		Index     struct {
+			CaughtUp bool   `json:"caught_up"`
+			Sequence uint64 `json:"sequence"`
+		} `json:"index"`
+	}
+	listed := func(addr string) bool {
+		res, body := get(t, addr, "/v1/documents?source=http/api&q=invoice")
+		if res.StatusCode != 200 {
+			t.Fatalf("list: %d %s", res.StatusCode, body)
+		}
+		if err := json.Unmarshal(body, &page); err != nil {
+			t.Fatal(err)
+		}
+		return len(page.Documents) == 1 && strings.Contains(string(page.Documents[0]), id) && page.Index.CaughtUp
+	}
+	eventstest.WaitFor(t, 10*time.Second, "the document in the list", func() bool { return listed(s.HTTPAddr()) })
+	_, one := get(t, s.HTTPAddr(), "/v1/documents/"+id)
+	var a, b any
+	_ = json.Unmarshal(page.Documents[0], &a)
+	_ = json.Unmarshal(one, &b)
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("listed\n%s\nGET by id\n%s", page.Documents[0], one)
+	}
+	if _, body := get(t, s.HTTPAddr(), "/metrics"); !strings.Contains(string(body), "ingest_index_behind_events 0") {
+		t.Errorf("/metrics lacks the index's lag")
+	}
+	if res, body := get(t, s.HTTPAddr(), "/v1/documents?status=lost"); res.StatusCode != 400 || !strings.Contains(string(body), "status") {
+		t.Errorf("bad status: %d %s", res.StatusCode, body)
+	}
+	stop(t, s)
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "index", "documents.db")); err != nil {
+		t.Fatalf("the index is not in data_dir: %v", err)
+	}
+	s2 := start(t, cfg)
+	eventstest.WaitFor(t, 10*time.Second, "the document in the list after a restart", func() bool { return listed(s2.HTTPAddr()) })
 }
