@@ -12,13 +12,26 @@ import (
 // "ingest.document.completed.>") until ctx ends: only new ones, or the whole stream first when
 // fromStart is set. It uses an ordered consumer: nothing is left on the server when it returns.
 func (b *Bus) Follow(ctx context.Context, subject string, fromStart bool, fn func(jetstream.Msg)) error {
-	return Follow(ctx, b.js, b.names.Stream(), subject, fromStart, fn)
+	return Follow(ctx, b.js, FollowConfig{Stream: b.names.Stream(), Subject: subject, FromStart: fromStart}, fn)
+}
+
+// FollowConfig says what Follow reads.
+type FollowConfig struct {
+	Stream, Subject string
+	// FromStart replays the whole stream first; otherwise only messages published after the
+	// consumer exists are delivered.
+	FromStart bool
+	// Ready, when set, is called once the consumer exists: from then on nothing published is
+	// missed. A reader of new messages that publishes itself (a load generator, a test, a user
+	// who runs tail and then submits) waits for it.
+	Ready func()
 }
 
 // Follow is Bus.Follow for a reader that did not provision the stream (ingest tail).
-func Follow(ctx context.Context, js jetstream.JetStream, stream, subject string, fromStart bool, fn func(jetstream.Msg)) error {
+func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, fn func(jetstream.Msg)) error {
+	stream, subject := cfg.Stream, cfg.Subject
 	policy := jetstream.DeliverNewPolicy
-	if fromStart {
+	if cfg.FromStart {
 		policy = jetstream.DeliverAllPolicy
 	}
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
@@ -37,6 +50,9 @@ func Follow(ctx context.Context, js jetstream.JetStream, stream, subject string,
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
 	for {
 		m, err := it.Next()
 		if err != nil {

@@ -35,8 +35,10 @@ func measureE2E(s *service, n, c int, size int64, vendorList string) error {
 	done := map[string][]time.Time{} // doc id → arrival of each completion
 	var failed atomic.Int64
 	followErr := make(chan error, 1)
+	following := make(chan struct{})
 	go func() {
-		followErr <- events.Follow(ctx, js, "INGEST", "ingest.document.>", false, func(m jetstream.Msg) {
+		cfg := events.FollowConfig{Stream: "INGEST", Subject: "ingest.document.>", Ready: func() { close(following) }}
+		followErr <- events.Follow(ctx, js, cfg, func(m jetstream.Msg) {
 			at := time.Now()
 			ev, err := events.Decode(m.Data())
 			if err != nil {
@@ -52,6 +54,11 @@ func measureE2E(s *service, n, c int, size int64, vendorList string) error {
 			}
 		})
 	}()
+	select { // completions of the first uploads must not be missed
+	case <-following:
+	case err := <-followErr:
+		return fmt.Errorf("following the stream: %w", err)
+	}
 
 	fmt.Printf("documents of %d bytes to %s, %d concurrent clients, simulators answering at once\n", size, vendorList, c)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}}

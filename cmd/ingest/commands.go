@@ -78,7 +78,12 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var werr error
-	err = events.Follow(ctx, js, names.Stream(), subject, *all, func(m jetstream.Msg) {
+	following := events.FollowConfig{Stream: names.Stream(), Subject: subject, FromStart: *all, Ready: func() {
+		// On stderr, so that stdout stays one JSON event per line; it also tells whoever
+		// submits next that nothing they send from now on will be missed.
+		fmt.Fprintf(stderr, "ingest tail: following %s on %s\n", subject, nc.ConnectedUrlRedacted())
+	}}
+	err = events.Follow(ctx, js, following, func(m jetstream.Msg) {
 		line := m.Data()
 		if !json.Valid(line) {
 			line, _ = json.Marshal(map[string]string{"subject": m.Subject(), "data": string(line)})

@@ -174,11 +174,70 @@ type TestCluster struct {
 	// URLs are the nodes' client URLs, comma-separated as nats.url takes them.
 	URLs    string
 	Servers []*server.Server
-	opts    []*server.Options
+	nodes   []clusterNode
+	routes  []*url.URL
+}
+
+// clusterNode is what a node restarts with: its name, the ports it listened on and its store.
+type clusterNode struct {
+	name              string
+	port, clusterPort int
+	storeDir          string
+}
+
+func (c *TestCluster) options(n clusterNode, routes []*url.URL) *server.Options {
+	return &server.Options{
+		ServerName: n.name, Host: "127.0.0.1", Port: n.port,
+		Cluster:   server.ClusterOpts{Name: "ingest-test", Host: "127.0.0.1", Port: n.clusterPort},
+		Routes:    routes,
+		JetStream: true, StoreDir: n.storeDir, JetStreamMaxStore: 1 << 30, JetStreamMaxMemory: 64 << 20,
+		NoSigs: true, NoLog: true,
+	}
+}
+
+func (c *TestCluster) start(n int, wait time.Duration) bool {
+	c.Servers, c.nodes, c.routes = nil, nil, nil
+	for i := range n {
+		c.nodes = append(c.nodes, clusterNode{name: fmt.Sprintf("n%d", i+1), port: server.RANDOM_PORT, clusterPort: freePort(c.t), storeDir: c.t.TempDir()})
+		c.routes = append(c.routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", c.nodes[i].clusterPort)})
+	}
+	for i := range c.nodes {
+		srv, err := server.NewServer(c.options(c.nodes[i], c.routes))
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		go srv.Start()
+		c.Servers = append(c.Servers, srv)
+	}
+	for i, srv := range c.Servers {
+		if !srv.ReadyForConnections(wait) {
+			return false
+		}
+		c.nodes[i].port = srv.Addr().(*net.TCPAddr).Port // a restart listens where the clients were told
+	}
+	return true
+}
+
+func (c *TestCluster) shutdown() {
+	for _, s := range c.Servers {
+		s.Shutdown()
+	}
+	for _, s := range c.Servers {
+		s.WaitForShutdown()
+	}
+}
+
+func freePort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Name is node i's server name (what stream infos give as leader).
-func (c *TestCluster) Name(i int) string { return c.opts[i].ServerName }
+func (c *TestCluster) Name(i int) string { return c.nodes[i].name }
 
 // Stop shuts node i down (as a node failure looks to the others).
 func (c *TestCluster) Stop(i int) {
@@ -186,16 +245,16 @@ func (c *TestCluster) Stop(i int) {
 	c.Servers[i].WaitForShutdown()
 }
 
-// Restart starts node i again on its ports and store.
+// Restart starts node i again on its ports and store, with a route to every node.
 func (c *TestCluster) Restart(i int) {
 	c.t.Helper()
-	srv, err := server.NewServer(c.opts[i])
+	srv, err := server.NewServer(c.options(c.nodes[i], c.routes))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(60 * time.Second) {
-		c.t.Fatalf("node %s did not come back", c.opts[i].ServerName)
+		c.t.Fatalf("node %s did not come back", c.nodes[i].name)
 	}
 	c.Servers[i] = srv
 }
@@ -204,51 +263,25 @@ func (c *TestCluster) Restart(i int) {
 // It returns once the cluster has a meta leader, so that streams can be created at once.
 func Cluster(t testing.TB, n int) *TestCluster {
 	t.Helper()
-	free := func() int {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().(*net.TCPAddr).Port
-	}
-	var routes []*url.URL
-	clusterPorts := make([]int, n)
-	for i := range clusterPorts {
-		clusterPorts[i] = free()
-		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", clusterPorts[i])})
-	}
 	c := &TestCluster{t: t}
-	var urls []string
-	for i := range n {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: free(),
-			Cluster:   server.ClusterOpts{Name: "ingest-test", Host: "127.0.0.1", Port: clusterPorts[i]},
-			Routes:    routes,
-			JetStream: true, StoreDir: t.TempDir(), JetStreamMaxStore: 1 << 30, JetStreamMaxMemory: 64 << 20,
-			NoSigs: true, NoLog: true,
+	t.Cleanup(c.shutdown)
+	// Route ports must be known before the nodes start (each names all of them), so they are
+	// asked for and released first; another test package can take one before the node listens
+	// (CI saw it), and the node then never becomes ready. So a start that does not come up in
+	// time is retried on other ports. Client ports are the nodes' own choice.
+	for attempt := 1; ; attempt++ {
+		if c.start(n, 20*time.Second) {
+			break
 		}
-		srv, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
+		c.shutdown()
+		if attempt == 3 {
+			t.Fatal("a cluster node did not start, three times over (on fresh ports each time)")
 		}
-		go srv.Start()
-		c.opts = append(c.opts, opts)
-		c.Servers = append(c.Servers, srv)
-		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", opts.Port))
+		t.Logf("a cluster node did not start (port taken?): starting the cluster again on other ports")
 	}
-	t.Cleanup(func() {
-		for _, s := range c.Servers {
-			s.Shutdown()
-		}
-		for _, s := range c.Servers {
-			s.WaitForShutdown()
-		}
-	})
-	for _, s := range c.Servers {
-		if !s.ReadyForConnections(60 * time.Second) {
-			t.Fatal("a cluster node did not start")
-		}
+	urls := make([]string, n)
+	for i, srv := range c.Servers {
+		urls[i] = "nats://" + srv.Addr().String()
 	}
 	c.URLs = strings.Join(urls, ",")
 	nc, err := nats.Connect(c.URLs)
