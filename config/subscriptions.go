@@ -58,7 +58,7 @@ type SubscriptionFilters struct {
 
 // EventTypes are the short event types a subscription can name (events.Kind; the webhooks
 // package's test holds the two lists together).
-var EventTypes = []string{"received", "submitted", "completed", "failed", "rejected"}
+var EventTypes = []string{"received", "submitted", "completed", "failed", "rejected", "retried"}
 
 // SubscriptionFormats are the body formats of a delivery.
 var SubscriptionFormats = []string{"json", "cloudevents"}

@@ -47,6 +47,9 @@ type SubmittedData struct {
 	// rather than made anew.
 	Reconciled bool   `json:"reconciled,omitempty"`
 	Route      string `json:"route,omitempty"`
+	// Round is which round of the (document, vendor) this is: 0 the first, n after the n-th
+	// retry (see RetriedData).
+	Round int `json:"round,omitempty"`
 }
 
 // Field is one extracted value, normalised across vendors.
@@ -89,6 +92,7 @@ type CompletedData struct {
 	// CompletedData (with them) is stored there as JSON, and the event carries them empty.
 	ResultObjectKey string    `json:"result_object_key,omitempty"`
 	CompletedAt     time.Time `json:"completed_at"`
+	Round           int       `json:"round,omitempty"` // see SubmittedData.Round
 }
 
 // FailedData is the data of ingest.document.failed.<vendor>.
@@ -100,6 +104,23 @@ type FailedData struct {
 	Permanent  bool      `json:"permanent"`
 	Attempts   int       `json:"attempts,omitempty"`
 	FailedAt   time.Time `json:"failed_at"`
+	Round      int       `json:"round,omitempty"` // see SubmittedData.Round
+}
+
+// RetriedData is the data of ingest.document.retried.<vendor>: a new round for a (document,
+// vendor) whose previous round failed. Round counts from 1 (the first retry); the submitted,
+// completed and failed events of the round carry it too, and events of an older round no longer
+// change the vendor's state once a newer round began.
+type RetriedData struct {
+	DocumentID  string    `json:"document_id"`
+	Vendor      string    `json:"vendor"`
+	Round       int       `json:"round"`
+	RequestedAt time.Time `json:"requested_at"`
+	// RequestedBy names who asked: the API client (a digest prefix of its key), "cli", "console".
+	RequestedBy string `json:"requested_by,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+	// PreviousError is the failure of the round before, kept for the record.
+	PreviousError string `json:"previous_error,omitempty"`
 }
 
 // RejectedData is the data of ingest.document.rejected.<source>: an input that could not become a

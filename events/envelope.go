@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -20,11 +21,14 @@ const (
 	Completed Kind = "completed"
 	Failed    Kind = "failed"
 	Rejected  Kind = "rejected"
+	// Retried starts a new round of a (document, vendor) whose last round failed: someone asked
+	// for another attempt (POST /v1/documents/{id}/retry, ingest retry).
+	Retried Kind = "retried"
 )
 
 func (k Kind) valid() bool {
 	switch k {
-	case Received, Submitted, Completed, Failed, Rejected:
+	case Received, Submitted, Completed, Failed, Rejected, Retried:
 		return true
 	}
 	return false
@@ -112,6 +116,19 @@ func Decode(b []byte) (Event, error) {
 		return Event{}, fmt.Errorf("%w: data must be a JSON object", ErrMalformedEvent)
 	}
 	return e, nil
+}
+
+// VendorStepID is the id (and so the Nats-Msg-Id) of a vendor step of a document: one submitted,
+// completed or failed event per document, vendor and round, however often the step is retried;
+// one retried event per round. Round 0 (the document's first) has the id it always had,
+// <doc>.<kind>.<vendor>; later rounds add .r<round>, so that each round is its own step and a
+// repeated request for the same round is one event.
+func VendorStepID(docID string, k Kind, vendor string, round int) string {
+	id := docID + "." + string(k) + "." + vendor
+	if round > 0 {
+		id += ".r" + strconv.Itoa(round)
+	}
+	return id
 }
 
 // SourceURI is the CloudEvents source of events produced by an input, e.g. /sources/http/api.

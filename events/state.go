@@ -47,7 +47,12 @@ type Document struct {
 
 // VendorState is one vendor's part in a document.
 type VendorState struct {
-	Status      Status    `json:"status"`
+	// Status is the vendor's part in the round under way: received (waiting for the dispatcher,
+	// as after a retry), submitted, completed or failed.
+	Status Status `json:"status"`
+	// Round is 0 for the document's first round at this vendor and n after the n-th retry (a
+	// retried event); the other fields are of that round.
+	Round       int       `json:"round,omitempty"`
 	Ref         string    `json:"ref,omitempty"`
 	Error       string    `json:"error,omitempty"`
 	SubmittedAt time.Time `json:"submitted_at,omitzero"`
@@ -180,11 +185,12 @@ func (d *Document) apply(ev Event) (bool, error) {
 		}
 		d.Source, d.Filename, d.ContentType, d.Size = r.Source, r.Filename, r.ContentType, r.Size
 		d.ObjectKey, d.Metadata, d.Error = r.ObjectKey, r.Metadata, r.Detail
-	case Submitted, Completed, Failed:
+	case Submitted, Completed, Failed, Retried:
 		var v struct {
 			Vendor    string `json:"vendor"`
 			VendorRef string `json:"vendor_ref"`
 			Error     string `json:"error"`
+			Round     int    `json:"round"`
 		}
 		if err := ev.DecodeData(&v); err != nil {
 			return false, err
@@ -192,16 +198,28 @@ func (d *Document) apply(ev Event) (bool, error) {
 		if v.Vendor == "" {
 			return false, fmt.Errorf("event %s: %s without a vendor", ev.ID, ev.Type)
 		}
+		if v.Round < 0 || k == Retried && v.Round < 1 {
+			return false, fmt.Errorf("event %s: %s with round %d", ev.ID, ev.Type, v.Round)
+		}
 		entry.Vendor = v.Vendor
 		vs := d.Vendors[v.Vendor]
 		if vs == nil {
 			vs = &VendorState{}
 			d.Vendors[v.Vendor] = vs
 		}
-		// Events may arrive out of order (projector redelivery); a later stage never goes back.
-		if stageOf(Status(k)) >= stageOf(vs.Status) {
-			vs.Status = Status(k)
+		// Events may arrive out of order (projector redelivery, a state write that failed and is
+		// made later). The slot holds the latest (round, stage) seen: a later stage of a round
+		// never goes back, and once a round has begun, events of an older one change nothing. So
+		// the state is the same whatever order the events come in.
+		if v.Round > vs.Round || v.Round == vs.Round && stageOf(Status(k)) >= stageOf(vs.Status) {
+			if v.Round != vs.Round || k == Retried {
+				// A new round: nothing of the one before is its.
+				*vs = VendorState{Round: v.Round, Status: StatusReceived}
+			}
 			vs.UpdatedAt = ev.Time
+			if k != Retried {
+				vs.Status = Status(k)
+			}
 			if v.VendorRef != "" {
 				vs.Ref = v.VendorRef
 			}
@@ -248,7 +266,8 @@ func (d *Document) derivedStatus() Status {
 	}
 	for _, v := range d.Vendors {
 		switch v.Status {
-		case StatusSubmitted:
+		case StatusSubmitted, StatusReceived:
+			// Received: a retried round the dispatcher has not submitted yet.
 			working = true
 		case StatusFailed:
 			failed = true

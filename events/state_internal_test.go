@@ -92,3 +92,89 @@ func TestApplyRecordsVendorSlots(t *testing.T) {
 		t.Fatal("a vendor event without a vendor was accepted")
 	}
 }
+
+// Rounds: a retried event starts a new round of a failed (document, vendor); events of an older
+// round change nothing once a newer one began, whatever order the events come in.
+func TestVendorRounds(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Second) }
+	recv := mustEvent(t, Received, "d.received", "d", t0, ReceivedData{DocumentID: "d", Vendors: []string{"gini"}})
+	sub := func(round, n int, ref string) Event {
+		return mustEvent(t, Submitted, VendorStepID("d", Submitted, "gini", round), "d", at(n), SubmittedData{Vendor: "gini", VendorRef: ref, Round: round})
+	}
+	done := func(round, n int, ref string) Event {
+		return mustEvent(t, Completed, VendorStepID("d", Completed, "gini", round), "d", at(n), CompletedData{Vendor: "gini", VendorRef: ref, Round: round})
+	}
+	fail := func(round, n int, msg string) Event {
+		return mustEvent(t, Failed, VendorStepID("d", Failed, "gini", round), "d", at(n), FailedData{Vendor: "gini", Error: msg, Round: round})
+	}
+	retry := func(round, n int) Event {
+		return mustEvent(t, Retried, VendorStepID("d", Retried, "gini", round), "d", at(n), RetriedData{Vendor: "gini", Round: round})
+	}
+	cases := []struct {
+		name   string
+		evs    []Event
+		status Status // the document's
+		slot   VendorState
+	}{
+		{"failed round 0", []Event{recv, sub(0, 1, "A"), fail(0, 2, "boom")}, StatusFailed,
+			VendorState{Status: StatusFailed, Round: 0, Ref: "A", Error: "boom"}},
+		{"retried: queued for round 1, nothing of round 0 kept", []Event{recv, sub(0, 1, "A"), fail(0, 2, "boom"), retry(1, 3)}, StatusSubmitted,
+			VendorState{Status: StatusReceived, Round: 1}},
+		{"round 1 submitted", []Event{recv, sub(0, 1, "A"), fail(0, 2, "boom"), retry(1, 3), sub(1, 4, "B")}, StatusSubmitted,
+			VendorState{Status: StatusSubmitted, Round: 1, Ref: "B"}},
+		{"round 1 completed", []Event{recv, sub(0, 1, "A"), fail(0, 2, "boom"), retry(1, 3), sub(1, 4, "B"), done(1, 5, "B")}, StatusCompleted,
+			VendorState{Status: StatusCompleted, Round: 1, Ref: "B"}},
+		{"the retried event comes last", []Event{recv, sub(0, 1, "A"), fail(0, 2, "boom"), sub(1, 4, "B"), done(1, 5, "B"), retry(1, 3)}, StatusCompleted,
+			VendorState{Status: StatusCompleted, Round: 1, Ref: "B"}},
+		{"round 0's failure comes after round 1 began", []Event{recv, sub(0, 1, "A"), retry(1, 3), sub(1, 4, "B"), fail(0, 2, "boom")}, StatusSubmitted,
+			VendorState{Status: StatusSubmitted, Round: 1, Ref: "B"}},
+		{"a stale completion of round 0 changes nothing", []Event{recv, sub(0, 1, "A"), fail(0, 2, "boom"), retry(1, 3), done(0, 6, "A")}, StatusSubmitted,
+			VendorState{Status: StatusReceived, Round: 1}},
+		{"the same retried event twice is one round", []Event{recv, sub(0, 1, "A"), fail(0, 2, "boom"), retry(1, 3), sub(1, 4, "B"), retry(1, 3)}, StatusSubmitted,
+			VendorState{Status: StatusSubmitted, Round: 1, Ref: "B"}},
+		{"round 2 after round 1 failed too", []Event{recv, sub(0, 1, "A"), fail(0, 2, "x"), retry(1, 3), sub(1, 4, "B"), fail(1, 5, "y"), retry(2, 6), sub(2, 7, "C"), done(2, 8, "C")}, StatusCompleted,
+			VendorState{Status: StatusCompleted, Round: 2, Ref: "C"}},
+		{"round 1 failed again", []Event{recv, sub(0, 1, "A"), fail(0, 2, "x"), retry(1, 3), sub(1, 4, "B"), fail(1, 5, "y")}, StatusFailed,
+			VendorState{Status: StatusFailed, Round: 1, Ref: "B", Error: "y"}},
+		{"a stale retried event of round 1 after round 2 began", []Event{recv, fail(0, 2, "x"), retry(1, 3), fail(1, 5, "y"), retry(2, 6), sub(2, 7, "C"), retry(1, 3)}, StatusSubmitted,
+			VendorState{Status: StatusSubmitted, Round: 2, Ref: "C"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var d Document
+			for _, ev := range c.evs {
+				if _, err := d.apply(ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := *d.Vendors["gini"]
+			got.UpdatedAt, got.SubmittedAt = time.Time{}, time.Time{}
+			if d.Status != c.status || got.Status != c.slot.Status || got.Round != c.slot.Round || got.Ref != c.slot.Ref || got.Error != c.slot.Error {
+				t.Fatalf("document %s, slot %+v; want %s, %+v", d.Status, got, c.status, c.slot)
+			}
+			// Every order of the same events gives the same round and stage (reversed, here; a
+			// reference only a submitted event carries is not learnt after the round ended, as
+			// before rounds).
+			var r Document
+			for i := len(c.evs) - 1; i >= 0; i-- {
+				if _, err := r.apply(c.evs[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if rs := r.Vendors["gini"]; rs.Round != got.Round || rs.Status != got.Status || r.Status != d.Status {
+				t.Fatalf("reversed: slot %+v, want %+v", rs, got)
+			}
+		})
+	}
+	var d Document
+	if _, err := d.apply(mustEvent(t, Retried, "d.retried.gini", "d", t0, RetriedData{Vendor: "gini"})); err == nil {
+		t.Fatal("a retried event without a round was accepted")
+	}
+	if got := VendorStepID("d", Completed, "gini", 0); got != "d.completed.gini" {
+		t.Fatalf("round 0 id %q changed", got)
+	}
+	if got := VendorStepID("d", Retried, "gini", 3); got != "d.retried.gini.r3" {
+		t.Fatalf("round 3 id %q", got)
+	}
+}

@@ -120,7 +120,7 @@ func TestConfigEventTypesAreKinds(t *testing.T) {
 			t.Errorf("config event type %q is not an event kind", e)
 		}
 	}
-	for _, k := range []events.Kind{events.Received, events.Submitted, events.Completed, events.Failed, events.Rejected} {
+	for _, k := range []events.Kind{events.Received, events.Submitted, events.Completed, events.Failed, events.Rejected, events.Retried} {
 		found := false
 		for _, e := range config.EventTypes {
 			found = found || e == string(k)

@@ -25,6 +25,7 @@ func EventTypes(n events.Names) []EventType {
 		{"submitted", events.Submitted.Type(), root + ".document.submitted.{vendor}", "vendor", "A vendor took the document.", events.SubmittedData{}},
 		{"completed", events.Completed.Type(), root + ".document.completed.{vendor}", "vendor", "The vendor's result is in.", events.CompletedData{}},
 		{"failed", events.Failed.Type(), root + ".document.failed.{vendor}", "vendor", "The vendor failed the document, or ingest gave up.", events.FailedData{}},
+		{"retried", events.Retried.Type(), root + ".document.retried.{vendor}", "vendor", "Someone asked for another round of a document at a vendor whose last round failed.", events.RetriedData{}},
 		{"rejected", events.Rejected.Type(), root + ".document.rejected.{source}", "source", "An input that could not become a document.", events.RejectedData{}},
 		{"delivery_failed", events.DeliveryFailedType, root + ".delivery.failed.{subscription}", "subscription", "A webhook delivery gave up: a dead letter.", events.DeliveryFailedData{}},
 	}

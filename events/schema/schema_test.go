@@ -36,7 +36,7 @@ func TestAsyncAPIFileIsCurrent(t *testing.T) {
 		AsyncAPI string         `json:"asyncapi"`
 		Channels map[string]any `json:"channels"`
 	}
-	if json.Unmarshal(got, &doc) != nil || doc.AsyncAPI != "3.0.0" || len(doc.Channels) != 7 {
+	if json.Unmarshal(got, &doc) != nil || doc.AsyncAPI != "3.0.0" || len(doc.Channels) != 8 {
 		t.Fatalf("document: %+v", doc)
 	}
 }
@@ -51,13 +51,14 @@ func TestGoValuesPassTheirSchemas(t *testing.T) {
 		"received": events.ReceivedData{DocumentID: "d", Source: events.SourceRef{Kind: "http", Name: "api"}, Filename: "a.pdf",
 			ContentType: "application/pdf", Size: 3, SHA256: "00", ObjectKey: "k", Metadata: map[string]string{"a": "b"},
 			Vendors: []string{"gini"}, Route: "r", ReceivedAt: now},
-		"submitted": events.SubmittedData{DocumentID: "d", Vendor: "gini", VendorRef: "x", SubmittedAt: now, Attempts: 2, Reconciled: true, Route: "r"},
+		"submitted": events.SubmittedData{DocumentID: "d", Vendor: "gini", VendorRef: "x", SubmittedAt: now, Attempts: 2, Reconciled: true, Route: "r", Round: 1},
 		"completed": events.CompletedData{DocumentID: "d", Vendor: "gini", VendorRef: "x", Text: "t",
 			Fields:    []events.Field{{Name: "n", Value: "v", Currency: "EUR", Confidence: f(0.5), Page: i(1), Box: &events.Box{X: 1, Y: 2, Width: 3, Height: 4}}},
 			Artifacts: []events.Artifact{{Name: "a", ContentType: "application/zip", ObjectKey: "k", Size: 1}},
-			Raw:       json.RawMessage(`{"any":[1,"thing"]}`), ResultObjectKey: "r", CompletedAt: now},
-		"failed":          events.FailedData{DocumentID: "d", Vendor: "gini", VendorRef: "x", Error: "e", Permanent: true, Attempts: 3, FailedAt: now},
+			Raw:       json.RawMessage(`{"any":[1,"thing"]}`), ResultObjectKey: "r", CompletedAt: now, Round: 1},
+		"failed":          events.FailedData{DocumentID: "d", Vendor: "gini", VendorRef: "x", Error: "e", Permanent: true, Attempts: 3, FailedAt: now, Round: 1},
 		"rejected":        events.RejectedData{DocumentID: "d", Source: events.SourceRef{Kind: "imap", Name: "m"}, Reason: "too_large", Detail: "x", RejectedAt: now},
+		"retried":         events.RetriedData{DocumentID: "d", Vendor: "gini", Round: 2, RequestedAt: now, RequestedBy: "cli", Reason: "r", PreviousError: "e"},
 		"delivery_failed": events.DeliveryFailedData{Subscription: "s", EventID: "e", Attempts: 8, LastStatus: 500, FailedAt: now, LastAttemptAt: now, FirstAttemptAt: now},
 	}
 	for _, et := range schema.EventTypes(events.Names{Namespace: "ingest"}) {
