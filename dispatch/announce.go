@@ -17,23 +17,29 @@ type announcer struct {
 	log *slog.Logger
 }
 
-// eventID is the idempotency key of a vendor step: one submitted, one completed, one failed event
-// per document and vendor, however often the step is retried.
-func eventID(docID string, k events.Kind, vendor string) string {
-	return docID + "." + string(k) + "." + vendor
-}
-
-func (a announcer) announce(ctx context.Context, k events.Kind, docID, vendor string, at time.Time, data any) error {
-	subject, err := a.bus.Names().Subject(k, vendor)
+// announce publishes the event of kind k of one round of a (document, vendor). Its id is the
+// idempotency key of the step (events.VendorStepID): one submitted, one completed, one failed
+// event per document, vendor and round, however often the step is retried.
+func (a announcer) announce(ctx context.Context, k events.Kind, s slot, at time.Time, data any) error {
+	subject, err := a.bus.Names().Subject(k, s.vendor)
 	if err != nil {
 		return err
 	}
-	ev, err := events.NewEvent(k, eventID(docID, k, vendor), events.VendorURI(vendor), docID, at, data)
+	ev, err := events.NewEvent(k, s.eventID(k), events.VendorURI(s.vendor), s.doc, at, data)
 	if err != nil {
 		return err
 	}
 	_, _, err = a.bus.Record(ctx, subject, ev)
 	return err
+}
+
+// resultKey is where a result file of a round is kept: results/<doc>/<vendor>/<name> for round
+// 0, results/<doc>/<vendor>/r<n>/<name> for a later round, so that rounds never share a file.
+func resultKey(docID, vendor string, round int, name string) string {
+	if round > 0 {
+		return fmt.Sprintf("results/%s/%s/r%d/%s", docID, vendor, round, name)
+	}
+	return fmt.Sprintf("results/%s/%s/%s", docID, vendor, name)
 }
 
 // maxEventData keeps a completed event under the stream's 1 MiB message limit with room for the
@@ -55,7 +61,7 @@ func fitCompleted(ctx context.Context, bus *events.Bus, d events.CompletedData) 
 	if len(body) <= maxEventData {
 		return d, nil
 	}
-	key := fmt.Sprintf("results/%s/%s/completed.json", d.DocumentID, d.Vendor)
+	key := resultKey(d.DocumentID, d.Vendor, d.Round, "completed.json")
 	if _, err := bus.Blobs().Put(ctx, key, bytes.NewReader(body), map[string]string{"content-type": "application/json"}); err != nil {
 		return d, err
 	}

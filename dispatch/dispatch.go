@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/vendors"
 )
@@ -71,6 +73,7 @@ type Dispatcher struct {
 	log  *slog.Logger
 	m    *Metrics
 	c    *events.Consumer
+	rc   *events.Consumer // retried events: later rounds (retry.go)
 	now  func() time.Time
 	// active are the submissions this instance is making now (subKey): a record that names this
 	// instance but is not among them was left behind by a write that failed.
@@ -168,11 +171,26 @@ func NewDispatcher(ctx context.Context, cfg Config) (*Dispatcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.rc, err = cfg.Bus.Consumer(ctx, events.ConsumerSpec{
+		Purpose: retryConsumer, Description: "submits retried documents to their vendor again (a new round)",
+		Filter:  cfg.Bus.Names().KindSubjects(events.Retried),
+		Workers: cfg.Workers, AckWait: cfg.AckWait, Drain: cfg.Drain,
+		OnPanic: d.panickedRetried,
+	}, d.handleRetried)
+	if err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
-// Run dispatches until ctx ends; submissions under way then get Config.Drain to finish.
-func (d *Dispatcher) Run(ctx context.Context) error { return d.c.Run(ctx) }
+// Run dispatches received and retried documents until ctx ends; submissions under way then get
+// Config.Drain to finish.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.c.Run(gctx) })
+	g.Go(func() error { return d.rc.Run(gctx) })
+	return g.Wait()
+}
 
 // panicked fails the document a panicking handler was about, at every vendor it was meant for:
 // a bug met on one document must not stop the others, nor retry this one forever.
@@ -186,7 +204,7 @@ func (d *Dispatcher) panicked(ctx context.Context, dl events.Delivery, p any) ev
 		targets = []string{"routing"}
 	}
 	for _, name := range targets {
-		if err := d.fail(ctx, rd.DocumentID, name, submission{}, fmt.Sprintf("ingest failed on this document with an internal error (%v); it is reported in the log", p)); err != nil {
+		if err := d.fail(ctx, slot{doc: rd.DocumentID, vendor: name}, submission{}, fmt.Sprintf("ingest failed on this document with an internal error (%v); it is reported in the log", p)); err != nil {
 			return events.RetryAfter(d.cfg.RetryInitial)
 		}
 	}
@@ -219,7 +237,7 @@ func (d *Dispatcher) handle(ctx context.Context, dl events.Delivery) events.Outc
 			vendor = rd.Vendors[0]
 		}
 		log.Warn("document cannot be routed", "err", err)
-		if err := d.fail(ctx, rd.DocumentID, vendor, submission{}, err.Error()); err != nil {
+		if err := d.fail(ctx, slot{doc: rd.DocumentID, vendor: vendor}, submission{}, err.Error()); err != nil {
 			return events.RetryAfter(d.cfg.RetryInitial)
 		}
 		return events.Done()
@@ -232,7 +250,7 @@ func (d *Dispatcher) handle(ctx context.Context, dl events.Delivery) events.Outc
 	var wait time.Duration
 	pending := 0
 	for _, name := range targets {
-		delay, err := d.dispatch(ctx, rd, route, name)
+		delay, err := d.dispatch(ctx, rd, route, slot{doc: rd.DocumentID, vendor: name})
 		if err == nil {
 			continue
 		}
@@ -250,12 +268,13 @@ func (d *Dispatcher) handle(ctx context.Context, dl events.Delivery) events.Outc
 	return events.RetryAfter(wait)
 }
 
-// dispatch brings one (document, vendor) one step on. A nil error means there is nothing left to
-// do for this pair; otherwise the message comes back after the returned delay.
-func (d *Dispatcher) dispatch(ctx context.Context, rd events.ReceivedData, route, name string) (time.Duration, error) {
+// dispatch brings one round of a (document, vendor) one step on. A nil error means there is
+// nothing left to do for it; otherwise the message comes back after the returned delay.
+func (d *Dispatcher) dispatch(ctx context.Context, rd events.ReceivedData, route string, s slot) (time.Duration, error) {
+	name := s.vendor
 	v := d.cfg.Vendors[name]
 	for {
-		rec, rev, err := d.subs.get(ctx, rd.DocumentID, name)
+		rec, rev, err := d.subs.get(ctx, s)
 		if err != nil {
 			return d.cfg.RetryInitial, err
 		}
@@ -263,48 +282,49 @@ func (d *Dispatcher) dispatch(ctx context.Context, rd events.ReceivedData, route
 		switch {
 		case rev != 0 && rec.State == stateSubmitted:
 			// Submitted before (this is a redelivery): make sure the world knows.
-			return d.retryIfErr(d.announceSubmitted(ctx, rd, route, name, rec))
+			return d.retryIfErr(d.announceSubmitted(ctx, rd, route, s, rec))
 		case rev != 0 && rec.State == stateFailed:
-			return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, rec.LastError))
+			return d.retryIfErr(d.fail(ctx, s, rec, rec.LastError))
 		case v == nil:
 			// Removed from the configuration since the document was routed: one answer,
 			// whatever the submission's state (the poller gives the same).
-			return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, NotConfigured(name)))
+			return d.retryIfErr(d.fail(ctx, s, rec, NotConfigured(name)))
 		case rev != 0 && rec.State == stateInFlight && !rec.InDoubt:
-			if wait, busy := d.owned(ctx, rd.DocumentID, name, rec); busy {
+			if wait, busy := d.owned(ctx, s, rec); busy {
 				return wait, errBusy
 			}
-			return d.reconcile(ctx, rd, route, v, rec, rev)
+			return d.reconcile(ctx, rd, route, v, s, rec, rev)
 		case rev != 0 && rec.State == stateInFlight:
-			return d.reconcile(ctx, rd, route, v, rec, rev)
+			return d.reconcile(ctx, rd, route, v, s, rec, rev)
 		case rev != 0 && rec.State == stateRetry && now.Before(rec.NotBefore):
 			return rec.NotBefore.Sub(now), errNotYet
 		case rev != 0 && rec.Attempts >= d.cfg.MaxAttempts:
 			rec.State = stateFailed
 			rec.LastError = fmt.Sprintf("gave up after %d attempts; the last: %s", rec.Attempts, rec.LastError)
-			if _, err := d.subs.put(ctx, rd.DocumentID, name, rec, rev); errors.Is(err, errLost) {
+			if _, err := d.subs.put(ctx, s, rec, rev); errors.Is(err, errLost) {
 				continue
 			} else if err != nil {
 				return d.cfg.RetryInitial, err
 			}
-			return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, rec.LastError))
+			return d.retryIfErr(d.fail(ctx, s, rec, rec.LastError))
 		}
 		// Nothing yet, or a retry that is due: claim the attempt, then call the vendor.
-		nrev, claim, err := d.claim(ctx, rd.DocumentID, name, rec, rev)
+		nrev, claim, err := d.claim(ctx, s, rec, rev)
 		if errors.Is(err, errLost) {
 			continue // another worker claimed it: look again
 		}
 		if err != nil {
 			return d.cfg.RetryInitial, err
 		}
-		return d.submit(ctx, rd, route, v, claim, nrev)
+		return d.submit(ctx, rd, route, v, s, claim, nrev)
 	}
 }
 
 // owned says whether an in-flight submission still belongs to a live worker, and when to look
 // again if so. It does while the worker's instance has a heartbeat (and the attempt is within
 // the lease); the moment the heartbeat is gone, the submission is anyone's to settle.
-func (d *Dispatcher) owned(ctx context.Context, docID, vendor string, rec submission) (time.Duration, bool) {
+func (d *Dispatcher) owned(ctx context.Context, s slot, rec submission) (time.Duration, bool) {
+	docID, vendor := s.doc, s.vendor
 	age := d.now().Sub(rec.Started)
 	if age >= d.cfg.Lease {
 		return 0, false // stuck past any upload's time, even if its instance lives
@@ -314,7 +334,7 @@ func (d *Dispatcher) owned(ctx context.Context, docID, vendor string, rec submis
 		return d.cfg.Lease - age, true
 	}
 	if rec.Owner == lv.Self() {
-		if d.active.has(subKey(docID, vendor)) {
+		if d.active.has(s.key()) {
 			return min(d.cfg.Lease-age, lv.TTL()), true
 		}
 		return 0, false // ours, but no worker of ours is on it: its last write was lost
@@ -335,7 +355,7 @@ func (d *Dispatcher) owned(ctx context.Context, docID, vendor string, rec submis
 }
 
 // claim writes a new in-flight attempt over rec (at rev, 0: none).
-func (d *Dispatcher) claim(ctx context.Context, docID, vendor string, rec submission, rev uint64) (uint64, submission, error) {
+func (d *Dispatcher) claim(ctx context.Context, s slot, rec submission, rev uint64) (uint64, submission, error) {
 	now := d.now()
 	c := submission{State: stateInFlight, Attempts: rec.Attempts + 1, Started: now, FirstStarted: rec.FirstStarted,
 		Owner: d.self(), LastError: rec.LastError}
@@ -344,9 +364,9 @@ func (d *Dispatcher) claim(ctx context.Context, docID, vendor string, rec submis
 	}
 	// Marked active before the record names us: a redelivery on this instance must never see a
 	// claim of ours that no worker of ours is making. submit unmarks it.
-	key := subKey(docID, vendor)
+	key := s.key()
 	d.active.add(key)
-	nrev, err := d.subs.put(ctx, docID, vendor, c, rev)
+	nrev, err := d.subs.put(ctx, s, c, rev)
 	if err != nil {
 		d.active.remove(key)
 	}
@@ -367,10 +387,12 @@ func (d *Dispatcher) retryIfErr(err error) (time.Duration, error) {
 	return 0, nil
 }
 
-func (d *Dispatcher) document(rd events.ReceivedData) vendors.Document {
+// document is what the vendor gets for one round: its ID is the round's correlation identity (the
+// document id in round 0), from which tags and Find's matching derive.
+func (d *Dispatcher) document(rd events.ReceivedData, s slot) vendors.Document {
 	blobs, key := d.cfg.Bus.Blobs(), rd.ObjectKey
 	return vendors.Document{
-		ID: rd.DocumentID, Filename: rd.Filename, ContentType: rd.ContentType, Size: rd.Size, SHA256: rd.SHA256,
+		ID: s.correlationID(), Filename: rd.Filename, ContentType: rd.ContentType, Size: rd.Size, SHA256: rd.SHA256,
 		Metadata: rd.Metadata,
 		Open: func(ctx context.Context) (io.ReadCloser, error) {
 			r, _, err := blobs.Open(ctx, key)
@@ -379,11 +401,11 @@ func (d *Dispatcher) document(rd events.ReceivedData) vendors.Document {
 	}
 }
 
-func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route string, v vendors.Vendor, rec submission, rev uint64) (time.Duration, error) {
+func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route string, v vendors.Vendor, s slot, rec submission, rev uint64) (time.Duration, error) {
 	name := v.Name()
-	defer d.active.remove(subKey(rd.DocumentID, name)) // marked by claim
-	doc := d.document(rd)
-	doc.Tag = vendors.NewTag(rd.DocumentID, rec.Attempts)
+	defer d.active.remove(s.key()) // marked by claim
+	doc := d.document(rd, s)
+	doc.Tag = vendors.NewTag(doc.ID, rec.Attempts)
 	start := d.now()
 	ref, err := v.Submit(ctx, doc)
 	d.m.calls.WithLabelValues(name, "submit").Observe(time.Since(start).Seconds())
@@ -395,7 +417,7 @@ func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route s
 		d.m.submissions.WithLabelValues(name, "submitted").Inc()
 		want := rec
 		want.State, want.Ref, want.SubmittedAt, want.LastError, want.InDoubt = stateSubmitted, ref, d.now(), "", false
-		got, perr := d.settle(wctx, rd.DocumentID, name, want, rev)
+		got, perr := d.settle(wctx, s, want, rev)
 		switch {
 		case perr != nil:
 			// Not recorded (the store does not answer): the record stays in flight under our name, the
@@ -405,30 +427,30 @@ func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route s
 			// Someone took the attempt over while the vendor was slow, and submitted too.
 			d.m.inDoubt.WithLabelValues(name, "duplicate").Inc()
 			d.log.Error("another worker settled this submission while our upload ran; the vendor has the document twice",
-				"doc_id", rd.DocumentID, "vendor", name, "ref", ref, "kept_ref", got.Ref)
-			return d.retryIfErr(d.announceSubmitted(wctx, rd, route, name, got))
+				"doc_id", rd.DocumentID, "vendor", name, "round", s.round, "ref", ref, "kept_ref", got.Ref)
+			return d.retryIfErr(d.announceSubmitted(wctx, rd, route, s, got))
 		}
-		return d.retryIfErr(d.announceSubmitted(wctx, rd, route, name, got))
+		return d.retryIfErr(d.announceSubmitted(wctx, rd, route, s, got))
 	case vendors.IsPermanent(err):
 		d.m.submissions.WithLabelValues(name, "refused").Inc()
 		d.log.Warn("vendor refused the document", "doc_id", rd.DocumentID, "vendor", name, "err", err)
 		rec.State, rec.LastError = stateFailed, messageOf(err)
-		if _, perr := d.subs.put(wctx, rd.DocumentID, name, rec, rev); perr != nil && !errors.Is(perr, errLost) {
+		if _, perr := d.subs.put(wctx, s, rec, rev); perr != nil && !errors.Is(perr, errLost) {
 			return d.cfg.RetryInitial, perr
 		}
-		return d.retryIfErr(d.fail(wctx, rd.DocumentID, name, rec, rec.LastError))
+		return d.retryIfErr(d.fail(wctx, s, rec, rec.LastError))
 	case vendors.NoAnswer(err) || ctx.Err() != nil:
 		// The upload may have reached the vendor: the next attempt must look before it submits.
 		d.m.submissions.WithLabelValues(name, "in_doubt").Inc()
 		rec.InDoubt, rec.LastError = true, messageOf(err)
-		_, _ = d.subs.put(wctx, rd.DocumentID, name, rec, rev)
+		_, _ = d.subs.put(wctx, s, rec, rev)
 		return backoff(rec.Attempts, d.cfg.RetryInitial, d.cfg.RetryMax, 0), err
 	default:
 		// The vendor answered "not now" (5xx, 429): nothing was submitted.
 		d.m.submissions.WithLabelValues(name, "retry").Inc()
 		delay := backoff(rec.Attempts, d.cfg.RetryInitial, d.cfg.RetryMax, vendors.RetryAfterOf(err))
 		rec.State, rec.LastError, rec.NotBefore = stateRetry, messageOf(err), d.now().Add(delay)
-		_, _ = d.subs.put(wctx, rd.DocumentID, name, rec, rev)
+		_, _ = d.subs.put(wctx, s, rec, rev)
 		return delay, err
 	}
 }
@@ -437,15 +459,15 @@ func (d *Dispatcher) submit(ctx context.Context, rd events.ReceivedData, route s
 // store does not answer. A write that timed out may have landed all the same: a revision
 // mismatch is therefore read back before it is called a conflict. It returns the record as it
 // stands.
-func (d *Dispatcher) settle(ctx context.Context, docID, vendor string, want submission, rev uint64) (submission, error) {
+func (d *Dispatcher) settle(ctx context.Context, s slot, want submission, rev uint64) (submission, error) {
 	delay := 100 * time.Millisecond
 	for {
-		_, err := d.subs.put(ctx, docID, vendor, want, rev)
+		_, err := d.subs.put(ctx, s, want, rev)
 		if err == nil {
 			return want, nil
 		}
 		if errors.Is(err, errLost) {
-			got, _, gerr := d.subs.get(ctx, docID, vendor)
+			got, _, gerr := d.subs.get(ctx, s)
 			if gerr == nil {
 				return got, nil // ours (a timed-out write that landed) or another worker's
 			}
@@ -465,9 +487,9 @@ func (d *Dispatcher) settle(ctx context.Context, docID, vendor string, want subm
 // first attempt counts as "it does not"; anything in between is retried with backoff and, after
 // InDoubtTimeout, failed for an operator to decide. Vendors that cannot be asked get the
 // document again (at-least-once, counted).
-func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, route string, v vendors.Vendor, rec submission, rev uint64) (time.Duration, error) {
+func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, route string, v vendors.Vendor, s slot, rec submission, rev uint64) (time.Duration, error) {
 	name := v.Name()
-	log := d.log.With("doc_id", rd.DocumentID, "vendor", name)
+	log := d.log.With("doc_id", rd.DocumentID, "vendor", name, "round", s.round)
 	since := rec.FirstStarted
 	if since.IsZero() {
 		since = rec.Started
@@ -476,7 +498,7 @@ func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, rout
 	var lk vendors.Lookup
 	var err error
 	if ok {
-		lk, err = r.Find(ctx, d.document(rd), since)
+		lk, err = r.Find(ctx, d.document(rd, s), since)
 		if errors.Is(err, vendors.ErrNotReconcilable) {
 			ok = false
 		}
@@ -486,7 +508,7 @@ func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, rout
 		d.m.inDoubt.WithLabelValues(name, "unreconcilable").Inc()
 		log.Warn("an interrupted submission cannot be checked at this vendor; submitting again, so it may process the document twice")
 	case err != nil:
-		return d.stillInDoubt(ctx, rd.DocumentID, name, rec, rev, vendors.Lookup{Reason: "the vendor could not be asked: " + messageOf(err)}, vendors.RetryAfterOf(err))
+		return d.stillInDoubt(ctx, s, rec, rev, vendors.Lookup{Reason: "the vendor could not be asked: " + messageOf(err)}, vendors.RetryAfterOf(err))
 	case lk.Outcome == vendors.Found:
 		d.m.inDoubt.WithLabelValues(name, "reconciled").Inc()
 		if len(lk.Duplicates) > 0 {
@@ -497,35 +519,36 @@ func (d *Dispatcher) reconcile(ctx context.Context, rd events.ReceivedData, rout
 		log.Info("interrupted submission found at the vendor by its tag; not submitting again", "ref", lk.Ref, "attempt", lk.Attempt)
 		rec.State, rec.Ref, rec.SubmittedAt, rec.Reconciled, rec.InDoubt = stateSubmitted, lk.Ref, d.now(), true, false
 		rec.InDoubtSince, rec.Candidates, rec.LastError = time.Time{}, nil, ""
-		if _, err := d.subs.put(ctx, rd.DocumentID, name, rec, rev); err != nil {
+		if _, err := d.subs.put(ctx, s, rec, rev); err != nil {
 			return d.cfg.RetryInitial, err
 		}
-		return d.retryIfErr(d.announceSubmitted(ctx, rd, route, name, rec))
+		return d.retryIfErr(d.announceSubmitted(ctx, rd, route, s, rec))
 	case lk.Outcome == vendors.Absent:
 		d.m.inDoubt.WithLabelValues(name, "absent").Inc()
 		log.Info("interrupted submission did not reach the vendor (it has nothing with the document's tag); submitting again")
 	default:
-		return d.stillInDoubt(ctx, rd.DocumentID, name, rec, rev, lk, 0)
+		return d.stillInDoubt(ctx, s, rec, rev, lk, 0)
 	}
 	if rec.Attempts >= d.cfg.MaxAttempts {
 		rec.State = stateFailed
 		rec.LastError = fmt.Sprintf("gave up after %d attempts; the last: %s", rec.Attempts, rec.LastError)
-		if _, err := d.subs.put(ctx, rd.DocumentID, name, rec, rev); err != nil {
+		if _, err := d.subs.put(ctx, s, rec, rev); err != nil {
 			return d.cfg.RetryInitial, err
 		}
-		return d.retryIfErr(d.fail(ctx, rd.DocumentID, name, rec, rec.LastError))
+		return d.retryIfErr(d.fail(ctx, s, rec, rec.LastError))
 	}
-	nrev, claim, err := d.claim(ctx, rd.DocumentID, name, rec, rev)
+	nrev, claim, err := d.claim(ctx, s, rec, rev)
 	if err != nil {
 		return d.cfg.RetryInitial, err // errLost: someone else settled it; the next delivery sees how
 	}
-	return d.submit(ctx, rd, route, v, claim, nrev)
+	return d.submit(ctx, rd, route, v, s, claim, nrev)
 }
 
 // stillInDoubt records that the vendor could not say whether it has the document, and retries
 // later; past InDoubtTimeout the pair fails with the vendor jobs that might be it, for an
 // operator to decide. Nothing is submitted on a guess.
-func (d *Dispatcher) stillInDoubt(ctx context.Context, docID, name string, rec submission, rev uint64, lk vendors.Lookup, retryAfter time.Duration) (time.Duration, error) {
+func (d *Dispatcher) stillInDoubt(ctx context.Context, s slot, rec submission, rev uint64, lk vendors.Lookup, retryAfter time.Duration) (time.Duration, error) {
+	docID, name := s.doc, s.vendor
 	now := d.now()
 	if rec.InDoubtSince.IsZero() {
 		rec.InDoubtSince = now
@@ -540,15 +563,15 @@ func (d *Dispatcher) stillInDoubt(ctx context.Context, docID, name string, rec s
 		}
 		msg += "; check at the vendor, then retry the document or leave it"
 		rec.State, rec.LastError = stateFailed, msg
-		if _, err := d.subs.put(ctx, docID, name, rec, rev); err != nil {
+		if _, err := d.subs.put(ctx, s, rec, rev); err != nil {
 			return d.cfg.RetryInitial, err
 		}
-		return d.retryIfErr(d.fail(ctx, docID, name, rec, msg))
+		return d.retryIfErr(d.fail(ctx, s, rec, msg))
 	}
 	d.m.inDoubt.WithLabelValues(name, "unknown").Inc()
 	d.log.Warn("cannot tell whether the vendor has an interrupted submission; asking again later",
 		"doc_id", docID, "vendor", name, "reason", lk.Reason, "candidates", lk.Candidates, "in_doubt_for", now.Sub(rec.InDoubtSince).Round(time.Second).String())
-	if _, err := d.subs.put(ctx, docID, name, rec, rev); err != nil && !errors.Is(err, errLost) {
+	if _, err := d.subs.put(ctx, s, rec, rev); err != nil && !errors.Is(err, errLost) {
 		return d.cfg.RetryInitial, err
 	}
 	n := int(now.Sub(rec.InDoubtSince)/d.cfg.RetryInitial) + 1
@@ -564,24 +587,25 @@ func bitsLen(n int) int {
 	return b
 }
 
-func (d *Dispatcher) announceSubmitted(ctx context.Context, rd events.ReceivedData, route, name string, rec submission) error {
+func (d *Dispatcher) announceSubmitted(ctx context.Context, rd events.ReceivedData, route string, s slot, rec submission) error {
+	name := s.vendor
 	// The index first: a callback may arrive as soon as the vendor has the document.
 	if d.cfg.Refs != nil {
 		if err := d.cfg.Refs.Put(ctx, name, rec.Ref, rd.DocumentID); err != nil {
 			return err
 		}
 	}
-	return d.ann.announce(ctx, events.Submitted, rd.DocumentID, name, rec.SubmittedAt, events.SubmittedData{
+	return d.ann.announce(ctx, events.Submitted, s, rec.SubmittedAt, events.SubmittedData{
 		DocumentID: rd.DocumentID, Vendor: name, VendorRef: rec.Ref, SubmittedAt: rec.SubmittedAt,
-		Attempts: rec.Attempts, Reconciled: rec.Reconciled, Route: route,
+		Attempts: rec.Attempts, Reconciled: rec.Reconciled, Route: route, Round: s.round,
 	})
 }
 
-func (d *Dispatcher) fail(ctx context.Context, docID, vendor string, rec submission, msg string) error {
-	d.m.failed.WithLabelValues(vendor, "submit").Inc()
-	return d.ann.announce(ctx, events.Failed, docID, vendor, d.now(), events.FailedData{
-		DocumentID: docID, Vendor: vendor, VendorRef: rec.Ref, Error: msg, Permanent: true,
-		Attempts: rec.Attempts, FailedAt: d.now(),
+func (d *Dispatcher) fail(ctx context.Context, s slot, rec submission, msg string) error {
+	d.m.failed.WithLabelValues(s.vendor, "submit").Inc()
+	return d.ann.announce(ctx, events.Failed, s, d.now(), events.FailedData{
+		DocumentID: s.doc, Vendor: s.vendor, VendorRef: rec.Ref, Error: msg, Permanent: true,
+		Attempts: rec.Attempts, FailedAt: d.now(), Round: s.round,
 	})
 }
 
@@ -595,10 +619,21 @@ func (d *Dispatcher) Enrich(ctx context.Context, doc *events.Document) {
 	if doc.Vendors == nil {
 		doc.Vendors = map[string]*events.VendorState{}
 	}
-	for name, rec := range recs {
+	for name, rounds := range recs {
 		vs := doc.Vendors[name]
+		round := 0
+		for r := range rounds {
+			round = max(round, r)
+		}
+		if vs != nil {
+			round = vs.Round // the round the state shows; a newer one's record waits for its event
+		}
+		rec, ok := rounds[round]
+		if !ok {
+			continue
+		}
 		if vs == nil {
-			vs = &events.VendorState{Status: events.StatusReceived}
+			vs = &events.VendorState{Status: events.StatusReceived, Round: round}
 			doc.Vendors[name] = vs
 		}
 		vs.Attempts = rec.Attempts

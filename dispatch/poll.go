@@ -131,7 +131,7 @@ func (p *Poller) Settle(ctx context.Context, docID, vendor string) (finished boo
 	if vs == nil || vs.Ref == "" {
 		return false, time.Second, fmt.Errorf("document %s has no %s submission yet", docID, vendor)
 	}
-	sd := events.SubmittedData{DocumentID: docID, Vendor: vendor, VendorRef: vs.Ref, SubmittedAt: vs.SubmittedAt}
+	sd := events.SubmittedData{DocumentID: docID, Vendor: vendor, VendorRef: vs.Ref, SubmittedAt: vs.SubmittedAt, Round: vs.Round}
 	return p.settle(ctx, sd, 1)
 }
 
@@ -144,8 +144,11 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 	}
 	doc, err := p.cfg.Bus.States().Get(ctx, sd.DocumentID)
 	if err == nil {
-		if vs := doc.Vendors[sd.Vendor]; vs != nil && (vs.Status == events.StatusCompleted || vs.Status == events.StatusFailed) {
-			return true, 0, nil // finished already (a callback came first, or this is a redelivery)
+		if vs := doc.Vendors[sd.Vendor]; vs != nil && (vs.Round > sd.Round ||
+			vs.Round == sd.Round && (vs.Status == events.StatusCompleted || vs.Status == events.StatusFailed)) {
+			// Finished already (a callback came first, or this is a redelivery), or a newer
+			// round began: this submission's round is over.
+			return true, 0, nil
 		}
 	}
 	v := p.cfg.Vendors[sd.Vendor]
@@ -191,7 +194,7 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 	}
 	data := events.CompletedData{
 		DocumentID: sd.DocumentID, Vendor: sd.Vendor, VendorRef: sd.VendorRef,
-		Text: res.Text, Fields: res.Fields, Raw: res.Raw, CompletedAt: p.now(),
+		Text: res.Text, Fields: res.Fields, Raw: res.Raw, CompletedAt: p.now(), Round: sd.Round,
 	}
 	for _, a := range res.Artifacts {
 		stored, err := p.storeArtifact(ctx, sd, a)
@@ -203,7 +206,7 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 	if data, err = fitCompleted(ctx, p.cfg.Bus, data); err != nil {
 		return again(err, 0)
 	}
-	if err := p.ann.announce(ctx, events.Completed, sd.DocumentID, sd.Vendor, data.CompletedAt, data); err != nil {
+	if err := p.ann.announce(ctx, events.Completed, slotOf(sd), data.CompletedAt, data); err != nil {
 		return again(err, 0)
 	}
 	p.m.completed.WithLabelValues(sd.Vendor).Inc()
@@ -222,8 +225,9 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 
 func (p *Poller) fail(ctx context.Context, sd events.SubmittedData, msg, reason string) (bool, time.Duration, error) {
 	p.log.Warn("document failed at the vendor", "doc_id", sd.DocumentID, "vendor", sd.Vendor, "reason", reason, "error", msg)
-	err := p.ann.announce(ctx, events.Failed, sd.DocumentID, sd.Vendor, p.now(), events.FailedData{
+	err := p.ann.announce(ctx, events.Failed, slotOf(sd), p.now(), events.FailedData{
 		DocumentID: sd.DocumentID, Vendor: sd.Vendor, VendorRef: sd.VendorRef, Error: msg, Permanent: true, FailedAt: p.now(),
+		Round: sd.Round,
 	})
 	if err != nil {
 		return false, time.Second, err
@@ -240,12 +244,16 @@ func (p *Poller) storeArtifact(ctx context.Context, sd events.SubmittedData, a v
 		return events.Artifact{}, err
 	}
 	defer r.Close()
-	key := fmt.Sprintf("results/%s/%s/%s", sd.DocumentID, sd.Vendor, name)
+	key := resultKey(sd.DocumentID, sd.Vendor, sd.Round, name)
 	info, err := p.cfg.Bus.Blobs().Put(ctx, key, r, map[string]string{"content-type": a.ContentType})
 	if err != nil {
 		return events.Artifact{}, err
 	}
 	return events.Artifact{Name: name, ContentType: a.ContentType, ObjectKey: key, Size: info.Size}, nil
+}
+
+func slotOf(sd events.SubmittedData) slot {
+	return slot{doc: sd.DocumentID, vendor: sd.Vendor, round: sd.Round}
 }
 
 // safeName keeps a vendor's file name usable as the last element of an object key.

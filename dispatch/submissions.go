@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,11 +62,40 @@ func openSubmissions(ctx context.Context, bus *events.Bus) (*submissions, error)
 	return &submissions{kv: kv}, nil
 }
 
-func subKey(docID, vendor string) string { return docID + "." + vendor }
+// slot is one round of a (document, vendor): what a submission record, its correlation tags
+// and its events are about. Round 0 is the document's first; a retried event starts round n.
+type slot struct {
+	doc, vendor string
+	round       int
+}
+
+// key is the slot's submission record: <doc>.<vendor> for round 0 (as before rounds existed),
+// <doc>.<vendor>.r<n> after.
+func (s slot) key() string {
+	k := s.doc + "." + s.vendor
+	if s.round > 0 {
+		k += ".r" + strconv.Itoa(s.round)
+	}
+	return k
+}
+
+// correlationID is the identity the vendor sees (vendors.Document.ID): its tags and Find are
+// derived from it. Round 0 keeps the document id; a later round is <doc>.r<n>, so that a job of
+// one round can never be taken for another round's: only an exact tag match counts, and the
+// tags of different rounds share no prefix.
+func (s slot) correlationID() string {
+	if s.round == 0 {
+		return s.doc
+	}
+	return s.doc + ".r" + strconv.Itoa(s.round)
+}
+
+// eventID is the id of the slot's event of kind k.
+func (s slot) eventID(k events.Kind) string { return events.VendorStepID(s.doc, k, s.vendor, s.round) }
 
 // get returns the record and its revision; revision 0 means none.
-func (s *submissions) get(ctx context.Context, docID, vendor string) (submission, uint64, error) {
-	e, err := s.kv.Get(ctx, subKey(docID, vendor))
+func (s *submissions) get(ctx context.Context, sl slot) (submission, uint64, error) {
+	e, err := s.kv.Get(ctx, sl.key())
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return submission{}, 0, nil
 	}
@@ -79,14 +110,14 @@ func (s *submissions) get(ctx context.Context, docID, vendor string) (submission
 }
 
 // put writes r if the record is still at rev (0: absent). errLost means someone else wrote first.
-func (s *submissions) put(ctx context.Context, docID, vendor string, r submission, rev uint64) (uint64, error) {
+func (s *submissions) put(ctx context.Context, sl slot, r submission, rev uint64) (uint64, error) {
 	body, _ := json.Marshal(r)
 	var err error
 	var nrev uint64
 	if rev == 0 {
-		nrev, err = s.kv.Create(ctx, subKey(docID, vendor), body)
+		nrev, err = s.kv.Create(ctx, sl.key(), body)
 	} else {
-		nrev, err = s.kv.Update(ctx, subKey(docID, vendor), body, rev)
+		nrev, err = s.kv.Update(ctx, sl.key(), body, rev)
 	}
 	if events.IsConflict(err) {
 		return 0, errLost
@@ -99,26 +130,47 @@ func (s *submissions) put(ctx context.Context, docID, vendor string, r submissio
 
 var errLost = errors.New("another worker changed the submission record first")
 
-// forDocument returns the records of one document by vendor.
-func (s *submissions) forDocument(ctx context.Context, docID string) (map[string]submission, error) {
-	w, err := s.kv.Watch(ctx, docID+".*", jetstream.IgnoreDeletes())
+// forDocument returns the records of one document by vendor and round.
+func (s *submissions) forDocument(ctx context.Context, docID string) (map[string]map[int]submission, error) {
+	w, err := s.kv.Watch(ctx, docID+".>", jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, err
 	}
 	defer w.Stop()
-	out := map[string]submission{}
+	out := map[string]map[int]submission{}
 	for {
 		select {
 		case e := <-w.Updates():
 			if e == nil { // all current values delivered
 				return out, nil
 			}
+			vendor, round, ok := parseKey(docID, e.Key())
 			var r submission
-			if json.Unmarshal(e.Value(), &r) == nil {
-				out[e.Key()[len(docID)+1:]] = r
+			if ok && json.Unmarshal(e.Value(), &r) == nil {
+				if out[vendor] == nil {
+					out[vendor] = map[int]submission{}
+				}
+				out[vendor][round] = r
 			}
 		case <-ctx.Done():
 			return out, ctx.Err()
 		}
 	}
+}
+
+// parseKey reads vendor and round back from a record's key.
+func parseKey(docID, key string) (vendor string, round int, ok bool) {
+	rest, found := strings.CutPrefix(key, docID+".")
+	if !found {
+		return "", 0, false
+	}
+	vendor, r, hasRound := strings.Cut(rest, ".")
+	if !hasRound {
+		return vendor, 0, vendor != ""
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(r, "r"))
+	if err != nil || !strings.HasPrefix(r, "r") || n < 1 {
+		return "", 0, false
+	}
+	return vendor, n, vendor != ""
 }

@@ -68,6 +68,10 @@ type Config struct {
 	// ListOrder is the order of GET /documents: "" or "newest" (newest first), "oldest", or
 	// "scrambled" (no order a client could rely on). Gini documents none.
 	ListOrder string
+	// FailFirstUploads makes the first upload of each content (by SHA-256) end in ERROR once its
+	// PendingPolls looks are over; a later upload of the same bytes completes. It plays a vendor
+	// failure that a retry cures (tests of retried rounds).
+	FailFirstUploads bool
 }
 
 // Server is the simulated Gini. It is an http.Handler, safe for concurrent use.
@@ -93,6 +97,7 @@ type document struct {
 	class           string // sourceClassification
 	polls           int
 	forced          string // progress set by SetProgress
+	fails           bool   // ends in ERROR after its pending looks (FailFirstUploads)
 	rec             simkit.Recognised
 }
 
@@ -310,7 +315,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, owner string) {
 	s.mu.Lock()
 	s.seq++
 	d := &document{id: id, owner: owner, name: name, seq: s.seq, created: now, class: class,
-		rec: simkit.Recognise(name, content)}
+		rec: simkit.Recognise(name, content), fails: s.cfg.FailFirstUploads && s.Ledger.Count(sum) == 0}
 	s.docs[id] = d
 	s.keep(d)
 	s.mu.Unlock()
@@ -392,6 +397,8 @@ func (s *Server) progress(d *document) string {
 		return d.forced
 	case d.polls < s.cfg.PendingPolls:
 		return Pending
+	case d.fails:
+		return Failed
 	}
 	return Completed
 }
@@ -636,6 +643,7 @@ type storedDocument struct {
 	Class   string            `json:"class"`
 	Polls   int               `json:"polls"`
 	Forced  string            `json:"forced,omitempty"`
+	Fails   bool              `json:"fails,omitempty"`
 	Rec     simkit.Recognised `json:"rec"`
 }
 
@@ -663,7 +671,7 @@ func (s *Server) KeepState(path string) error {
 			continue
 		}
 		s.docs[sd.ID] = &document{id: sd.ID, owner: sd.Owner, name: sd.Name, seq: sd.Seq, created: sd.Created,
-			class: sd.Class, polls: sd.Polls, forced: sd.Forced, rec: sd.Rec}
+			class: sd.Class, polls: sd.Polls, forced: sd.Forced, fails: sd.Fails, rec: sd.Rec}
 		// The sequence orders documents uploaded in the same instant: it goes on from the
 		// highest kept, so that a new document still lists after the old ones.
 		s.seq = max(s.seq, sd.Seq)
@@ -683,5 +691,5 @@ func (s *Server) CloseState() error {
 // were made). A failed write is not the client's problem: the document lives on in memory.
 func (s *Server) keep(d *document) {
 	_ = s.store.Put(docKey(d.id), storedDocument{ID: d.id, Owner: d.owner, Name: d.name, Seq: d.seq,
-		Created: d.created, Class: d.class, Polls: d.polls, Forced: d.forced, Rec: d.rec})
+		Created: d.created, Class: d.class, Polls: d.polls, Forced: d.forced, Fails: d.fails, Rec: d.rec})
 }

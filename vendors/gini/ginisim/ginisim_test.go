@@ -531,3 +531,24 @@ func TestKeepStateFails(t *testing.T) {
 		t.Fatalf("KeepState under a file: %v", err)
 	}
 }
+
+// FailFirstUploads: the first upload of some bytes ends in ERROR after its pending looks, the
+// next upload of the same bytes completes, other bytes are failed once too.
+func TestFailFirstUploads(t *testing.T) {
+	f := newFixture(t, func(c *ginisim.Config) { c.PendingPolls = 1; c.FailFirstUploads = true })
+	progress := func(id string) []string {
+		var got []string
+		for range 2 {
+			got = append(got, f.do(http.MethodGet, "/documents/"+id, backend(uid), nil).json(t)["progress"].(string))
+		}
+		return got
+	}
+	first, _ := f.upload(backend(uid), "?filename=a.pdf", []byte("%PDF-1.4 a"))
+	second, _ := f.upload(backend(uid), "?filename=a.pdf", []byte("%PDF-1.4 a"))
+	other, _ := f.upload(backend(uid), "?filename=b.pdf", []byte("%PDF-1.4 b"))
+	for id, want := range map[string]string{first: "PENDING ERROR", second: "PENDING COMPLETED", other: "PENDING ERROR"} {
+		if got := strings.Join(progress(id), " "); got != want {
+			t.Errorf("%s: progress %s, want %s", id, got, want)
+		}
+	}
+}
