@@ -35,6 +35,9 @@ type Config struct {
 	// Index answers GET /v1/documents. Nil: no listing.
 	Index  *docindex.Index
 	Logger *slog.Logger
+
+	// Idempotency keeps the Idempotency-Key records of retries (retry.go). Nil: a keyed retry is refused.
+	Idempotency IdempotencyStore
 }
 
 // API serves the document read endpoints.
@@ -63,6 +66,7 @@ func (d *API) Register(e *echo.Echo) {
 	}
 	g.GET("/:id", d.status)
 	g.GET("/:id/content", d.content)
+	g.POST("/:id/retry", d.retryHandler)
 }
 
 func (d *API) lookup(c echo.Context) (events.Document, error) {

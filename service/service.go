@@ -231,6 +231,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
+	if err := s.retryKeys(ctx, docs); err != nil {
+		return nil, err
+	}
 	docs.Register(s.http.Echo())
 	// The events described (AsyncAPI 3.0, generated from the Go types), with this deployment's
 	// subject root.
@@ -274,6 +277,21 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	log.Info("ingest is ready", "http", "http://"+s.httpAddr, "nats", s.broker.URL(), "embedded_nats", s.broker.Embedded(),
 		"stream", s.bus.Names().Stream(), "data_dir", cfg.DataDir)
 	return s, nil
+}
+
+// retryKeys gives the retry endpoint the Idempotency-Key bucket of uploads (provisioned with the
+// very spec httpdrop uses, so that neither changes it back and forth), whether or not the HTTP
+// drop is enabled.
+func (s *Service) retryKeys(ctx context.Context, docs *docapi.API) error {
+	kv, err := s.bus.KeyValue(ctx, events.BucketSpec{
+		Purpose: "idempotency", Description: "Idempotency-Key records of POST /v1/documents",
+		TTL: s.cfg.HTTP.IdempotencyTTL.Std(),
+	})
+	if err != nil {
+		return err
+	}
+	docs.UseIdempotency(kv)
+	return nil
 }
 
 // openIndex opens the document list index (nil when it is disabled) and runs it as a component;
