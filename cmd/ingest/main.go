@@ -4,6 +4,7 @@
 //	ingest tail [SUBJECT] [--all]        print events as JSON lines (default subject ingest.>)
 //	ingest status ID                     print one document's state
 //	ingest submit FILE... [--vendor V]   upload files like the HTTP drop does
+//	ingest retry ID [--vendor V]         a new round of a failed document at its vendor
 //	ingest config check [--config F]     validate a configuration, listing every problem
 //	ingest replay --subscription S --since 2h   re-send a webhook subscription's events
 //	ingest webhooks [list|enable S|…]    webhook subscriptions: states, dead letters, redelivery
@@ -42,6 +43,9 @@ Usage:
   ingest [serve] [--config F]                 run the service
   ingest tail [SUBJECT] [--all] [--config F]  print events as JSON lines (default: every event)
   ingest status ID [--config F]               print one document's state
+  ingest retry ID [--vendor V] [--key K] [--config F]
+                                              a new round of the document's failed vendor (every
+                                              failed one without --vendor); prints its new state
   ingest submit FILE|DIR... [-r] [--vendor V] [--route R] [--meta k=v] [--config F]
                                               upload files, one request each (-r: the files
                                               in the directories named, and below)
@@ -84,6 +88,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = status(ctx, args, stdout)
 	case "submit":
 		err = submit(ctx, args, stdout, stderr)
+	case "retry":
+		err = retry(ctx, args, stdout)
 	case "config":
 		switch {
 		case len(args) > 0 && args[0] == "check":

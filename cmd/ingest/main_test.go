@@ -203,7 +203,7 @@ func TestConfigGenToken(t *testing.T) {
 func TestHelpEverywhere(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"serve", "--help"}, {"tail", "-h"}, {"status", "--help"},
 		{"submit", "--help"}, {"submit", "a.pdf", "-h"}, {"config", "--help"}, {"config", "check", "-h"}, {"config", "gen-token", "--help"},
-		{"state", "--help"}, {"state", "rebuild", "-h"}, {"replay", "--help"}, {"webhooks", "-h"}} {
+		{"state", "--help"}, {"state", "rebuild", "-h"}, {"replay", "--help"}, {"webhooks", "-h"}, {"retry", "--help"}, {"retry", "ID", "-h"}} {
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), args, &out, &errOut)
 		want := "ingest"
@@ -220,7 +220,7 @@ func TestHelpEverywhere(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"frobnicate"}, {"status"}, {"submit"}, {"config"}, {"config", "gen-token", "x"}, {"config", "nope"}, {"tail", "a", "b"}, {"serve", "--nope"}, {"state"}, {"state", "rebuild", "x"}} {
+	for _, args := range [][]string{{"frobnicate"}, {"status"}, {"submit"}, {"config"}, {"config", "gen-token", "x"}, {"config", "nope"}, {"tail", "a", "b"}, {"serve", "--nope"}, {"state"}, {"state", "rebuild", "x"}, {"retry"}, {"retry", "a", "b"}, {"retry", "a", "--nope"}} {
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "Usage:") {
 			t.Errorf("%v: exit %d, %q", args, code, errOut.String())
