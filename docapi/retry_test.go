@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ingest-dev/ingest/docapi"
@@ -29,9 +30,19 @@ type fixture struct {
 	ts  *httptest.Server
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureOn(t, eventstest.Embedded(t)) }
+
+// onEveryServer runs test against the embedded nats-server and the external NATS 2.9 (skipped,
+// loudly, when there is none): the decisions rest on Key-Value compare-and-set and the stream's
+// duplicate window, which both must keep.
+func onEveryServer(t *testing.T, test func(t *testing.T, f *fixture)) {
+	t.Run("embedded", func(t *testing.T) { test(t, newFixture(t)) })
+	t.Run("external NATS 2.9", func(t *testing.T) { test(t, newFixtureOn(t, eventstest.External(t))) })
+}
+
+func newFixtureOn(t *testing.T, nc *nats.Conn) *fixture {
 	t.Helper()
-	bus := eventstest.Bus(t, eventstest.Embedded(t))
+	bus := eventstest.Bus(t, nc)
 	kv, err := bus.KeyValue(context.Background(), events.BucketSpec{Purpose: "idempotency", Description: "Idempotency-Key records of POST /v1/documents", TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -247,8 +258,9 @@ func TestRetryEveryFailedVendor(t *testing.T) {
 	}
 }
 
-func TestRetryIdempotencyKey(t *testing.T) {
-	f := newFixture(t)
+func TestRetryIdempotencyKey(t *testing.T) { onEveryServer(t, retryIdempotencyKey) }
+
+func retryIdempotencyKey(t *testing.T, f *fixture) {
 	f.document("doc-3")
 	f.document("doc-4")
 	a := f.post("/v1/documents/doc-3/retry?vendor=gini", "key-1")
@@ -282,8 +294,9 @@ func TestRetryIdempotencyKey(t *testing.T) {
 
 // Many retries of one failed vendor at once make one round: without a key one is accepted and
 // the others are told it is under way; with one key all are accepted, as one request.
-func TestConcurrentRetriesMakeOneRound(t *testing.T) {
-	f := newFixture(t)
+func TestConcurrentRetriesMakeOneRound(t *testing.T) { onEveryServer(t, concurrentRetries) }
+
+func concurrentRetries(t *testing.T, f *fixture) {
 	f.document("doc-5")
 	f.document("doc-6")
 	const n = 12
