@@ -53,7 +53,7 @@ func TestRetriedRoundAgainstGiniSimulator(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRig(t, client)
-	r.dispatcher(all, nil)
+	d := r.dispatcher(all, nil)
 	r.poller(time.Hour)
 	st := r.receive("scan.pdf", pdf("retry me"))
 	doc := r.waitSlot(st.DocumentID, "gini", 0, events.StatusFailed)
@@ -67,6 +67,12 @@ func TestRetriedRoundAgainstGiniSimulator(t *testing.T) {
 	doc = r.waitSlot(st.DocumentID, "gini", 1, events.StatusCompleted)
 	if doc.Status != events.StatusCompleted || doc.Vendors["gini"].Ref == firstRef || doc.Vendors["gini"].Error != "" {
 		t.Fatalf("document %s, slot %+v (round 0's ref %s)", doc.Status, doc.Vendors["gini"], firstRef)
+	}
+	// What the status API adds is of the round the state shows: round 1's one attempt.
+	enriched := doc
+	d.Enrich(context.Background(), &enriched)
+	if g := enriched.Vendors["gini"]; g.Attempts != 1 || g.LastError != "" || g.Round != 1 {
+		t.Fatalf("enriched slot %+v", g)
 	}
 	r.retry(st.DocumentID, "gini", 1) // stale: the round is over
 	uploads := sim.Ledger.All()
@@ -94,8 +100,8 @@ func TestRetriedRoundAgainstGiniSimulator(t *testing.T) {
 			}
 		}
 	}
-	d := st.DocumentID
-	want := []string{d + ".received", d + ".submitted.gini", d + ".failed.gini", d + ".retried.gini.r1", d + ".submitted.gini.r1", d + ".completed.gini.r1"}
+	id := st.DocumentID
+	want := []string{id + ".received", id + ".submitted.gini", id + ".failed.gini", id + ".retried.gini.r1", id + ".submitted.gini.r1", id + ".completed.gini.r1"}
 	for _, id := range want {
 		if ids[id] != 1 {
 			t.Errorf("event %s %d times", id, ids[id])

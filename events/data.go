@@ -118,7 +118,6 @@ type RetriedData struct {
 	RequestedAt time.Time `json:"requested_at"`
 	// RequestedBy names who asked: the API client (a digest prefix of its key), "cli", "console".
 	RequestedBy string `json:"requested_by,omitempty"`
-	Reason      string `json:"reason,omitempty"`
 	// PreviousError is the failure of the round before, kept for the record.
 	PreviousError string `json:"previous_error,omitempty"`
 }

@@ -58,7 +58,7 @@ func TestGoValuesPassTheirSchemas(t *testing.T) {
 			Raw:       json.RawMessage(`{"any":[1,"thing"]}`), ResultObjectKey: "r", CompletedAt: now, Round: 1},
 		"failed":          events.FailedData{DocumentID: "d", Vendor: "gini", VendorRef: "x", Error: "e", Permanent: true, Attempts: 3, FailedAt: now, Round: 1},
 		"rejected":        events.RejectedData{DocumentID: "d", Source: events.SourceRef{Kind: "imap", Name: "m"}, Reason: "too_large", Detail: "x", RejectedAt: now},
-		"retried":         events.RetriedData{DocumentID: "d", Vendor: "gini", Round: 2, RequestedAt: now, RequestedBy: "cli", Reason: "r", PreviousError: "e"},
+		"retried":         events.RetriedData{DocumentID: "d", Vendor: "gini", Round: 2, RequestedAt: now, RequestedBy: "cli", PreviousError: "e"},
 		"delivery_failed": events.DeliveryFailedData{Subscription: "s", EventID: "e", Attempts: 8, LastStatus: 500, FailedAt: now, LastAttemptAt: now, FirstAttemptAt: now},
 	}
 	for _, et := range schema.EventTypes(events.Names{Namespace: "ingest"}) {
