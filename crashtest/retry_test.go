@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/events/eventstest"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/gini/ginisim"
 )
@@ -31,12 +32,21 @@ func TestKill9DuringRetries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the crash test builds and kills a real ingest process; skipped with -short")
 	}
-	const (
-		n          = 30
-		retryKills = 6
-	)
 	bin := buildIngest(t)
-	natsURL := startNATS(t)
+	t.Run("embedded nats-server", func(t *testing.T) { retryCrashRun(t, bin, startNATS(t), "retry", 30, 6) })
+	// Fewer on Debian's NATS 2.9, to keep the whole test near a minute.
+	t.Run("external NATS 2.9", func(t *testing.T) {
+		url := eventstest.ExternalURL(t)
+		nc, err := nats.Connect(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		retryCrashRun(t, bin, url, eventstest.Namespace(t, nc), 16, 4)
+	})
+}
+
+func retryCrashRun(t *testing.T, bin, natsURL, namespace string, n, retryKills int) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
@@ -49,7 +59,7 @@ func TestKill9DuringRetries(t *testing.T) {
 	cfg := fmt.Sprintf(`data_dir: %s
 log: {level: info, format: json}
 heartbeat_ttl: %s
-nats: {url: %s, namespace: retry}
+nats: {url: %s, namespace: %s}
 http: {listen: %s, api_keys: [%s]}
 vendors:
   gini:
@@ -65,12 +75,12 @@ vendors:
   cradl: {enabled: false}
 routes: [{name: all, vendors: [gini]}]
 dispatch: {retry_initial: 200ms, retry_max: 2s}
-`, dir, heartbeatTTL, natsURL, httpAddr, apiKey, srv.URL)
+`, dir, heartbeatTTL, natsURL, namespace, httpAddr, apiKey, srv.URL)
 	cfgPath := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	names := events.Names{Namespace: "retry"}
+	names := events.Names{Namespace: namespace}
 	proc := &process{t: t, bin: bin, cfg: cfgPath, addr: httpAddr, log: filepath.Join(dir, "ingest.log")}
 	proc.start()
 	t.Cleanup(proc.kill)
