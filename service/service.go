@@ -222,6 +222,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
+	if cfg.HTTP.Profiling {
+		s.http.RegisterProfiling(keys)
+	}
 	index, err := s.openIndex(ctx, reg)
 	if err != nil {
 		return nil, err
