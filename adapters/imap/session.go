@@ -258,50 +258,84 @@ func (c *cursor) take(uid goimap.UID) {
 	}
 }
 
-// handleBatch processes the fetched mails of batch in order.
+// handleBatch processes the fetched mails of batch in order, then runs their post-actions —
+// one command per action for the whole batch rather than a round trip per mail — and moves the
+// checkpoint past them. A mail whose documents have their PubAck but whose post-action has not
+// run yet is safe across a crash: it is fetched again, found announced (dedupe), and its
+// post-action runs then. When a mail fails, those before it still get theirs.
 func (s *session) handleBatch(ctx context.Context, batch []goimap.UID, mails []*fetched, cur *cursor) error {
+	var done batchOutcomes
+	var last goimap.UID
+	var err error
 	for _, uid := range batch {
 		i := slices.IndexFunc(mails, func(f *fetched) bool { return f.uid == uid })
 		if i < 0 {
-			if err := s.missing(uid); err != nil {
-				return err
+			err = s.missing(uid)
+		} else {
+			var out outcome
+			if out, err = s.w.process(ctx, mails[i], s.cp.UIDValidity); err == nil {
+				s.note(&done, uid, out)
 			}
-		} else if err := s.handle(ctx, mails[i]); err != nil {
-			return err
+		}
+		if err != nil {
+			break
 		}
 		cur.take(uid)
-		if err := s.advance(ctx, uid); err != nil {
-			return err
+		last = uid
+	}
+	if perr := s.postActions(&done); perr != nil {
+		return perr
+	}
+	if last != 0 {
+		if aerr := s.advance(ctx, last); aerr != nil {
+			return aerr
 		}
 	}
-	return nil
+	return err
 }
 
-func (s *session) handle(ctx context.Context, f *fetched) error {
-	out, err := s.w.process(ctx, f, s.cp.UIDValidity)
-	if err != nil {
-		return err
-	}
-	log := s.w.log.With("uid", f.uid)
+// batchOutcomes collects the batch's mails that have a post-action due.
+type batchOutcomes struct {
+	ingested, rejected []goimap.UID
+}
+
+// note records what became of a mail: a post-action due, or nothing to do (counted now).
+func (s *session) note(b *batchOutcomes, uid goimap.UID, out outcome) {
 	switch out {
 	case ingested:
-		if err := s.afterIngest(f.uid); err != nil {
-			return err
-		}
-		s.w.metrics.processed.Inc()
-		log.Info("mail processed", "post_action", s.w.cfg.After.Action)
+		b.ingested = append(b.ingested, uid)
 	case rejected:
-		if err := s.afterReject(f.uid); err != nil {
-			return err
-		}
-		s.w.metrics.rejected.Inc()
-		log.Warn("mail rejected and flagged; moving on", "keyword", RejectedKeyword)
+		b.rejected = append(b.rejected, uid)
 	case filtered:
 		s.w.metrics.skipped.WithLabelValues("filtered").Inc()
 	case empty:
 		s.w.metrics.skipped.WithLabelValues("no_documents").Inc()
-		log.Info("mail has nothing to ingest; left as it is")
+		s.w.log.Info("mail has nothing to ingest; left as it is", "uid", uid)
 	}
+}
+
+// postActions runs the post-action on the ingested mails and flags the rejected ones, then counts
+// and logs them; filtered and empty mails were counted as they were seen.
+func (s *session) postActions(b *batchOutcomes) error {
+	if len(b.ingested) > 0 {
+		if err := s.afterIngest(b.ingested...); err != nil {
+			return err
+		}
+		for _, uid := range b.ingested {
+			s.w.metrics.processed.Inc()
+			s.w.log.Info("mail processed", "uid", uid, "post_action", s.w.cfg.After.Action)
+		}
+	}
+	if len(b.rejected) > 0 {
+		if err := s.afterReject(b.rejected...); err != nil {
+			return err
+		}
+		for _, uid := range b.rejected {
+			s.w.metrics.rejected.Inc()
+			s.w.log.Warn("mail rejected and flagged; moving on", "uid", uid, "keyword", RejectedKeyword)
+		}
+	}
+	*b = batchOutcomes{}
 	return nil
 }
 
