@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -258,33 +259,59 @@ func (c *cursor) take(uid goimap.UID) {
 	}
 }
 
-// handleBatch processes the fetched mails of batch in order, then runs their post-actions —
-// one command per action for the whole batch rather than a round trip per mail — and moves the
-// checkpoint past them. A mail whose documents have their PubAck but whose post-action has not
-// run yet is safe across a crash: it is fetched again, found announced (dedupe), and its
-// post-action runs then. When a mail fails, those before it still get theirs.
+// handleBatch processes the fetched mails of batch, a few at a time (processing a mail is
+// NATS round trips — look-ups, storing, announcing, remembering — and no IMAP), then runs their
+// post-actions — one command per action for the whole batch rather than a round trip per mail —
+// and moves the checkpoint past the mails done without a gap. A mail whose documents have their
+// PubAck but whose post-action has not run yet is safe across a crash: it is fetched again,
+// found announced (dedupe), and its post-action runs then. When a mail fails, the others still
+// get theirs; the checkpoint stays before the failed one.
 func (s *session) handleBatch(ctx context.Context, batch []goimap.UID, mails []*fetched, cur *cursor) error {
+	outs := make([]outcome, len(batch))
+	errs := make([]error, len(batch))
+	sem := make(chan struct{}, processConcurrency)
+	var wg sync.WaitGroup
+	for i, uid := range batch {
+		j := slices.IndexFunc(mails, func(f *fetched) bool { return f.uid == uid })
+		if j < 0 {
+			outs[i] = notFetched // looked into below, in order
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			outs[i], errs[i] = s.w.process(ctx, mails[j], s.cp.UIDValidity)
+		}()
+	}
+	wg.Wait()
+
 	var done batchOutcomes
 	var last goimap.UID
 	var err error
-	for _, uid := range batch {
-		i := slices.IndexFunc(mails, func(f *fetched) bool { return f.uid == uid })
-		if i < 0 {
-			err = s.missing(uid)
-		} else {
-			var out outcome
-			if out, err = s.w.process(ctx, mails[i], s.cp.UIDValidity); err == nil {
-				s.note(&done, uid, out)
+	for i, uid := range batch {
+		if outs[i] == notFetched {
+			errs[i] = s.missing(uid)
+		}
+		if errs[i] != nil {
+			if err == nil {
+				err = errs[i]
 			}
+			continue
 		}
-		if err != nil {
-			break
+		s.note(&done, uid, outs[i])
+		if err == nil {
+			last = uid
 		}
-		cur.take(uid)
-		last = uid
 	}
 	if perr := s.postActions(&done); perr != nil {
 		return perr
+	}
+	// Counted as seen once done, post-action included.
+	for _, uid := range batch {
+		if uid <= last {
+			cur.take(uid)
+		}
 	}
 	if last != 0 {
 		if aerr := s.advance(ctx, last); aerr != nil {
@@ -293,6 +320,10 @@ func (s *session) handleBatch(ctx context.Context, batch []goimap.UID, mails []*
 	}
 	return err
 }
+
+// processConcurrency is how many mails of a batch are processed at once: enough to overlap
+// their round trips to NATS, few enough that a batch's spooled mails are not all parsed at once.
+const processConcurrency = 4
 
 // batchOutcomes collects the batch's mails that have a post-action due.
 type batchOutcomes struct {
