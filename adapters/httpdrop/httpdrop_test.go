@@ -32,12 +32,12 @@ import (
 const apiKey = "test-key-0123456789abcdef"
 
 type harness struct {
-	t   *testing.T
+	t   testing.TB
 	url string
 	bus *events.Bus
 }
 
-func newHarness(t *testing.T, nc *nats.Conn, maxDoc int64) *harness {
+func newHarness(t testing.TB, nc *nats.Conn, maxDoc int64) *harness {
 	t.Helper()
 	bus := eventstest.Bus(t, nc)
 	in, err := intake.New(intake.Config{Bus: bus})
@@ -86,7 +86,7 @@ type file struct {
 	body []byte
 }
 
-func multipartBody(t *testing.T, fields map[string]string, files ...file) (string, []byte) {
+func multipartBody(t testing.TB, fields map[string]string, files ...file) (string, []byte) {
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
 	for k, v := range fields {
