@@ -101,7 +101,7 @@ func TestFindEvent(t *testing.T) {
 			subject, id string
 			near        time.Time
 		}{
-			{subject, "doc-99.completed.gini", now},                  // never published
+			{subject, "doc-99.completed.gini", now},                     // never published
 			{subject, "doc-31.completed.gini", now.Add(-2 * time.Hour)}, // published long after the time given
 			{b.Names().KindSubjects(events.Failed), "doc-31.completed.gini", now},
 		} {
