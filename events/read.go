@@ -12,9 +12,9 @@ import (
 // StreamEvent is an event as read back from the stream, with where and when the stream stored it.
 type StreamEvent struct {
 	Event
-	Sequence uint64    // stream sequence
-	Subject  string    // NATS subject it was published on
-	Stored   time.Time // the stream's timestamp
+	Sequence  uint64    // stream sequence
+	OnSubject string    // the NATS subject it was published on (Event.Subject is the document id)
+	Stored    time.Time // the stream's timestamp
 }
 
 // ErrEventNotFound is returned when the stream no longer holds (or never held) an event.
@@ -66,7 +66,7 @@ func (b *Bus) FindEvent(ctx context.Context, subject, id string, near time.Time)
 		if err != nil || ev.ID != id {
 			return true
 		}
-		found = StreamEvent{Event: ev, Sequence: md.Sequence.Stream, Subject: m.Subject(), Stored: md.Timestamp}
+		found = StreamEvent{Event: ev, Sequence: md.Sequence.Stream, OnSubject: m.Subject(), Stored: md.Timestamp}
 		return false
 	})
 	if err != nil {
@@ -141,7 +141,7 @@ func (b *Bus) readWindow(ctx context.Context, subject string, lo, hi uint64, kee
 			if len(ring) == keep {
 				ring = append(ring[:0], ring[1:]...)
 			}
-			ring = append(ring, StreamEvent{Event: ev, Sequence: md.Sequence.Stream, Subject: m.Subject(), Stored: md.Timestamp})
+			ring = append(ring, StreamEvent{Event: ev, Sequence: md.Sequence.Stream, OnSubject: m.Subject(), Stored: md.Timestamp})
 		}
 		return true
 	})
