@@ -305,7 +305,7 @@ func operations() []operation {
 				unavailable,
 			}},
 		{method: "get", path: "/v1/rejected", summary: "Inputs refused at intake, newest first",
-			params: limitCursor,
+			params:    limitCursor,
 			responses: []response{jsonOf("RejectedList", "a page of rejected inputs (read from the stream: kept nats.stream.max_age)", "200"), bad}},
 		{method: "get", path: "/v1/rejected/{id}/content", summary: "The raw bytes kept of a rejected input",
 			params: []param{{name: "id", in: "path", description: "the rejected input's id"}},
