@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -104,6 +105,9 @@ func (f *fixture) problem(path string, want int, words ...string) {
 	}
 }
 
+// oddName is a result file name with characters that must be escaped in a URL.
+const oddName = "report 100% «ok».txt"
+
 const (
 	docDone    = "01930000-0000-7000-8000-000000000001" // gini and laigo completed, documine failed
 	docWaiting = "01930000-0000-7000-8000-000000000002" // submitted to gini, nothing back
@@ -119,6 +123,7 @@ func (f *fixture) documents() (zip []byte) {
 	}
 	zip = make([]byte, 3<<20+17) // several Object Store chunks
 	_, _ = rand.Read(zip)
+	odd := f.put("results/"+docDone+"/gini/odd", []byte("odd name"))
 	for _, v := range []string{"gini", "laigo"} {
 		data := []byte("zip of " + v)
 		if v == "laigo" {
@@ -127,10 +132,14 @@ func (f *fixture) documents() (zip []byte) {
 		key := "results/" + docDone + "/" + v + "/result.zip"
 		info := f.put(key, data)
 		conf := 0.97
-		f.record(events.Completed, v, docDone+".completed."+v, docDone, events.CompletedData{DocumentID: docDone, Vendor: v,
+		d := events.CompletedData{DocumentID: docDone, Vendor: v,
 			VendorRef: "ref-" + v, Text: "text by " + v, CompletedAt: f.now,
 			Fields:    []events.Field{{Name: "total", Value: "24.99", Currency: "EUR", Confidence: &conf}, {Name: "vendor", Value: v}},
-			Artifacts: []events.Artifact{{Name: "result.zip", ContentType: "application/zip", ObjectKey: key, Size: info.Size}}})
+			Artifacts: []events.Artifact{{Name: "result.zip", ContentType: "application/zip", ObjectKey: key, Size: info.Size}}}
+		if v == "gini" {
+			d.Artifacts = append(d.Artifacts, events.Artifact{Name: oddName, ContentType: "text/plain; charset=utf-8", ObjectKey: odd.Key, Size: odd.Size})
+		}
+		f.record(events.Completed, v, docDone+".completed."+v, docDone, d)
 	}
 	f.record(events.Failed, "documine", docDone+".failed.documine", docDone, events.FailedData{DocumentID: docDone, Vendor: "documine",
 		VendorRef: "ref-documine", Error: "the file is encrypted", Permanent: true, Attempts: 2, FailedAt: f.now})
@@ -156,7 +165,7 @@ func TestResults(t *testing.T) {
 	g := r.Results["gini"]
 	if g.Status != events.StatusCompleted || g.VendorRef != "ref-gini" || g.Text != "text by gini" || g.CompletedAt.IsZero() ||
 		len(g.Fields) != 2 || g.Fields[0].Currency != "EUR" || *g.Fields[0].Confidence != 0.97 ||
-		len(g.Artifacts) != 1 || g.Artifacts[0].URL != "/v1/documents/"+docDone+"/artifacts/result.zip?vendor=gini" {
+		len(g.Artifacts) != 2 || g.Artifacts[0].URL != "/v1/documents/"+docDone+"/artifacts/result.zip?vendor=gini" {
 		t.Fatalf("gini: %+v", g)
 	}
 	if l := r.Results["laigo"]; len(l.Artifacts) != 1 || l.Artifacts[0].Size != 3<<20+17 {
@@ -194,6 +203,20 @@ func TestArtifacts(t *testing.T) {
 		h.Get("Content-Length") != strconv.Itoa(len(zip)) || h.Get("Content-Disposition") != `attachment; filename=result.zip` ||
 		h.Get("X-Content-Type-Options") != "nosniff" {
 		t.Fatalf("laigo's zip: %d %v (%d bytes)", code, h, len(body))
+	}
+	// A name that needs escaping, found whichever way the client escaped it.
+	for _, p := range []string{url.PathEscape(oddName), strings.ReplaceAll(url.PathEscape(oddName), "%20", "+"), "report%20100%25%20%C2%ABok%C2%BB.txt"} {
+		code, h, body = f.get(base + p)
+		if strings.Contains(p, "+") {
+			if code != 404 {
+				t.Fatalf("%s: %d (a + in a path is a +)", p, code)
+			}
+			continue
+		}
+		if code != 200 || string(body) != "odd name" || h.Get("Content-Type") != "text/plain; charset=utf-8" ||
+			!strings.Contains(h.Get("Content-Disposition"), "filename*=utf-8''report%20100%25%20%C2%ABok%C2%BB.txt") {
+			t.Fatalf("%s: %d %v %q", p, code, h, body)
+		}
 	}
 	// Two vendors have result.zip: which one must be said.
 	f.problem(base+"result.zip", 409, "gini", "laigo", "?vendor=")

@@ -177,7 +177,12 @@ func (d *API) artifact(c echo.Context) error {
 	if err := onlyParams(c, "vendor"); err != nil {
 		return err
 	}
-	name, err := url.PathUnescape(c.Param("name"))
+	// echo routes on the raw path, when Go kept one (the path had escapes of its own: %2F, %25),
+	// and then hands the parameter over escaped; otherwise it is decoded already.
+	name, err := c.Param("name"), error(nil)
+	if c.Request().URL.RawPath != "" {
+		name, err = url.PathUnescape(name)
+	}
 	if err != nil || name == "" || len(name) > maxArtifactName || !utf8.ValidString(name) ||
 		strings.IndexFunc(name, func(r rune) bool { return unicode.IsControl(r) || r == '/' || r == '\\' }) >= 0 {
 		return httpapi.NewProblem(http.StatusBadRequest, "name: %q cannot be the name of a result file", truncate(name, 80))

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/ingest-dev/ingest/docapi"
 	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/httpapi"
 )
 
 func docClient(cfgPath string) (*docapi.Client, error) {
@@ -59,6 +62,10 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	shown := 0
 	for {
 		page, err := c.List(ctx, q)
+		var p *httpapi.Problem
+		if errors.As(err, &p) && p.Status == http.StatusNotFound {
+			return errors.New("the running service lists no documents: its document index is off (index.enabled: false)")
+		}
 		if err != nil {
 			return err
 		}
