@@ -202,3 +202,23 @@ func TestDocumentTables(t *testing.T) {
 		t.Fatalf("no results:\n%s", b.String())
 	}
 }
+
+// ls against a service without the list index says so, rather than "no endpoint".
+func TestLsWithoutIndex(t *testing.T) {
+	cfgPath := writeFile(t, "config.yaml", "data_dir: "+t.TempDir()+"\nhttp:\n  listen: 127.0.0.1:0\nnats:\n  embedded:\n    listen: 127.0.0.1:0\nindex:\n  enabled: false\nroutes: []\n")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	var out, errOut bytes.Buffer
+	if code := run(ctx, []string{"ls", "--config", cfgPath}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "index.enabled: false") {
+		t.Fatalf("ls: exit %d, %q", code, errOut.String())
+	}
+}
