@@ -191,6 +191,38 @@ func TestResults(t *testing.T) {
 	if _, err := c.Results(ctxT(t), "nope"); !errors.As(err, &p) || p.Status != 404 {
 		t.Fatalf("client on an unknown id: %v", err)
 	}
+
+	// Events gone from the stream (aged out): what the state knows, and a note saying so.
+	f.forget(events.Failed, "documine", docDone+".failed.documine")
+	f.forget(events.Completed, "gini", docDone+".completed.gini")
+	r, err = c.Results(ctxT(t), docDone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := r.Results["documine"]; len(d.Failures) != 1 || d.Failures[0].Error != "the file is encrypted" || d.Unavailable == "" {
+		t.Fatalf("documine without its event: %+v", d)
+	}
+	if g := r.Results["gini"]; g.Status != events.StatusCompleted || g.VendorRef != "ref-gini" || len(g.Fields) != 0 || !strings.Contains(g.Unavailable, "max_age") {
+		t.Fatalf("gini without its event: %+v", g)
+	}
+	f.problem("/v1/documents/"+docDone+"/artifacts/result.zip?vendor=gini", 410, "gini", "no longer")
+}
+
+// forget deletes an event from the stream, as max_age does.
+func (f *fixture) forget(k events.Kind, vendor, id string) {
+	f.t.Helper()
+	subject, _ := f.bus.Names().Subject(k, vendor)
+	ev, err := f.bus.FindEvent(ctxT(f.t), subject, id, f.now)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	stream, err := f.bus.JetStream().Stream(ctxT(f.t), f.bus.Names().Stream())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := stream.DeleteMsg(ctxT(f.t), ev.Sequence); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 func TestArtifacts(t *testing.T) {
