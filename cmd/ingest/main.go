@@ -3,6 +3,9 @@
 //	ingest [serve] [--config F]          run everything configured
 //	ingest tail [SUBJECT] [--all]        print events as JSON lines (default subject ingest.>)
 //	ingest status ID                     print one document's state
+//	ingest ls [--status S] [--all] …     list documents, newest first
+//	ingest result ID [--json]            what each vendor made of a document
+//	ingest get ID -o FILE [--artifact N] download a document or a vendor's result file
 //	ingest submit FILE... [--vendor V]   upload files like the HTTP drop does
 //	ingest config check [--config F]     validate a configuration, listing every problem
 //	ingest replay --subscription S --since 2h   re-send a webhook subscription's events
@@ -42,6 +45,14 @@ Usage:
   ingest [serve] [--config F]                 run the service
   ingest tail [SUBJECT] [--all] [--config F]  print events as JSON lines (default: every event)
   ingest status ID [--config F]               print one document's state
+  ingest ls [--status S] [--vendor V] [--source K] [--route R] [--since 1h] [--limit N] [--all] [--json]
+                                              list documents, newest first: a table and counts on
+                                              a terminal, else (or --json) one JSON object a line
+  ingest result ID [--json]                   what each vendor made of a document: fields, result
+                                              files, failures
+  ingest get ID -o FILE|- [--artifact NAME [--vendor V]]
+                                              download the document's bytes, or a vendor's result
+                                              file; FILE is written whole or not at all
   ingest submit FILE|DIR... [-r] [--vendor V] [--route R] [--meta k=v] [--config F]
                                               upload files, one request each (-r: the files
                                               in the directories named, and below)
@@ -82,6 +93,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = tail(ctx, args, stdout, stderr)
 	case "status":
 		err = status(ctx, args, stdout)
+	case "ls":
+		err = ls(ctx, args, stdout, stderr)
+	case "result":
+		err = result(ctx, args, stdout)
+	case "get":
+		err = get(ctx, args, stdout, stderr)
 	case "submit":
 		err = submit(ctx, args, stdout, stderr)
 	case "config":
