@@ -116,6 +116,8 @@ type HTTP struct {
 	MaxRequestsPerAddress int `yaml:"max_requests_per_address"`
 	// IdempotencyTTL is how long an Idempotency-Key is remembered.
 	IdempotencyTTL Duration `yaml:"idempotency_ttl"`
+	// Profiling serves the Go runtime's profiles at /debug/pprof/, behind the API key.
+	Profiling bool `yaml:"profiling"`
 }
 
 // Sources lists the inputs.
@@ -209,6 +211,7 @@ func Default() Config {
 			BodyRateWindow:        Duration(20 * time.Second),
 			MaxRequestsPerAddress: 64,
 			IdempotencyTTL:        Duration(24 * time.Hour),
+			Profiling:             true,
 		},
 		Sources: Sources{HTTPDrop: HTTPDrop{Enabled: true, Name: "api"}, IMAP: []IMAPSource{}, WebDAV: []WebDAVSource{}},
 		Dispatch: Dispatch{

@@ -1,7 +1,10 @@
 // Package docapi is the document read API: GET /v1/documents/{id} (the document's state, with
-// what the dispatcher knows beyond its events) and GET /v1/documents/{id}/content (its bytes). It
-// is registered whatever sources are configured: a mail's or a folder's document is read the same
-// way as an upload. With a document index, GET /v1/documents lists documents (see docindex).
+// what the dispatcher knows beyond its events), GET /v1/documents/{id}/content (its bytes),
+// …/results (what each vendor made of it, read from its completed and failed events) and
+// …/artifacts/{name} (a vendor's result file), and GET /v1/rejected[/{id}/content] (inputs refused
+// at intake, and their kept raw bytes). It is registered whatever sources are configured: a mail's
+// or a folder's document is read the same way as an upload. With a document index,
+// GET /v1/documents lists documents (see docindex). Client is its Go client.
 package docapi
 
 import (
@@ -66,7 +69,12 @@ func (d *API) Register(e *echo.Echo) {
 	}
 	g.GET("/:id", d.status)
 	g.GET("/:id/content", d.content)
+	g.GET("/:id/results", d.results)
+	g.GET("/:id/artifacts/:name", d.artifact)
 	g.POST("/:id/retry", d.retryHandler)
+	r := e.Group("/v1/rejected", httpapi.RequireAPIKey(d.cfg.APIKeys))
+	r.GET("", d.rejectedList)
+	r.GET("/:id/content", d.rejectedContent)
 }
 
 func (d *API) lookup(c echo.Context) (events.Document, error) {

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -131,7 +133,7 @@ func (d *API) retry(ctx context.Context, id, vendor, key string) (doc *events.Do
 			}
 			return doc, replayed, err
 		case err != nil:
-			return nil, false, unavailable("the Idempotency-Key could not be read", err)
+			return nil, false, storeDown("the Idempotency-Key could not be read", err)
 		}
 		var rec retryRecord
 		if json.Unmarshal(e.Value(), &rec) != nil || rec.Kind != "retry" || rec.Fingerprint != fp {
@@ -141,7 +143,7 @@ func (d *API) retry(ctx context.Context, id, vendor, key string) (doc *events.Do
 		// A repeat: finish the plan (a crash may have left part of it unpublished), never more.
 		state, err := d.bus.States().Get(ctx, id)
 		if err != nil {
-			return nil, false, unavailable("the document's state could not be read", err)
+			return nil, false, storeDown("the document's state could not be read", err)
 		}
 		if _, err := d.publishRounds(ctx, state, rec.Rounds); err != nil {
 			return nil, false, err
@@ -162,7 +164,7 @@ func (d *API) retryOnce(ctx context.Context, id, vendor, kvKey string, rec *retr
 		return nil, false, refuse(ErrNotFound, "there is no document with id %q", id)
 	}
 	if err != nil {
-		return nil, false, unavailable("the document's state could not be read", err)
+		return nil, false, storeDown("the document's state could not be read", err)
 	}
 	rounds, err := plan(state, vendor)
 	if err != nil {
@@ -174,7 +176,7 @@ func (d *API) retryOnce(ctx context.Context, id, vendor, kvKey string, rec *retr
 		if _, err := d.cfg.Idempotency.Create(ctx, kvKey, body); events.IsConflict(err) {
 			return nil, false, errKeyTaken
 		} else if err != nil {
-			return nil, false, unavailable("the Idempotency-Key could not be recorded", err)
+			return nil, false, storeDown("the Idempotency-Key could not be recorded", err)
 		}
 	}
 	started, err := d.publishRounds(ctx, state, rounds)
@@ -281,7 +283,7 @@ func (d *API) publishRounds(ctx context.Context, state events.Document, rounds m
 		}
 		ack, err := d.bus.Publish(ctx, subject, ev)
 		if err != nil {
-			return started, unavailable("the retry could not be recorded", err)
+			return started, storeDown("the retry could not be recorded", err)
 		}
 		if !ack.Duplicate {
 			started++
@@ -299,7 +301,7 @@ func (d *API) publishRounds(ctx context.Context, state events.Document, rounds m
 func (d *API) current(ctx context.Context, id string) (*events.Document, error) {
 	doc, err := d.bus.States().Get(ctx, id)
 	if err != nil {
-		return nil, unavailable("the document's state could not be read", err)
+		return nil, storeDown("the document's state could not be read", err)
 	}
 	if d.cfg.Enrich != nil {
 		d.cfg.Enrich(ctx, &doc)
@@ -307,7 +309,7 @@ func (d *API) current(ctx context.Context, id string) (*events.Document, error) 
 	return &doc, nil
 }
 
-func unavailable(what string, err error) error {
+func storeDown(what string, err error) error {
 	return &retryError{kind: ErrUnavailable, msg: fmt.Sprintf(
 		"the event store (NATS JetStream) is not available, so %s; send the same request again in a few seconds (%v)", what, err)}
 }
@@ -386,3 +388,38 @@ func retryProblem(err error) error {
 // UseIdempotency sets Config.Idempotency after New (the service opens the bucket once the API
 // exists); call it before the server takes requests.
 func (d *API) UseIdempotency(kv IdempotencyStore) { d.cfg.Idempotency = kv }
+
+// Retry asks the service for a new round (POST /v1/documents/{id}/retry): what `ingest retry`
+// uses. vendor "" retries every failed vendor; key "" sends no Idempotency-Key. A refusal is the
+// server's *httpapi.Problem.
+func (c *Client) Retry(ctx context.Context, id, vendor, key string) (events.Document, error) {
+	u := strings.TrimRight(c.BaseURL, "/") + StatusURL(url.PathEscape(id)) + "/retry"
+	if vendor != "" {
+		u += "?" + url.Values{"vendor": {vendor}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return events.Document{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.APIKey)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		return events.Document{}, fmt.Errorf("ingest at %s does not answer: %w", c.BaseURL, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		return events.Document{}, problemOf(res)
+	}
+	var doc events.Document
+	if err := json.NewDecoder(io.LimitReader(res.Body, 16<<20)).Decode(&doc); err != nil {
+		return events.Document{}, fmt.Errorf("the answer of the retry is not the expected JSON: %w", err)
+	}
+	return doc, nil
+}

@@ -21,33 +21,33 @@ import (
 	"github.com/ingest-dev/ingest/httpapi"
 )
 
-const apiKey = "retry-test-key-0123456789abcdef0123"
+const retryAPIKey = "retry-test-key-0123456789abcdef0123"
 
-type fixture struct {
+type retryFixture struct {
 	t   *testing.T
 	bus *events.Bus
 	api *docapi.API
 	ts  *httptest.Server
 }
 
-func newFixture(t *testing.T) *fixture { return newFixtureOn(t, eventstest.Embedded(t)) }
+func newRetryFixture(t *testing.T) *retryFixture { return newRetryFixtureOn(t, eventstest.Embedded(t)) }
 
 // onEveryServer runs test against the embedded nats-server and the external NATS 2.9 (skipped,
 // loudly, when there is none): the decisions rest on Key-Value compare-and-set and the stream's
 // duplicate window, which both must keep.
-func onEveryServer(t *testing.T, test func(t *testing.T, f *fixture)) {
-	t.Run("embedded", func(t *testing.T) { test(t, newFixture(t)) })
-	t.Run("external NATS 2.9", func(t *testing.T) { test(t, newFixtureOn(t, eventstest.External(t))) })
+func onEveryServer(t *testing.T, test func(t *testing.T, f *retryFixture)) {
+	t.Run("embedded", func(t *testing.T) { test(t, newRetryFixture(t)) })
+	t.Run("external NATS 2.9", func(t *testing.T) { test(t, newRetryFixtureOn(t, eventstest.External(t))) })
 }
 
-func newFixtureOn(t *testing.T, nc *nats.Conn) *fixture {
+func newRetryFixtureOn(t *testing.T, nc *nats.Conn) *retryFixture {
 	t.Helper()
 	bus := eventstest.Bus(t, nc)
 	kv, err := bus.KeyValue(context.Background(), events.BucketSpec{Purpose: "idempotency", Description: "Idempotency-Key records of POST /v1/documents", TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := docapi.New(docapi.Config{Bus: bus, APIKeys: []string{apiKey}, Idempotency: kv})
+	api, err := docapi.New(docapi.Config{Bus: bus, APIKeys: []string{retryAPIKey}, Idempotency: kv})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,11 +58,11 @@ func newFixtureOn(t *testing.T, nc *nats.Conn) *fixture {
 	api.Register(srv.Echo())
 	ts := httptest.NewServer(srv.Echo())
 	t.Cleanup(ts.Close)
-	return &fixture{t: t, bus: bus, api: api, ts: ts}
+	return &retryFixture{t: t, bus: bus, api: api, ts: ts}
 }
 
 // record publishes one event and folds it into the state, as producers do.
-func (f *fixture) record(k events.Kind, id, doc, qualifier string, data any) {
+func (f *retryFixture) record(k events.Kind, id, doc, qualifier string, data any) {
 	f.t.Helper()
 	ev, err := events.NewEvent(k, id, "/test", doc, time.Now(), data)
 	if err != nil {
@@ -78,7 +78,7 @@ func (f *fixture) record(k events.Kind, id, doc, qualifier string, data any) {
 }
 
 // document makes a document that went to gini and laigo: gini failed, laigo completed.
-func (f *fixture) document(id string) {
+func (f *retryFixture) document(id string) {
 	f.record(events.Received, id+".received", id, "http", events.ReceivedData{DocumentID: id, Filename: "a.pdf", ObjectKey: "documents/" + id,
 		Vendors: []string{"gini", "laigo"}, Source: events.SourceRef{Kind: "http", Name: "api"}})
 	f.record(events.Submitted, id+".submitted.gini", id, "gini", events.SubmittedData{DocumentID: id, Vendor: "gini", VendorRef: "G1"})
@@ -102,10 +102,10 @@ func (a answer) doc(t *testing.T) events.Document {
 	return d
 }
 
-func (f *fixture) post(path, key string) answer {
+func (f *retryFixture) post(path, key string) answer {
 	f.t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, f.ts.URL+path, nil)
-	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Authorization", "Bearer "+retryAPIKey)
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
@@ -119,7 +119,7 @@ func (f *fixture) post(path, key string) answer {
 }
 
 // retried counts the retried events in the stream, by id.
-func (f *fixture) retried() map[string]int {
+func (f *retryFixture) retried() map[string]int {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -153,7 +153,7 @@ func (f *fixture) retried() map[string]int {
 }
 
 func TestRetryAnswers(t *testing.T) {
-	f := newFixture(t)
+	f := newRetryFixture(t)
 	f.document("doc-1")
 	problems := []struct {
 		name, path string
@@ -212,7 +212,7 @@ func TestRetryAnswers(t *testing.T) {
 	}
 }
 
-func (f *fixture) lastRetried(doc string) events.Event {
+func (f *retryFixture) lastRetried(doc string) events.Event {
 	f.t.Helper()
 	d, err := f.bus.States().Get(context.Background(), doc)
 	if err != nil {
@@ -240,7 +240,7 @@ func (f *fixture) lastRetried(doc string) events.Event {
 
 // Without ?vendor every failed vendor gets its next round.
 func TestRetryEveryFailedVendor(t *testing.T) {
-	f := newFixture(t)
+	f := newRetryFixture(t)
 	f.document("doc-2")
 	// laigo completed: only gini is retried.
 	a := f.post("/v1/documents/doc-2/retry", "")
@@ -260,7 +260,7 @@ func TestRetryEveryFailedVendor(t *testing.T) {
 
 func TestRetryIdempotencyKey(t *testing.T) { onEveryServer(t, retryIdempotencyKey) }
 
-func retryIdempotencyKey(t *testing.T, f *fixture) {
+func retryIdempotencyKey(t *testing.T, f *retryFixture) {
 	f.document("doc-3")
 	f.document("doc-4")
 	a := f.post("/v1/documents/doc-3/retry?vendor=gini", "key-1")
@@ -296,7 +296,7 @@ func retryIdempotencyKey(t *testing.T, f *fixture) {
 // the others are told it is under way; with one key all are accepted, as one request.
 func TestConcurrentRetriesMakeOneRound(t *testing.T) { onEveryServer(t, concurrentRetries) }
 
-func concurrentRetries(t *testing.T, f *fixture) {
+func concurrentRetries(t *testing.T, f *retryFixture) {
 	f.document("doc-5")
 	f.document("doc-6")
 	const n = 12
@@ -327,7 +327,7 @@ func concurrentRetries(t *testing.T, f *fixture) {
 
 // The Go function the console calls: the same decisions, typed errors.
 func TestRetryFunction(t *testing.T) {
-	f := newFixture(t)
+	f := newRetryFixture(t)
 	f.document("doc-7")
 	ctx := docapi.WithRequester(context.Background(), "console")
 	for _, c := range []struct {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -152,35 +153,42 @@ func randomBytes(t *testing.T, n int) []byte {
 	return b
 }
 
+// Sizes around the chunk (256 KiB): a document that fits in one is stored as one chunk of its
+// own size; larger ones in full chunks, however small the source's reads.
 func TestBlobRoundTrip(t *testing.T) {
 	onBoth(t, func(t *testing.T, nc *nats.Conn) {
 		b := eventstest.Bus(t, nc)
-		data := randomBytes(t, 3<<20+17)
-		want := sha256.Sum256(data)
-		// One byte per Read, the worst a source can do: the store must still make full chunks.
-		info, err := b.Blobs().Put(ctxT(t), "documents/a", iotest.OneByteReader(bytes.NewReader(data)), map[string]string{"k": "v"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.Size != int64(len(data)) || info.SHA256 != hex.EncodeToString(want[:]) {
-			t.Fatalf("info %+v", info)
-		}
-		obs, _ := b.JetStream().ObjectStore(ctxT(t), b.Names().DocumentsBucket())
-		oi, _ := obs.GetInfo(ctxT(t), "documents/a")
-		if oi.Chunks != 13 { // 3 MiB + 17 bytes in 256 KiB chunks
-			t.Fatalf("%d chunks, want 13: reads are not coalesced", oi.Chunks)
-		}
-		r, rinfo, err := b.Blobs().Open(ctxT(t), "documents/a")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		got, err := io.ReadAll(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, data) || rinfo.SHA256 != info.SHA256 {
-			t.Fatal("bytes differ after the round trip")
+		for _, c := range []struct {
+			size, chunks int
+		}{{0, 0}, {1, 1}, {100 << 10, 1}, {256<<10 - 1, 1}, {256 << 10, 1}, {256<<10 + 1, 2}, {3<<20 + 17, 13}} {
+			data := randomBytes(t, c.size)
+			want := sha256.Sum256(data)
+			key := fmt.Sprintf("documents/%d", c.size)
+			// One byte per Read, the worst a source can do: the store must still make full chunks.
+			info, err := b.Blobs().Put(ctxT(t), key, iotest.OneByteReader(bytes.NewReader(data)), map[string]string{"k": "v"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Size != int64(len(data)) || info.SHA256 != hex.EncodeToString(want[:]) {
+				t.Fatalf("%d bytes: info %+v", c.size, info)
+			}
+			obs, _ := b.JetStream().ObjectStore(ctxT(t), b.Names().DocumentsBucket())
+			oi, _ := obs.GetInfo(ctxT(t), key)
+			if int(oi.Chunks) != c.chunks || oi.Metadata["k"] != "v" {
+				t.Fatalf("%d bytes: %d chunks (metadata %v), want %d", c.size, oi.Chunks, oi.Metadata, c.chunks)
+			}
+			r, rinfo, err := b.Blobs().Open(ctxT(t), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			r.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) || rinfo.SHA256 != info.SHA256 {
+				t.Fatalf("%d bytes: bytes differ after the round trip", c.size)
+			}
 		}
 	})
 }
@@ -188,12 +196,16 @@ func TestBlobRoundTrip(t *testing.T) {
 func TestBlobPutFailureLeavesNothing(t *testing.T) {
 	b := eventstest.Bus(t, eventstest.Embedded(t))
 	boom := errors.New("client went away")
-	r := io.MultiReader(bytes.NewReader(randomBytes(t, 1<<20)), iotest.ErrReader(boom))
-	if _, err := b.Blobs().Put(ctxT(t), "documents/broken", r, nil); !errors.Is(err, boom) {
-		t.Fatalf("err = %v, want the reader's error", err)
-	}
-	if _, _, err := b.Blobs().Open(ctxT(t), "documents/broken"); !errors.Is(err, events.ErrBlobNotFound) {
-		t.Fatalf("partial object is readable: %v", err)
+	// The source fails in its first chunk (nothing sent yet) or after several were stored.
+	for _, size := range []int{10 << 10, 1 << 20} {
+		key := fmt.Sprintf("documents/broken-%d", size)
+		r := io.MultiReader(bytes.NewReader(randomBytes(t, size)), iotest.ErrReader(boom))
+		if _, err := b.Blobs().Put(ctxT(t), key, r, nil); !errors.Is(err, boom) {
+			t.Fatalf("%d bytes: err = %v, want the reader's error", size, err)
+		}
+		if _, _, err := b.Blobs().Open(ctxT(t), key); !errors.Is(err, events.ErrBlobNotFound) {
+			t.Fatalf("%d bytes: partial object is readable: %v", size, err)
+		}
 	}
 	if err := b.Blobs().Delete(ctxT(t), "documents/never"); err != nil {
 		t.Fatalf("deleting a missing blob: %v", err)

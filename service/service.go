@@ -222,6 +222,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
+	if cfg.HTTP.Profiling {
+		s.http.RegisterProfiling(keys)
+	}
 	index, err := s.openIndex(ctx, reg)
 	if err != nil {
 		return nil, err
@@ -242,6 +245,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, err
 	}
 	s.http.Echo().GET("/asyncapi.json", func(c echo.Context) error { return c.JSONBlob(http.StatusOK, asyncapi) })
+	// The HTTP API described (OpenAPI 3.1), public like the AsyncAPI document: it holds no secret.
+	openapi, err := OpenAPI()
+	if err != nil {
+		return nil, err
+	}
+	s.http.Echo().GET("/openapi.json", func(c echo.Context) error { return c.JSONBlob(http.StatusOK, openapi) })
 	if cfg.Sources.HTTPDrop.Enabled {
 		drop, err := httpdrop.New(ctx, httpdrop.Config{
 			Bus: s.bus, Intake: in, SourceName: cfg.Sources.HTTPDrop.Name, APIKeys: keys,

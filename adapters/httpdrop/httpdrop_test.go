@@ -32,12 +32,12 @@ import (
 const apiKey = "test-key-0123456789abcdef"
 
 type harness struct {
-	t   *testing.T
+	t   testing.TB
 	url string
 	bus *events.Bus
 }
 
-func newHarness(t *testing.T, nc *nats.Conn, maxDoc int64) *harness {
+func newHarness(t testing.TB, nc *nats.Conn, maxDoc int64) *harness {
 	t.Helper()
 	bus := eventstest.Bus(t, nc)
 	in, err := intake.New(intake.Config{Bus: bus})
@@ -86,7 +86,7 @@ type file struct {
 	body []byte
 }
 
-func multipartBody(t *testing.T, fields map[string]string, files ...file) (string, []byte) {
+func multipartBody(t testing.TB, fields map[string]string, files ...file) (string, []byte) {
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
 	for k, v := range fields {
@@ -470,18 +470,38 @@ func TestIdempotencyKey(t *testing.T) {
 }
 
 func TestIdempotencyKeyWhileInFlight(t *testing.T) {
-	h := newHarness(t, eventstest.Embedded(t), 1<<20)
+	nc := eventstest.Embedded(t)
+	h := newHarness(t, nc, 1<<20)
 	pr, pw := io.Pipe()
 	done := make(chan reply)
 	go func() {
 		done <- h.do("POST", "/v1/documents?filename=slow.pdf", "application/pdf", pr, map[string]string{"Idempotency-Key": "slow-1"})
 	}()
 	pw.Write(pdf(1000)) // the first request is under way, its body not finished
-	var second reply
-	eventstest.WaitFor(t, 10*time.Second, "the second request to see the claim", func() bool {
-		second = h.do("POST", "/v1/documents?filename=slow.pdf", "application/pdf", bytes.NewReader(pdf(1000)), map[string]string{"Idempotency-Key": "slow-1"})
-		return second.status == http.StatusConflict
+	// Its claim must be in the store before the repeat is sent: on a busy machine the repeat
+	// could otherwise be the first to claim the key (and rightly get 202).
+	js, _ := jetstream.New(nc)
+	eventstest.WaitFor(t, 10*time.Second, "the first request's claim in the idempotency bucket", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		kv, err := js.KeyValue(ctx, h.bus.Names().Bucket("idempotency"))
+		if err != nil {
+			return false
+		}
+		keys, err := kv.ListKeys(ctx)
+		if err != nil {
+			return false
+		}
+		n := 0
+		for range keys.Keys() {
+			n++
+		}
+		return n == 1
 	})
+	second := h.do("POST", "/v1/documents?filename=slow.pdf", "application/pdf", bytes.NewReader(pdf(1000)), map[string]string{"Idempotency-Key": "slow-1"})
+	if second.status != http.StatusConflict {
+		t.Fatalf("a repeat while the first is in flight: %d %s, want 409", second.status, second.body)
+	}
 	if second.header.Get("Retry-After") == "" {
 		t.Error("409 without Retry-After")
 	}

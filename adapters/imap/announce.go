@@ -175,6 +175,7 @@ func (w *Watcher) rejectMail(ctx context.Context, m *mail, reason, detail string
 		reason: reason, detail: detail, rawIsMail: true}
 	pl.docID = intake.DerivedDocumentID(m.internal, m.key+"/rejected")
 	pl.contentKey = w.store.contentKey(m.identity, "rejected-mail:"+m.raw.sha256, 0)
+	defer w.lockIdentity(m.identity)()
 	earlier, err := w.store.ingestedAs(ctx, pl.contentKey)
 	if err != nil {
 		return 0, errStore{err}

@@ -242,3 +242,24 @@ func blobSHA(t *testing.T, bus *events.Bus, key string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// Copies of one message (same Message-ID, same attachment) in one fetch batch are processed at the
+// same time as the other mails, yet announced once: the copies wait for each other.
+func TestCopiesInOneBatchAnnouncedOnce(t *testing.T) {
+	e := newEnv(t)
+	srv := startMemServer(t, memOptions{})
+	copyOf := simple("copied")
+	for i := range 8 {
+		srv.appendMail(t, "INBOX", copyOf)
+		if i%3 == 0 {
+			srv.appendMail(t, "INBOX", simple(fmt.Sprintf("other%d", i)))
+		}
+	}
+	r := start(t, e.config(srv.addr))
+	waitAllSeen(t, srv.addr, testUser, testPass, "INBOX", 11)
+	r.stop()
+	e.assertOnce(t, 4)
+	if n := e.published(); n != 4 {
+		t.Fatalf("published %d documents, want 4 (one for the eight copies)", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"time"
@@ -22,6 +23,8 @@ const (
 	filtered                // it failed a filter: left untouched
 	empty                   // nothing in it to ingest (no attachment): left untouched
 	rejected                // it could not be processed at all: announced as rejected, flagged
+
+	notFetched outcome = -1 // the FETCH did not return it (handleBatch)
 )
 
 // mail is one fetched mail being processed.
@@ -102,6 +105,11 @@ func (w *Watcher) process(ctx context.Context, f *fetched, uidValidity uint32) (
 		}
 		return empty, nil
 	}
+	// Mails are processed a few at a time: two copies of one message (same Message-ID) must not
+	// both find their content new. The lock spans the look-up and the announcement that
+	// remembers it.
+	unlock := w.lockIdentity(m.identity)
+	defer unlock()
 	if err := w.dedupe(ctx, m, plans); err != nil {
 		return 0, err
 	}
@@ -109,6 +117,17 @@ func (w *Watcher) process(ctx context.Context, f *fetched, uidValidity uint32) (
 		return 0, err
 	}
 	return ingested, nil
+}
+
+// lockIdentity serialises the mails of one identity (Message-ID or raw digest) among those
+// processed at the same time; it returns the unlock. Locks are striped: unrelated mails that
+// share a stripe merely wait for each other.
+func (w *Watcher) lockIdentity(identity string) (unlock func()) {
+	h := fnv.New32a()
+	h.Write([]byte(identity))
+	mu := &w.identityLocks[h.Sum32()%uint32(len(w.identityLocks))]
+	mu.Lock()
+	return mu.Unlock
 }
 
 // mailFilter applies the filters that need only what the server told: flags, date, size.

@@ -8,52 +8,73 @@ import (
 	goimap "github.com/emersion/go-imap/v2"
 )
 
-// afterIngest runs the configured post-action on a mail whose documents all have their PubAck.
-// It is idempotent: after a crash before the checkpoint it simply runs again.
-func (s *session) afterIngest(uid goimap.UID) error {
+// afterIngest runs the configured post-action on mails whose documents all have their PubAck,
+// as one command for all of them. It is idempotent: after a crash before the checkpoint it simply
+// runs again.
+func (s *session) afterIngest(uids ...goimap.UID) error {
 	a := s.w.cfg.After
-	set := goimap.UIDSetNum(uid)
-	var err error
-	switch a.Action {
-	case ActionNone:
+	if a.Action == ActionNone {
 		return nil
-	case ActionSeen:
-		err = s.addFlags(set, goimap.FlagSeen)
-	case ActionFlag:
-		err = s.addFlags(set, goimap.Flag(a.Keyword))
-	case ActionDelete:
-		if err = s.addFlags(set, goimap.FlagDeleted); err == nil {
-			err = s.expunge(set)
-		}
-	case ActionMove:
-		err = s.move(set, a.Folder)
-		if isCode(err, goimap.ResponseCodeTryCreate) {
-			// The folder went away since we made sure of it.
-			if err = s.ensureFolder(a.Folder); err == nil {
-				err = s.move(set, a.Folder)
-			}
-		}
 	}
-	return s.actionResult(err, uid, a.Action)
+	return s.each(uids, a.Action, func(set goimap.UIDSet) error {
+		switch a.Action {
+		case ActionSeen:
+			return s.addFlags(set, goimap.FlagSeen)
+		case ActionFlag:
+			return s.addFlags(set, goimap.Flag(a.Keyword))
+		case ActionDelete:
+			if err := s.addFlags(set, goimap.FlagDeleted); err != nil {
+				return err
+			}
+			return s.expunge(set)
+		case ActionMove:
+			err := s.move(set, a.Folder)
+			if isCode(err, goimap.ResponseCodeTryCreate) {
+				// The folder went away since we made sure of it.
+				if err = s.ensureFolder(a.Folder); err == nil {
+					err = s.move(set, a.Folder)
+				}
+			}
+			return err
+		}
+		return nil
+	})
 }
 
-// afterReject marks a mail that was announced as rejected, and leaves it where it is, unread.
-func (s *session) afterReject(uid goimap.UID) error {
-	return s.actionResult(s.addFlags(goimap.UIDSetNum(uid), RejectedKeyword), uid, "flag "+RejectedKeyword)
+// afterReject marks mails that were announced as rejected, and leaves them where they are, unread.
+func (s *session) afterReject(uids ...goimap.UID) error {
+	return s.each(uids, "flag "+RejectedKeyword, func(set goimap.UIDSet) error { return s.addFlags(set, RejectedKeyword) })
+}
+
+// each runs action on all of uids in one command. When the server refuses it (NO/BAD) for
+// several, it is run mail by mail, so that one mail the server will not touch neither holds the
+// others back nor has them reported refused with it.
+func (s *session) each(uids []goimap.UID, name string, action func(goimap.UIDSet) error) error {
+	err := action(goimap.UIDSetNum(uids...))
+	var refusal *goimap.Error
+	if len(uids) == 1 || !errors.As(err, &refusal) {
+		return s.actionResult(err, uids, name)
+	}
+	for _, uid := range uids {
+		if err := s.actionResult(action(goimap.UIDSetNum(uid)), []goimap.UID{uid}, name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // actionResult separates a server's refusal (NO/BAD: retrying will not help, the mail is
 // ingested, so the watcher goes on and says so) from a lost connection (try again).
-func (s *session) actionResult(err error, uid goimap.UID, action string) error {
+func (s *session) actionResult(err error, uids []goimap.UID, action string) error {
 	var refusal *goimap.Error
 	if errors.As(err, &refusal) {
 		s.w.metrics.pollErrors.Inc()
 		s.w.log.Warn("the server refused the post-action; the mail's documents are ingested and it will not be fetched again",
-			"uid", uid, "action", action, "err", err)
+			"uids", compactUIDs(uids), "action", action, "err", err)
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("post-action %s on mail %d: %w", action, uid, err)
+		return fmt.Errorf("post-action %s on mails %s: %w", action, compactUIDs(uids), err)
 	}
 	return nil
 }

@@ -3,10 +3,12 @@ package imap_test
 import (
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
 
 	imapsrc "github.com/ingest-dev/ingest/adapters/imap"
 	"github.com/ingest-dev/ingest/events/eventstest"
@@ -143,4 +145,62 @@ func first(problems ...string) string {
 		}
 	}
 	return ""
+}
+
+// A batch's post-action is one STORE for all its mails; when the server refuses it for one of
+// them, the others still get theirs (mail by mail) and the refused one is passed over, counted.
+func TestPostActionBatchedAndRefusedForOne(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refuse=%v", refuse), func(t *testing.T) {
+			e := newEnv(t)
+			var stores atomic.Int32
+			srv := startMemServer(t, memOptions{caps: capsFull, wrap: func(s imapserver.SessionIMAP4rev2) imapserver.Session {
+				return &refusingStore{SessionIMAP4rev2: s, stores: &stores, refuse: refuse}
+			}})
+			for _, s := range []string{"One", "Two", "Three"} {
+				srv.appendMail(t, "INBOX", simple(s))
+			}
+			cfg := e.config(srv.addr)
+			cfg.After = imapsrc.After{Action: imapsrc.ActionFlag, Keyword: "$Ingested"}
+			r := start(t, cfg)
+			e.waitReceived(3, 10*time.Second)
+			eventstest.WaitFor(t, 10*time.Second, "the post-actions", func() bool {
+				in := mailbox(t, srv.addr, testUser, testPass, "INBOX")
+				return expect(in, "One", "$Ingested") == "" && expect(in, "Three", "$Ingested") == ""
+			})
+			r.stop()
+			in := mailbox(t, srv.addr, testUser, testPass, "INBOX")
+			wantStores := int32(1)
+			if refuse {
+				// The batch's STORE, then one per mail.
+				wantStores = 4
+				if problem := expectNot(in, "Two", "$Ingested"); problem != "" {
+					t.Error(problem)
+				}
+			} else if problem := expect(in, "Two", "$Ingested"); problem != "" {
+				t.Error(problem)
+			}
+			if got := stores.Load(); got != wantStores {
+				t.Errorf("%d STORE commands, want %d", got, wantStores)
+			}
+			if n := e.published(); n != 3 {
+				t.Errorf("published %d documents, want 3", n)
+			}
+		})
+	}
+}
+
+// refusingStore counts STOREs and, when refuse is set, answers NO to any that touches UID 2.
+type refusingStore struct {
+	imapserver.SessionIMAP4rev2
+	stores *atomic.Int32
+	refuse bool
+}
+
+func (s *refusingStore) Store(w *imapserver.FetchWriter, set goimap.NumSet, flags *goimap.StoreFlags, opts *goimap.StoreOptions) error {
+	s.stores.Add(1)
+	if uids, ok := set.(goimap.UIDSet); ok && s.refuse && uids.Contains(2) {
+		return &goimap.Error{Type: goimap.StatusResponseTypeNo, Text: "mail 2 is read-only"}
+	}
+	return s.SessionIMAP4rev2.Store(w, set, flags, opts)
 }

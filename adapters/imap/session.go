@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -258,50 +259,114 @@ func (c *cursor) take(uid goimap.UID) {
 	}
 }
 
-// handleBatch processes the fetched mails of batch in order.
+// handleBatch processes the fetched mails of batch, a few at a time (processing a mail is
+// NATS round trips — look-ups, storing, announcing, remembering — and no IMAP), then runs their
+// post-actions — one command per action for the whole batch rather than a round trip per mail —
+// and moves the checkpoint past the mails done without a gap. A mail whose documents have their
+// PubAck but whose post-action has not run yet is safe across a crash: it is fetched again,
+// found announced (dedupe), and its post-action runs then. When a mail fails, the others still
+// get theirs; the checkpoint stays before the failed one.
 func (s *session) handleBatch(ctx context.Context, batch []goimap.UID, mails []*fetched, cur *cursor) error {
-	for _, uid := range batch {
-		i := slices.IndexFunc(mails, func(f *fetched) bool { return f.uid == uid })
-		if i < 0 {
-			if err := s.missing(uid); err != nil {
-				return err
-			}
-		} else if err := s.handle(ctx, mails[i]); err != nil {
-			return err
+	outs := make([]outcome, len(batch))
+	errs := make([]error, len(batch))
+	sem := make(chan struct{}, processConcurrency)
+	var wg sync.WaitGroup
+	for i, uid := range batch {
+		j := slices.IndexFunc(mails, func(f *fetched) bool { return f.uid == uid })
+		if j < 0 {
+			outs[i] = notFetched // looked into below, in order
+			continue
 		}
-		cur.take(uid)
-		if err := s.advance(ctx, uid); err != nil {
-			return err
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			outs[i], errs[i] = s.w.process(ctx, mails[j], s.cp.UIDValidity)
+		}()
+	}
+	wg.Wait()
+
+	var done batchOutcomes
+	var last goimap.UID
+	var err error
+	for i, uid := range batch {
+		if outs[i] == notFetched {
+			errs[i] = s.missing(uid)
+		}
+		if errs[i] != nil {
+			if err == nil {
+				err = errs[i]
+			}
+			continue
+		}
+		s.note(&done, uid, outs[i])
+		if err == nil {
+			last = uid
 		}
 	}
-	return nil
+	if perr := s.postActions(&done); perr != nil {
+		return perr
+	}
+	// Counted as seen once done, post-action included.
+	for _, uid := range batch {
+		if uid <= last {
+			cur.take(uid)
+		}
+	}
+	if last != 0 {
+		if aerr := s.advance(ctx, last); aerr != nil {
+			return aerr
+		}
+	}
+	return err
 }
 
-func (s *session) handle(ctx context.Context, f *fetched) error {
-	out, err := s.w.process(ctx, f, s.cp.UIDValidity)
-	if err != nil {
-		return err
-	}
-	log := s.w.log.With("uid", f.uid)
+// processConcurrency is how many mails of a batch are processed at once: enough to overlap
+// their round trips to NATS, few enough that a batch's spooled mails are not all parsed at once.
+const processConcurrency = 4
+
+// batchOutcomes collects the batch's mails that have a post-action due.
+type batchOutcomes struct {
+	ingested, rejected []goimap.UID
+}
+
+// note records what became of a mail: a post-action due, or nothing to do (counted now).
+func (s *session) note(b *batchOutcomes, uid goimap.UID, out outcome) {
 	switch out {
 	case ingested:
-		if err := s.afterIngest(f.uid); err != nil {
-			return err
-		}
-		s.w.metrics.processed.Inc()
-		log.Info("mail processed", "post_action", s.w.cfg.After.Action)
+		b.ingested = append(b.ingested, uid)
 	case rejected:
-		if err := s.afterReject(f.uid); err != nil {
-			return err
-		}
-		s.w.metrics.rejected.Inc()
-		log.Warn("mail rejected and flagged; moving on", "keyword", RejectedKeyword)
+		b.rejected = append(b.rejected, uid)
 	case filtered:
 		s.w.metrics.skipped.WithLabelValues("filtered").Inc()
 	case empty:
 		s.w.metrics.skipped.WithLabelValues("no_documents").Inc()
-		log.Info("mail has nothing to ingest; left as it is")
+		s.w.log.Info("mail has nothing to ingest; left as it is", "uid", uid)
 	}
+}
+
+// postActions runs the post-action on the ingested mails and flags the rejected ones, then counts
+// and logs them; filtered and empty mails were counted as they were seen.
+func (s *session) postActions(b *batchOutcomes) error {
+	if len(b.ingested) > 0 {
+		if err := s.afterIngest(b.ingested...); err != nil {
+			return err
+		}
+		for _, uid := range b.ingested {
+			s.w.metrics.processed.Inc()
+			s.w.log.Info("mail processed", "uid", uid, "post_action", s.w.cfg.After.Action)
+		}
+	}
+	if len(b.rejected) > 0 {
+		if err := s.afterReject(b.rejected...); err != nil {
+			return err
+		}
+		for _, uid := range b.rejected {
+			s.w.metrics.rejected.Inc()
+			s.w.log.Warn("mail rejected and flagged; moving on", "uid", uid, "keyword", RejectedKeyword)
+		}
+	}
+	*b = batchOutcomes{}
 	return nil
 }
 

@@ -30,6 +30,9 @@ type Watcher struct {
 	// searchMode is what the server's SEARCH has shown it takes; kept across reconnections.
 	// Only Run's goroutine touches it.
 	searchMode searchMode
+	// identityLocks keep two mails with one Message-ID from being deduplicated at the same time
+	// (lockIdentity).
+	identityLocks [16]sync.Mutex
 
 	mu       sync.Mutex
 	health   error           // nil while a session runs well

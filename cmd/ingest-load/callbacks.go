@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -19,7 +20,11 @@ func measureCallbacks(s *service, n, c int) error {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}}
 	url := s.httpURL + "/v1/callbacks/allspark/" + callbackToken
 	var accepted atomic.Int64
-	err := run("callback → 202", n, c, func() error {
+	cost, err := s.begin()
+	if err != nil {
+		return err
+	}
+	err = run("callback → 202", n, c, func() error {
 		// Distinct bodies (a vendor's callbacks differ); case ids nobody submitted, so each is
 		// parked and, after the park window, recorded as unmatched.
 		body := fmt.Sprintf(`{"case_id": %d, "status": "completed", "sent": %d}`, 900000+time.Now().UnixNano()%1000000, time.Now().UnixNano())
@@ -27,6 +32,9 @@ func measureCallbacks(s *service, n, c int) error {
 		if err != nil {
 			return err
 		}
+		// Read to the end: a response body closed unread costs the connection (Go's transport
+		// cannot reuse it), and the run would measure TCP set-up instead of the endpoint.
+		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		if res.StatusCode != http.StatusAccepted {
 			return fmt.Errorf("callback answered %s", res.Status)
@@ -35,6 +43,9 @@ func measureCallbacks(s *service, n, c int) error {
 		return nil
 	})
 	if err != nil {
+		return err
+	}
+	if err := cost.end(n); err != nil {
 		return err
 	}
 	nc, err := nats.Connect(s.natsURL)

@@ -4,6 +4,7 @@
 // data_dir/runtime.json, as the CLI does.
 //
 //	go run ./cmd/ingest-load -n 2000 -c 8 -size 100KiB
+//	go run ./cmd/ingest-load -n 1000 -c 8 -size 100KiB -route -cpuprofile cpu.pprof -heapprofile heap.pprof
 //	go run ./cmd/ingest-load -rss -size 64MiB
 //	go run ./cmd/ingest-load -e2e -n 1000 -c 8 -size 20KiB -vendors laigo,gini,allspark,documine
 //	go run ./cmd/ingest-load -callbacks -n 20000 -c 50
@@ -48,6 +49,11 @@ func main() {
 	cluster := flag.Bool("cluster", false, "two instances on a three-node cluster (replicas 3): throughput, then a node kill")
 	hooks := flag.Int("webhooks", 0, "measure webhook delivery to N subscriptions (instant local receiver): -n events, then -rate events/s for latency")
 	rate := flag.Int("rate", 500, "with -webhooks: events per second in the latency phase")
+	route := flag.Bool("route", false, "throughput with the shipped route (every document to sandbox Gini) instead of routes: []")
+	var prof profiling
+	flag.StringVar(&prof.cpuFile, "cpuprofile", "", "write a CPU profile of the service during the measured uploads to `file`")
+	flag.StringVar(&prof.heapFile, "heapprofile", "", "write a heap profile of the service at the end of the measured uploads to `file`")
+	flag.IntVar(&prof.seconds, "profile-seconds", 10, "length of the CPU profile")
 	flag.Parse()
 	size, err := config.ParseByteSize(*sizeFlag)
 	if err != nil {
@@ -68,6 +74,8 @@ func main() {
 	}
 	extra := "routes: []\n" // documents stay received: the drop alone is measured
 	switch {
+	case *route:
+		extra = "routes:\n  - {name: default, match: {}, vendors: [gini]}\n" // as the shipped config.yaml
 	case *e2e:
 		extra = sandboxAtOnce
 	case *cb:
@@ -84,6 +92,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	svc.prof = prof
 	defer svc.stop()
 	switch {
 	case *rss:
@@ -114,6 +123,7 @@ type service struct {
 	httpURL string
 	natsURL string
 	key     string
+	prof    profiling
 }
 
 // sandboxAtOnce makes the simulators answer at once and lifts client-side limits, so that what is
@@ -305,7 +315,14 @@ func measureThroughput(s *service, n, c int, size int64) error {
 			return err
 		}
 	}
+	cost, err := s.begin()
+	if err != nil {
+		return err
+	}
 	if err := run("HTTP drop (202 after PubAck)", n, c, func() error { return upload(client, s, newDocument(size), size) }); err != nil {
+		return err
+	}
+	if err := cost.end(n); err != nil {
 		return err
 	}
 

@@ -3,6 +3,9 @@
 //	ingest [serve] [--config F]          run everything configured
 //	ingest tail [SUBJECT] [--all]        print events as JSON lines (default subject ingest.>)
 //	ingest status ID                     print one document's state
+//	ingest ls [--status S] [--all] …     list documents, newest first
+//	ingest result ID [--json]            what each vendor made of a document
+//	ingest get ID -o FILE [--artifact N] download a document or a vendor's result file
 //	ingest submit FILE... [--vendor V]   upload files like the HTTP drop does
 //	ingest retry ID [--vendor V]         a new round of a failed document at its vendor
 //	ingest config check [--config F]     validate a configuration, listing every problem
@@ -43,6 +46,14 @@ Usage:
   ingest [serve] [--config F]                 run the service
   ingest tail [SUBJECT] [--all] [--config F]  print events as JSON lines (default: every event)
   ingest status ID [--config F]               print one document's state
+  ingest ls [--status S] [--vendor V] [--source K] [--route R] [--since 1h] [--limit N] [--all] [--json]
+                                              list documents, newest first: a table and counts on
+                                              a terminal, else (or --json) one JSON object a line
+  ingest result ID [--json]                   what each vendor made of a document: fields, result
+                                              files, failures
+  ingest get ID -o FILE|- [--artifact NAME [--vendor V]]
+                                              download the document's bytes, or a vendor's result
+                                              file; FILE is written whole or not at all
   ingest retry ID [--vendor V] [--key K] [--config F]
                                               a new round of the document's failed vendor (every
                                               failed one without --vendor); prints its new state
@@ -86,6 +97,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = tail(ctx, args, stdout, stderr)
 	case "status":
 		err = status(ctx, args, stdout)
+	case "ls":
+		err = ls(ctx, args, stdout, stderr)
+	case "result":
+		err = result(ctx, args, stdout)
+	case "get":
+		err = get(ctx, args, stdout, stderr)
 	case "submit":
 		err = submit(ctx, args, stdout, stderr)
 	case "retry":

@@ -203,7 +203,9 @@ func TestConfigGenToken(t *testing.T) {
 func TestHelpEverywhere(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"serve", "--help"}, {"tail", "-h"}, {"status", "--help"},
 		{"submit", "--help"}, {"submit", "a.pdf", "-h"}, {"config", "--help"}, {"config", "check", "-h"}, {"config", "gen-token", "--help"},
-		{"state", "--help"}, {"state", "rebuild", "-h"}, {"replay", "--help"}, {"webhooks", "-h"}, {"retry", "--help"}, {"retry", "ID", "-h"}} {
+		{"state", "--help"}, {"state", "rebuild", "-h"}, {"replay", "--help"}, {"webhooks", "-h"},
+		{"ls", "--help"}, {"ls", "-h"}, {"result", "--help"}, {"result", "ID", "-h"}, {"get", "--help"}, {"get", "ID", "-o", "x", "-h"},
+		{"retry", "--help"}, {"retry", "ID", "-h"}} {
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), args, &out, &errOut)
 		want := "ingest"
@@ -220,7 +222,10 @@ func TestHelpEverywhere(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"frobnicate"}, {"status"}, {"submit"}, {"config"}, {"config", "gen-token", "x"}, {"config", "nope"}, {"tail", "a", "b"}, {"serve", "--nope"}, {"state"}, {"state", "rebuild", "x"}, {"retry"}, {"retry", "a", "b"}, {"retry", "a", "--nope"}} {
+	for _, args := range [][]string{{"frobnicate"}, {"status"}, {"submit"}, {"config"}, {"config", "gen-token", "x"}, {"config", "nope"}, {"tail", "a", "b"}, {"serve", "--nope"}, {"state"}, {"state", "rebuild", "x"},
+		{"ls", "x"}, {"ls", "--limit", "0"}, {"ls", "--limit", "501"}, {"ls", "--nope"}, {"result"}, {"result", "a", "b"}, {"result", "--nope", "a"},
+		{"get"}, {"get", "ID"}, {"get", "ID", "-o"}, {"get", "a", "b", "-o", "x"}, {"get", "ID", "--vendor", "gini", "-o", "x"},
+		{"retry"}, {"retry", "a", "b"}, {"retry", "a", "--nope"}} {
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "Usage:") {
 			t.Errorf("%v: exit %d, %q", args, code, errOut.String())
