@@ -115,7 +115,7 @@ dispatch: {retry_initial: 200ms, retry_max: 2s}
 		wg.Go(func() {
 			for i := range work {
 				answers[i] = retryDocument(t, httpAddr, ids[i], fmt.Sprintf("retry-%d", i))
-				time.Sleep(time.Duration(rand.IntN(600)) * time.Millisecond) // spread the retries over the kills
+				time.Sleep(time.Duration(rand.IntN(1200)) * time.Millisecond) // spread the retries over the kills
 			}
 		})
 	}
