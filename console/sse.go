@@ -28,6 +28,7 @@ type liveEvent struct {
 	ID     string `json:"id"`
 	Kind   string `json:"kind"`
 	Vendor string `json:"vendor,omitempty"`
+	seq    uint64 // stream sequence
 }
 
 // events streams the document events as server-sent events (text/event-stream), fed by an
@@ -64,6 +65,9 @@ func (c *Console) events(ec echo.Context, s *session) error {
 				return
 			}
 			le := liveEvent{ID: ev.Subject, Kind: string(ev.Kind())}
+			if md, err := m.Metadata(); err == nil {
+				le.seq = md.Sequence.Stream
+			}
 			var v struct {
 				Vendor string `json:"vendor"`
 			}
@@ -122,6 +126,7 @@ func (c *Console) events(ec echo.Context, s *session) error {
 			}
 			return nil
 		case le := <-ch:
+			c.waitIndexed(ctx, le.seq)
 			body, _ := json.Marshal(le)
 			if !send("event: document\ndata: %s\n\n", body) {
 				return nil
@@ -138,6 +143,30 @@ func (c *Console) events(ec echo.Context, s *session) error {
 			if !send(": keep-alive\n\n") {
 				return nil
 			}
+		}
+	}
+}
+
+// indexWait bounds how long an event is held back for the index to apply it.
+const indexWait = 2 * time.Second
+
+// waitIndexed holds an event back until the list index has applied it (a page that refreshes
+// on it would otherwise show the list as it was), within indexWait.
+func (c *Console) waitIndexed(ctx context.Context, seq uint64) {
+	if c.cfg.Index == nil || seq == 0 || c.cfg.Index.Progress().Sequence >= seq {
+		return
+	}
+	deadline := time.NewTimer(indexWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for c.cfg.Index.Progress().Sequence < seq {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
 		}
 	}
 }

@@ -30,7 +30,14 @@
       .catch(function () { /* the next event tries again */ });
   }
 
-  function soon() { if (!pending) { pending = window.setTimeout(refresh, 250); } }
+  // Once soon after an event, and once more a little later: the document's state may be written
+  // a moment after its event is on the stream.
+  var again = null;
+  function soon() {
+    if (!pending) { pending = window.setTimeout(refresh, 200); }
+    if (again) { window.clearTimeout(again); }
+    again = window.setTimeout(function () { again = null; if (!pending) { refresh(); } }, 1500);
+  }
 
   var es = new EventSource('/ui/events');
   // "ready": the server follows the stream now; refresh once for what happened meanwhile.
