@@ -172,9 +172,9 @@ func (c *Console) Register(e *echo.Echo) {
 	g.POST("/logout", other(c.csrf(c.logout)))
 	// Whatever else is asked under /ui needs a session too: a signed-out visitor learns nothing
 	// about which pages exist.
-	g.Any("/*", other(func(ec echo.Context, _ *session) error {
+	g.Any("/*", other(c.csrf(func(ec echo.Context, _ *session) error {
 		return c.render(ec, http.StatusNotFound, "error", &view{Title: "Not found", Error: "There is no such page."})
-	}))
+	})))
 }
 
 // secure sets the headers every console answer carries: no script but the console's own file,

@@ -393,6 +393,9 @@ func TestEveryPostNeedsTheSessionsToken(t *testing.T) {
 		{"retry from another site", "/ui/documents/" + id + "/retry", url.Values{"vendor": {"laigo"}, "csrf": {token}},
 			map[string]string{"Origin": "https://evil.example"}, http.StatusForbidden},
 		{"sign-out without a token", "/ui/logout", url.Values{}, nil, http.StatusForbidden},
+		{"a post elsewhere without a token", "/ui/anything", url.Values{}, nil, http.StatusForbidden},
+		{"a post elsewhere with the token", "/ui/anything", url.Values{"csrf": {token}}, nil, http.StatusNotFound},
+		{"a form that is not url-encoded", "/ui/logout", nil, map[string]string{"Content-Type": "multipart/form-data; boundary=x"}, http.StatusBadRequest},
 		{"retry with a bad vendor", "/ui/documents/" + id + "/retry", url.Values{"vendor": {"<b>"}, "csrf": {token}}, nil, http.StatusBadRequest},
 		{"retry of a bad id", "/ui/documents/..%2F..%2Fetc/retry", url.Values{"vendor": {"laigo"}, "csrf": {token}}, nil, http.StatusNotFound},
 		{"retry the vendor refuses", "/ui/documents/" + id + "/retry", url.Values{"vendor": {"cradl"}, "csrf": {token}}, nil, http.StatusConflict},
@@ -563,7 +566,7 @@ func TestListsAndCounts(t *testing.T) {
 		"/ui/documents?status=failed&limit=1": {`data-id="` + id + `"`, `1 matching`},
 		"/ui/documents?status=completed":      {`No documents match.`},
 		"/ui/sources": {`http/api`, `every instance`, `imap/invoices`, `nobody (no instance holds its lease right now)`,
-			`watched elsewhere`, `>1</a>`},
+			`watched elsewhere`, `>1</a>`, `<td>` + time.Now().UTC().Format("2006-01-02")},
 		"/ui/vendors": {`<span class="status s-received">sandbox</span>`, `<span class="status s-completed">real</span>`, `2/s`,
 			`href="/ui/documents?vendor=laigo&amp;status=failed&amp;since=24h">1</a>`},
 	}

@@ -327,6 +327,8 @@ type sourceRow struct {
 	Problem   string
 	DocsToday int64
 	Counted   bool
+	// LastDocument is when the newest document from it was received.
+	LastDocument time.Time
 }
 
 func (c *Console) sourcesPage(ec echo.Context, s *session) error {
@@ -368,8 +370,13 @@ func (c *Console) sourcesPage(ec echo.Context, s *session) error {
 			}
 		}
 		if c.cfg.Index != nil {
-			if p, _, err := c.list(ctx, docindex.Query{SourceKind: src.Kind, SourceName: src.Name, Since: midnight, Limit: 1}); err == nil {
-				r.DocsToday, r.Counted = total(p.Counts.Status), true
+			today, _, err1 := c.list(ctx, docindex.Query{SourceKind: src.Kind, SourceName: src.Name, Since: midnight, Limit: 1})
+			_, last, err2 := c.list(ctx, docindex.Query{SourceKind: src.Kind, SourceName: src.Name, Limit: 1})
+			if err1 == nil && err2 == nil {
+				r.DocsToday, r.Counted = total(today.Counts.Status), true
+				if len(last) > 0 {
+					r.LastDocument = last[0].ReceivedAt
+				}
 			}
 		}
 		rows = append(rows, r)
