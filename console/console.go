@@ -51,6 +51,9 @@ type Config struct {
 	// SessionTTL is how long a sign-in lasts (default 12 h). Every instance of a deployment must
 	// use the same: it is the sessions bucket's age limit.
 	SessionTTL time.Duration
+	// StatusEvery is how often the lease holder of a mailbox or folder writes how it is doing,
+	// for the sources page of every instance (default 10 s).
+	StatusEvery time.Duration
 	// Now is the clock (tests move it past a session's end); default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -94,6 +97,7 @@ type Console struct {
 	bus      *events.Bus
 	log      *slog.Logger
 	sessions jetstream.KeyValue
+	status   jetstream.KeyValue // the sources' states (nil without mailboxes or folders)
 	keys     [][32]byte
 	pages    map[string]*template.Template
 	static   fs.FS
@@ -112,6 +116,9 @@ func New(ctx context.Context, cfg Config) (*Console, error) {
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = DefaultSessionTTL
 	}
+	if cfg.StatusEvery <= 0 {
+		cfg.StatusEvery = DefaultStatusEvery
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -128,6 +135,9 @@ func New(ctx context.Context, cfg Config) (*Console, error) {
 	}
 	c := &Console{cfg: cfg, bus: cfg.Bus, log: cfg.Logger.With("component", "console"), sessions: kv,
 		stopping: make(chan struct{})}
+	if err := c.openStatus(ctx); err != nil {
+		return nil, err
+	}
 	for _, k := range cfg.APIKeys {
 		c.keys = append(c.keys, sha256.Sum256([]byte(k)))
 	}
@@ -140,12 +150,23 @@ func New(ctx context.Context, cfg Config) (*Console, error) {
 	return c, nil
 }
 
-// Run waits until ctx ends, then ends the event streams, so that the HTTP server's shutdown
-// does not wait on browsers that keep them open.
+// Run writes the state of the sources this instance watches every StatusEvery until ctx ends,
+// then ends the event streams, so that the HTTP server's shutdown does not wait on browsers that
+// keep them open.
 func (c *Console) Run(ctx context.Context) error {
-	<-ctx.Done()
-	c.Close()
-	return nil
+	defer c.Close()
+	t := time.NewTicker(c.cfg.StatusEvery)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.StatusEvery)
+		c.reportSources(rctx)
+		cancel()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // Close ends the event streams now and refuses new ones.

@@ -25,6 +25,7 @@ import (
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
 	"github.com/ingest-dev/ingest/httpapi"
+	"github.com/ingest-dev/ingest/lease"
 )
 
 const apiKey = "console-test-key-0123456789abcdef"
@@ -52,12 +53,12 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	eventstest.Run(t, e.ix.Run)
-	e.con, e.srv = e.start()
+	e.con, e.srv = e.start("test-instance")
 	return e
 }
 
 // start opens a console (another instance, or the same after a restart) over the env's bus.
-func (e *env) start() (*console.Console, *httptest.Server) {
+func (e *env) start(self string) (*console.Console, *httptest.Server) {
 	e.t.Helper()
 	con, err := console.New(context.Background(), console.Config{
 		Bus: e.bus, Index: e.ix, APIKeys: []string{"another-key-0123456789abcdef", apiKey},
@@ -75,7 +76,7 @@ func (e *env) start() (*console.Console, *httptest.Server) {
 				Health: func() error { return errors.New("login refused") }}},
 		Vendors: []console.Vendor{{Name: "gini", Sandbox: true, BaseURL: "http://127.0.0.1:1", Concurrency: 4, Timeout: time.Minute},
 			{Name: "laigo", RateLimit: 2, BaseURL: "https://api.example.com"}},
-		Self: "test-instance",
+		Self: self,
 		Now:  func() time.Time { return time.Unix(0, e.now.Load()) },
 	})
 	if err != nil {
@@ -111,7 +112,10 @@ func (e *env) do(c *http.Client, method, path string, form url.Values, hdr map[s
 	if form != nil {
 		body = strings.NewReader(form.Encode())
 	}
-	req, _ := http.NewRequest(method, e.srv.URL+path, body)
+	if !strings.HasPrefix(path, "http://") {
+		path = e.srv.URL + path
+	}
+	req, _ := http.NewRequest(method, path, body)
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
@@ -431,7 +435,7 @@ func TestSessionsLastTheirTimeOnEveryInstance(t *testing.T) {
 	c := e.client()
 	e.signIn(c)
 	// Another instance (or this one restarted) knows the session: it is in the bucket.
-	_, srv2 := e.start()
+	_, srv2 := e.start("test-instance-2")
 	req, _ := http.NewRequest("GET", srv2.URL+"/ui/", nil)
 	u, _ := url.Parse(e.srv.URL + "/ui/")
 	for _, ck := range c.Jar.Cookies(u) {
@@ -566,7 +570,7 @@ func TestListsAndCounts(t *testing.T) {
 		"/ui/documents?status=failed&limit=1": {`data-id="` + id + `"`, `1 matching`},
 		"/ui/documents?status=completed":      {`No documents match.`},
 		"/ui/sources": {`http/api`, `every instance`, `imap/invoices`, `nobody (no instance holds its lease right now)`,
-			`watched elsewhere`, `>1</a>`, `<td>` + time.Now().UTC().Format("2006-01-02")},
+			`not reported yet by the instance that holds it`, `>1</a>`, `<td>` + time.Now().UTC().Format("2006-01-02")},
 		"/ui/vendors": {`<span class="status s-received">sandbox</span>`, `<span class="status s-completed">real</span>`, `2/s`,
 			`href="/ui/documents?vendor=laigo&amp;status=failed&amp;since=24h">1</a>`},
 	}
@@ -672,5 +676,33 @@ func TestEventStream(t *testing.T) {
 		case <-deadline:
 			t.Fatal("the event stream did not end when the console closed")
 		}
+	}
+}
+
+// The instance that watches a mailbox says how it is doing; every instance shows it.
+func TestSourceStateSeenFromEveryInstance(t *testing.T) {
+	e := newEnv(t)
+	leases, err := lease.New(context.Background(), lease.Config{Bus: e.bus, Owner: "test-instance"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan struct{})
+	eventstest.Run(t, func(ctx context.Context) error {
+		leases.Run(ctx, "imap.invoices", func(ctx context.Context) { close(held); <-ctx.Done() })
+		return nil
+	})
+	<-held
+	eventstest.Run(t, e.con.Run) // reports at once, then every 10 s
+	_, other := e.start("test-instance-2")
+	c := e.client()
+	e.signIn(c)
+	eventstest.WaitFor(t, 10*time.Second, "the other instance to show the mailbox failing", func() bool {
+		a := e.do(c, "GET", other.URL+"/ui/sources", nil, nil)
+		return a.code == http.StatusOK && strings.Contains(a.body, `failing since`) &&
+			strings.Contains(a.body, `<span class="error">login refused</span>`) && strings.Contains(a.body, "as test-instance reported at")
+	})
+	a := e.do(c, "GET", "/ui/sources", nil, nil)
+	if !strings.Contains(a.body, "test-instance (this instance)") || !strings.Contains(a.body, `failing since`) {
+		t.Fatalf("the holder's own page: %s", a.body)
 	}
 }

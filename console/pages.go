@@ -321,12 +321,17 @@ func clip(s string) string {
 
 type sourceRow struct {
 	Source
-	Holder    string
-	HeldHere  bool
-	Status    string
-	Problem   string
-	DocsToday int64
-	Counted   bool
+	Holder   string
+	HeldHere bool
+	Status   string
+	Problem  string // the current error
+	// Reported is when the lease holder last wrote the state shown (zero: this instance's own).
+	Reported    time.Time
+	Since       time.Time
+	LastError   string
+	LastErrorAt time.Time
+	DocsToday   int64
+	Counted     bool
 	// LastDocument is when the newest document from it was received.
 	LastDocument time.Time
 }
@@ -355,19 +360,32 @@ func (c *Console) sourcesPage(ec echo.Context, s *session) error {
 				r.Holder = "unknown (" + err.Error() + ")"
 			}
 		}
+		st, reported := sourceStatus{}, false
+		if src.Lease != "" {
+			st, reported = c.readStatus(ctx, src.Lease)
+			r.LastError, r.LastErrorAt = st.LastError, st.LastErrorAt
+		}
 		switch {
 		case src.Lease == "":
 			r.Status = "taking uploads"
-		case !r.HeldHere:
-			r.Status = "watched elsewhere: its state is known to the instance that holds it"
-		case src.Health == nil:
-			r.Status = "unknown"
-		default:
+		case r.HeldHere && src.Health != nil:
 			if err := src.Health(); err != nil {
 				r.Status, r.Problem = "failing", err.Error()
 			} else {
 				r.Status = "working"
 			}
+			if reported && st.Instance == c.cfg.Self && st.Working == (r.Problem == "") {
+				r.Since = st.Since
+			}
+		case reported && st.Instance == r.Holder:
+			r.Status, r.Problem, r.Reported, r.Since = "working", st.Error, st.CheckedAt, st.Since
+			if !st.Working {
+				r.Status = "failing"
+			}
+		case r.HeldHere:
+			r.Status = "unknown"
+		default:
+			r.Status = "not reported yet by the instance that holds it"
 		}
 		if c.cfg.Index != nil {
 			today, _, err1 := c.list(ctx, docindex.Query{SourceKind: src.Kind, SourceName: src.Name, Since: midnight, Limit: 1})
