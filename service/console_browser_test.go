@@ -190,6 +190,10 @@ func consoleService(t *testing.T) *service.Service {
 
 // A person signs in, watches an uploaded document reach "completed" on the documents page
 // without reloading it, and opens it to see the fields the sandbox vendor extracted.
+//
+// Further scenarios (retrying a failed document: open its page, b.submit("retry", "#retry-<vendor>"),
+// b.waitText("#status", "completed", …)) reuse consoleService, newBrowser and the browser's
+// open/signIn/waitLive/waitText/waitFor/submit/screenshot helpers.
 func TestConsoleInABrowser(t *testing.T) {
 	s := consoleService(t)
 	b := newBrowser(t, "http://"+s.HTTPAddr())
