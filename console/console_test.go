@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/ingest-dev/ingest/console"
 	"github.com/ingest-dev/ingest/docindex"
@@ -45,7 +46,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, bus: eventstest.Bus(t, eventstest.Embedded(t))}
+	return newEnvOn(t, eventstest.Embedded(t))
+}
+
+func newEnvOn(t *testing.T, nc *nats.Conn) *env {
+	t.Helper()
+	e := &env{t: t, bus: eventstest.Bus(t, nc)}
 	e.now.Store(time.Now().UnixNano())
 	var err error
 	e.ix, err = docindex.Open(context.Background(), docindex.Config{Bus: e.bus, Path: filepath.Join(t.TempDir(), "docs.db")})
@@ -519,7 +525,13 @@ func TestHostileInputIsRefusedOrEscaped(t *testing.T) {
 }
 
 func TestDocumentDetail(t *testing.T) {
-	e := newEnv(t)
+	t.Run("embedded", func(t *testing.T) { testDocumentDetail(t, newEnv(t)) })
+	// Results are found by time with an ordered consumer; sessions and states are KV: all of it
+	// must work on Debian's NATS 2.9 too.
+	t.Run("external NATS 2.9", func(t *testing.T) { testDocumentDetail(t, newEnvOn(t, eventstest.External(t))) })
+}
+
+func testDocumentDetail(t *testing.T, e *env) {
 	id, content := e.addDocument()
 	c := e.client()
 	token := e.signIn(c)

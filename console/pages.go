@@ -77,7 +77,7 @@ func (c *Console) overview(ec echo.Context, s *session) error {
 		return c.render(ec, http.StatusOK, "overview", pageFor(s, "Overview", "overview", "overview", d))
 	}
 	ctx := ec.Request().Context()
-	page, failures, err := c.list(ctx, docindex.Query{Limit: 1})
+	page, _, err := c.list(ctx, docindex.Query{Limit: 1})
 	if err != nil {
 		return c.failed(ec, s, err)
 	}
@@ -86,7 +86,6 @@ func (c *Console) overview(ec echo.Context, s *session) error {
 	if err != nil {
 		return c.failed(ec, s, err)
 	}
-	_ = failures
 	// Documents received per hour: whole hours, which the index counts from its per-hour table.
 	now := c.cfg.Now().UTC()
 	end := now.Truncate(time.Hour).Add(time.Hour)

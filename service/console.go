@@ -44,7 +44,7 @@ func (s *Service) startConsole(ctx context.Context, cfg config.Config, plan *cat
 	var vs []console.Vendor
 	for _, name := range s.catalog.Names() {
 		b := plan.Settings(name).Base()
-		v := console.Vendor{Name: name, Sandbox: b.Sandbox, BaseURL: b.BaseURL, RateLimit: b.RateLimit,
+		v := console.Vendor{Name: name, Sandbox: b.Sandbox, BaseURL: redactURL(b.BaseURL), RateLimit: b.RateLimit,
 			Concurrency: b.Concurrency, Timeout: b.Timeout.Std(), PollInitial: b.Poll.Initial.Std(), PollMax: b.Poll.Max.Std(),
 			Deadline: b.Poll.Deadline.Std(), Callbacks: s.catalog.Callbacks[name] != nil}
 		if u, ok := s.catalog.Sandboxes[name]; ok {
