@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ingest-dev/ingest/events"
 )
@@ -108,22 +107,14 @@ type result struct {
 	problem string
 }
 
-// Bounds of reading results: how far before the event's own time its stream message may lie
-// (clocks of instances differ), how many messages of the vendor's subject are looked through,
-// and how large a stored whole result may be.
-const (
-	clockSlack    = 2 * time.Minute
-	maxScan       = 20000
-	maxResultJSON = 32 << 20
-)
+// maxResultJSON bounds a whole result read back from the Object Store.
+const maxResultJSON = 32 << 20
 
-// results reads the completed event of every vendor that completed the document. Events name
-// their document in the subject field, not in the NATS subject, so each is found from its time:
-// an ordered consumer on the vendor's completed subject, from a little before the event's time,
-// reads forward until the event's id turns up.
+// results reads the completed event of every vendor that completed the document (found by its id
+// near its time: events.Bus.FindEvent).
 func (c *Console) results(ctx context.Context, doc events.Document) map[string]result {
 	out := map[string]result{}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	for name, vs := range doc.Vendors {
 		if vs.Status != events.StatusCompleted {
@@ -154,46 +145,21 @@ func (c *Console) findCompleted(ctx context.Context, vendor string, entry events
 	if err != nil {
 		return nil, err
 	}
-	start := entry.Time.Add(-clockSlack)
-	cons, err := c.bus.JetStream().OrderedConsumer(ctx, c.bus.Names().Stream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
-	})
+	ev, err := c.bus.FindEvent(ctx, subject, entry.EventID, entry.Time)
+	if errors.Is(err, events.ErrEventNotFound) {
+		return nil, errors.New("its completed event is no longer in the event stream (kept for nats.stream.max_age)")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("the result could not be read: %w", err)
 	}
-	for scanned := 0; scanned < maxScan; {
-		batch, err := cons.Fetch(200, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("the result could not be read: %w", err)
-		}
-		got, last := 0, false
-		for m := range batch.Messages() {
-			got++
-			scanned++
-			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
-				last = true
-			}
-			ev, err := events.Decode(m.Data())
-			if err != nil || ev.ID != entry.EventID {
-				continue
-			}
-			var d events.CompletedData
-			if err := ev.DecodeData(&d); err != nil {
-				return nil, err
-			}
-			if d.ResultObjectKey != "" {
-				return c.storedResult(ctx, d)
-			}
-			return &d, nil
-		}
-		if batch.Error() != nil && !errors.Is(batch.Error(), jetstream.ErrNoMessages) && ctx.Err() == nil {
-			return nil, fmt.Errorf("the result could not be read: %w", batch.Error())
-		}
-		if got == 0 || last || ctx.Err() != nil {
-			break
-		}
+	var d events.CompletedData
+	if err := ev.DecodeData(&d); err != nil {
+		return nil, err
 	}
-	return nil, errors.New("its completed event is no longer in the stream (older than the stream's max_age?)")
+	if d.ResultObjectKey != "" {
+		return c.storedResult(ctx, d)
+	}
+	return &d, nil
 }
 
 // storedResult reads a result too large for its event from the Object Store; if that fails the
