@@ -163,12 +163,16 @@ func (b *browser) submit(what, sel string) {
 	})
 }
 
-// text returns the text of the element sel.
+// text returns the text of the element sel. It is read in one script, not by node: the page's
+// live updates replace its regions, and a node looked up first may be gone when its text is
+// asked for ("No node with given id found").
 func (b *browser) text(sel string) string {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(
+		`(function(){var e=document.querySelector(%s);if(e===null){throw new Error("no element "+%s)};return e.innerText})()`,
+		strconv.Quote(sel), strconv.Quote(sel))))
 	if err != nil {
 		b.t.Fatalf("text of %s: %v (screenshot %s)", sel, err, b.screenshot("failed-text"))
 	}
