@@ -345,3 +345,36 @@ func TestRebuildRestoresLostState(t *testing.T) {
 		}
 	})
 }
+
+// RecordNew skips the look-ups for a document id made just now; handed an id that has a state
+// after all (a caller's mistake, or a projector that got there first), the state keeps every event.
+func TestRecordNew(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		b := eventstest.Bus(t, nc)
+		subj, _ := b.Names().Subject(events.Received, "http")
+		received := func(id string) events.Event {
+			ev, _ := events.NewEvent(events.Received, id+".received", "/sources/http/api", id, time.Now(), events.ReceivedData{DocumentID: id, Filename: id + ".pdf"})
+			return ev
+		}
+		doc, err := b.RecordNew(ctxT(t), subj, received("fresh-1"))
+		if err != nil || doc.Filename != "fresh-1.pdf" || len(doc.History) != 1 {
+			t.Fatalf("RecordNew: %+v, %v", doc, err)
+		}
+		if got, err := b.States().Get(ctxT(t), "fresh-1"); err != nil || got.Filename != "fresh-1.pdf" {
+			t.Fatalf("state after RecordNew: %+v, %v", got, err)
+		}
+		// A state exists already (here: the document's completion got there first).
+		done, _ := events.NewEvent(events.Completed, "early.completed.gini", "/vendors/gini", "early", time.Now(), map[string]string{"vendor": "gini"})
+		if _, _, err := b.States().Apply(ctxT(t), done); err != nil {
+			t.Fatal(err)
+		}
+		doc, err = b.RecordNew(ctxT(t), subj, received("early"))
+		if err != nil || len(doc.History) != 2 || doc.Filename != "early.pdf" {
+			t.Fatalf("RecordNew over an existing state: %+v, %v", doc, err)
+		}
+		// And again: the event is in the state once.
+		if doc, err = b.RecordNew(ctxT(t), subj, received("early")); err != nil || len(doc.History) != 2 {
+			t.Fatalf("RecordNew repeated: %+v, %v", doc, err)
+		}
+	})
+}

@@ -147,6 +147,29 @@ func (s *States) Apply(ctx context.Context, ev Event) (Document, bool, error) {
 	return Document{}, false, fmt.Errorf("write state of %s: too much contention", id)
 }
 
+// applyFirst is Apply for an event expected to be its document's first: the state is created
+// without reading it first; when it exists after all, Apply takes over.
+func (s *States) applyFirst(ctx context.Context, ev Event) (Document, bool, error) {
+	id := ev.Subject
+	if !validKey(id) {
+		return Document{}, false, fmt.Errorf("event %s: subject %q is not a document id", ev.ID, id)
+	}
+	doc := Document{ID: id}
+	if changed, err := doc.apply(ev); err != nil || !changed {
+		return doc, false, err
+	}
+	body, err := json.Marshal(doc)
+	if err != nil {
+		return Document{}, false, fmt.Errorf("encode state of %s: %w", id, err)
+	}
+	if _, err := s.kv.Create(ctx, id, body); err == nil {
+		return doc, true, nil
+	} else if !IsConflict(err) {
+		return Document{}, false, fmt.Errorf("write state of %s: %w", id, err)
+	}
+	return s.Apply(ctx, ev)
+}
+
 // IsConflict reports whether a Key-Value compare-and-set write lost its race: Create found the
 // key there, or Update found another revision. The server may say so in either of two ways.
 func IsConflict(err error) bool {

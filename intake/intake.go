@@ -203,6 +203,11 @@ type Origin struct {
 	Metadata map[string]string
 	Vendors  []string // asked for by the sender
 	Route    string
+	// NewID says the document id was made by NewDocumentID for this document alone: nothing can
+	// have been committed under it, so Commit does not look for an earlier commit (a round
+	// trip saved per upload). Never set it for a derived id: those are committed again after
+	// a crash.
+	NewID bool
 }
 
 // Commit announces a staged document: it returns once JetStream has acknowledged the received
@@ -239,7 +244,14 @@ func (in *Intake) Commit(ctx context.Context, st Staged, o Origin) (events.Docum
 		return events.Document{}, err
 	}
 	// Committing the same document again (a retried request after a crash) publishes nothing.
-	doc, fresh, err := in.bus.Record(ctx, subject, ev)
+	record := in.bus.Record
+	if o.NewID {
+		record = func(ctx context.Context, subject string, ev events.Event) (events.Document, bool, error) {
+			doc, err := in.bus.RecordNew(ctx, subject, ev)
+			return doc, true, err
+		}
+	}
+	doc, fresh, err := record(ctx, subject, ev)
 	if err != nil {
 		return events.Document{}, err
 	}

@@ -53,7 +53,10 @@ type Service struct {
 	webhooks  *webhooks.Deliverer
 	index     *docindex.Index
 	http      *httpapi.Server
-	httpAddr  string
+	// retry starts a new attempt of a failed document at one vendor (the console's Retry
+	// button); nil until retry is wired.
+	retry    func(ctx context.Context, id, vendor string) error
+	httpAddr string
 
 	// The service's one lifecycle: every long-running part is a component, run together until
 	// shutdown or until one of them fails; then they all stop, each within the drain time.
@@ -272,6 +275,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, err
 	}
 	if err := s.startWebhooks(ctx, cfg, keys, reg); err != nil {
+		return nil, err
+	}
+	if err := s.startConsole(ctx, cfg, plan, keys); err != nil {
 		return nil, err
 	}
 	serving = true

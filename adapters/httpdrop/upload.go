@@ -177,6 +177,7 @@ func (d *Drop) accept(c echo.Context, cl *claim) (err error) {
 		Metadata: r.metadata,
 		Vendors:  r.vendors,
 		Route:    r.route,
+		NewID:    cl == nil, // without a key, every id was just made by NewDocumentID
 	}
 	resp := Response{Documents: make([]Accepted, 0, len(r.files))}
 	replayed := false
