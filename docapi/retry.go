@@ -361,7 +361,7 @@ func (d *API) retryHandler(c echo.Context) error {
 	}
 	doc, replayed, err := d.retry(ctx, id, vendor, c.Request().Header.Get("Idempotency-Key"))
 	if err != nil {
-		return retryProblem(err)
+		return RetryProblem(err)
 	}
 	if replayed {
 		c.Response().Header().Set("Idempotent-Replayed", "true")
@@ -369,7 +369,10 @@ func (d *API) retryHandler(c echo.Context) error {
 	return c.JSON(http.StatusAccepted, doc)
 }
 
-func retryProblem(err error) error {
+// RetryProblem is Retry's error as the HTTP answer it makes (an *httpapi.Problem: 404, 409, 422,
+// 400 or 503 with the sentence), for callers that answer over HTTP (the console); nil stays nil,
+// other errors stay as they are.
+func RetryProblem(err error) error {
 	var re *retryError
 	if !errors.As(err, &re) {
 		return err

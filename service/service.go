@@ -237,7 +237,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
-	if err := s.retryKeys(ctx, docs); err != nil {
+	if err := s.wireRetry(ctx, docs); err != nil {
 		return nil, err
 	}
 	docs.Register(s.http.Echo())
@@ -294,10 +294,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	return s, nil
 }
 
-// retryKeys gives the retry endpoint the Idempotency-Key bucket of uploads (provisioned with the
+// wireRetry gives the retry endpoint the Idempotency-Key bucket of uploads (provisioned with the
 // very spec httpdrop uses, so that neither changes it back and forth), whether or not the HTTP
-// drop is enabled.
-func (s *Service) retryKeys(ctx context.Context, docs *docapi.API) error {
+// drop is enabled, and the console its Retry button.
+func (s *Service) wireRetry(ctx context.Context, docs *docapi.API) error {
 	kv, err := s.bus.KeyValue(ctx, events.BucketSpec{
 		Purpose: "idempotency", Description: "Idempotency-Key records of POST /v1/documents",
 		TTL: s.cfg.HTTP.IdempotencyTTL.Std(),
@@ -306,6 +306,10 @@ func (s *Service) retryKeys(ctx context.Context, docs *docapi.API) error {
 		return err
 	}
 	docs.UseIdempotency(kv)
+	s.retry = func(ctx context.Context, id, vendor string) error {
+		_, err := docs.Retry(docapi.WithRequester(ctx, "console"), id, vendor, "")
+		return docapi.RetryProblem(err)
+	}
 	return nil
 }
 
