@@ -11,6 +11,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -63,6 +66,7 @@ type Service struct {
 	components []component
 	stopWork   context.CancelFunc
 	workDone   chan struct{}
+	running    sync.Map // names of the components whose run has not returned yet
 	// lock holds data_dir for this process until it stops.
 	lock *os.File
 	// failed reports the first component that ended on its own with an error.
@@ -382,7 +386,9 @@ func (s *Service) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	g, gctx := errgroup.WithContext(ctx)
 	for _, c := range s.components {
+		s.running.Store(c.name, struct{}{})
 		g.Go(func() error {
+			defer s.running.Delete(c.name)
 			if err := c.run(gctx); err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
@@ -510,7 +516,10 @@ func (s *Service) stop(ctx context.Context) error {
 		select {
 		case <-s.workDone:
 		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("work still running at the shutdown deadline: %w", ctx.Err()))
+			var names []string
+			s.running.Range(func(k, _ any) bool { names = append(names, k.(string)); return true })
+			slices.Sort(names)
+			errs = append(errs, fmt.Errorf("work still running at the shutdown deadline (%s): %w", strings.Join(names, ", "), ctx.Err()))
 		}
 	}
 	if s.catalog != nil {
