@@ -2,25 +2,22 @@ package docapi
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/ingest-dev/ingest/docindex"
 	"github.com/ingest-dev/ingest/httpapi"
 )
 
-// Client reads documents from a running service: what `ingest ls`, `result` and `get` use.
-type Client struct {
-	BaseURL string // e.g. http://127.0.0.1:8080
-	APIKey  string
-	HTTP    *http.Client // http.DefaultClient when nil (no timeout: a download takes as long as it takes)
-}
+// Client reads documents from a running service and asks for retries: what `ingest ls`,
+// `result`, `get` and `retry` use.
+type Client httpapi.Client
+
+func (c *Client) api() *httpapi.Client { return (*httpapi.Client)(c) }
 
 // List returns one page of GET /v1/documents with the query q (status, vendor, source, route,
 // since, until, q, limit, cursor).
@@ -68,13 +65,17 @@ func ArtifactPath(id, name, vendor string) string {
 // w and returns the file name the server suggests. A body shorter than its Content-Length is an
 // error: the caller must not keep what it wrote.
 func (c *Client) Download(ctx context.Context, path string, w io.Writer) (string, int64, error) {
-	res, err := c.get(ctx, path, nil)
+	req, err := c.api().NewRequest(ctx, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	res, err := c.api().Do(req)
 	if err != nil {
 		return "", 0, err
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return "", 0, problemOf(res)
+		return "", 0, httpapi.ProblemFrom(res)
 	}
 	n, err := io.Copy(w, res.Body)
 	if err != nil {
@@ -91,48 +92,9 @@ func (c *Client) Download(ctx context.Context, path string, w io.Writer) (string
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, q url.Values, out any) error {
-	res, err := c.get(ctx, path, q)
+	req, err := c.api().NewRequest(ctx, http.MethodGet, path, q, nil)
 	if err != nil {
 		return err
 	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return problemOf(res)
-	}
-	if err := json.NewDecoder(io.LimitReader(res.Body, 64<<20)).Decode(out); err != nil {
-		return fmt.Errorf("the answer of %s is not the expected JSON: %w", path, err)
-	}
-	return nil
-}
-
-func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Response, error) {
-	u := strings.TrimRight(c.BaseURL, "/") + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.APIKey)
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	res, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("ingest at %s does not answer: %w", c.BaseURL, err)
-	}
-	return res, nil
-}
-
-// problemOf turns an answer other than 200 into an error: the server's problem+json as a
-// *httpapi.Problem, else the status and the start of the body.
-func problemOf(res *http.Response) error {
-	body, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
-	var p httpapi.Problem
-	if json.Unmarshal(body, &p) == nil && p.Detail != "" {
-		return &p
-	}
-	return fmt.Errorf("unexpected answer %s: %.200s", res.Status, body)
+	return c.api().JSON(req, http.StatusOK, out)
 }

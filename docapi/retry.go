@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -396,33 +395,18 @@ func (d *API) UseIdempotency(kv IdempotencyStore) { d.cfg.Idempotency = kv }
 // uses. vendor "" retries every failed vendor; key "" sends no Idempotency-Key. A refusal is the
 // server's *httpapi.Problem.
 func (c *Client) Retry(ctx context.Context, id, vendor, key string) (events.Document, error) {
-	u := strings.TrimRight(c.BaseURL, "/") + StatusURL(url.PathEscape(id)) + "/retry"
+	var q url.Values
 	if vendor != "" {
-		u += "?" + url.Values{"vendor": {vendor}}.Encode()
+		q = url.Values{"vendor": {vendor}}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	req, err := c.api().NewRequest(ctx, http.MethodPost, StatusURL(url.PathEscape(id))+"/retry", q, nil)
 	if err != nil {
 		return events.Document{}, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.APIKey)
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	res, err := hc.Do(req)
-	if err != nil {
-		return events.Document{}, fmt.Errorf("ingest at %s does not answer: %w", c.BaseURL, err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusAccepted {
-		return events.Document{}, problemOf(res)
-	}
 	var doc events.Document
-	if err := json.NewDecoder(io.LimitReader(res.Body, 16<<20)).Decode(&doc); err != nil {
-		return events.Document{}, fmt.Errorf("the answer of the retry is not the expected JSON: %w", err)
-	}
-	return doc, nil
+	err = c.api().JSON(req, http.StatusAccepted, &doc)
+	return doc, err
 }

@@ -14,11 +14,7 @@ import (
 
 // Client speaks to a running service's subscriptions API: what `ingest replay` and
 // `ingest webhooks` use.
-type Client struct {
-	BaseURL string // e.g. http://127.0.0.1:8080
-	APIKey  string
-	HTTP    *http.Client // http.DefaultClient when nil (no timeout: a replay takes as long as it takes)
-}
+type Client httpapi.Client
 
 // List returns the subscriptions' states.
 func (c *Client) List(ctx context.Context) (json.RawMessage, error) {
@@ -51,37 +47,25 @@ func (c *Client) Attempts(ctx context.Context, name, eventID string) (json.RawMe
 }
 
 func (c *Client) call(ctx context.Context, method, path string, q url.Values) (json.RawMessage, error) {
-	u := strings.TrimRight(c.BaseURL, "/") + "/v1/subscriptions" + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	api := (*httpapi.Client)(c)
+	req, err := api.NewRequest(ctx, method, "/v1/subscriptions"+path, q, nil)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.APIKey)
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	res, err := hc.Do(req)
+	res, err := api.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("ingest at %s does not answer: %w", c.BaseURL, err)
+		return nil, err
 	}
 	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read the answer: %w", err)
-	}
 	if res.StatusCode == http.StatusNotFound && !strings.Contains(res.Header.Get("Content-Type"), "problem") {
 		return nil, fmt.Errorf("the running service has no webhook subscriptions (add some under subscriptions: and restart it)")
 	}
 	if res.StatusCode != http.StatusOK {
-		var p httpapi.Problem
-		if json.Unmarshal(body, &p) == nil && p.Detail != "" {
-			return nil, &p
-		}
-		return nil, fmt.Errorf("unexpected answer %s: %.200s", res.Status, body)
+		return nil, httpapi.ProblemFrom(res)
+	}
+	body, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read the answer: %w", err)
 	}
 	return body, nil
 }

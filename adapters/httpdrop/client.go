@@ -3,7 +3,6 @@ package httpdrop
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -17,11 +16,9 @@ import (
 )
 
 // Client speaks to the HTTP drop: what `ingest submit` and `ingest status` use.
-type Client struct {
-	BaseURL string // e.g. http://127.0.0.1:8080
-	APIKey  string
-	HTTP    *http.Client // http.DefaultClient when nil
-}
+type Client httpapi.Client
+
+func (c *Client) api() *httpapi.Client { return (*httpapi.Client)(c) }
 
 // SubmitOptions go with an upload.
 type SubmitOptions struct {
@@ -68,7 +65,7 @@ func (c *Client) SubmitFile(ctx context.Context, path string, opts SubmitOptions
 		}()
 		pw.CloseWithError(err)
 	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.BaseURL, "/")+"/v1/documents", pr)
+	req, err := c.api().NewRequest(ctx, http.MethodPost, "/v1/documents", nil, pr)
 	if err != nil {
 		pr.Close()
 		return Response{}, err
@@ -78,46 +75,17 @@ func (c *Client) SubmitFile(ctx context.Context, path string, opts SubmitOptions
 		req.Header.Set("Idempotency-Key", opts.IdempotencyKey)
 	}
 	var resp Response
-	err = c.do(req, http.StatusAccepted, &resp)
+	err = c.api().JSON(req, http.StatusAccepted, &resp)
 	pr.Close()
 	return resp, err
 }
 
 // Status returns a document's state as the server sends it.
 func (c *Client) Status(ctx context.Context, id string) (json.RawMessage, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.BaseURL, "/")+docapi.StatusURL(url.PathEscape(id)), nil)
+	req, err := c.api().NewRequest(ctx, http.MethodGet, docapi.StatusURL(url.PathEscape(id)), nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	var raw json.RawMessage
-	return raw, c.do(req, http.StatusOK, &raw)
-}
-
-// do sends req; a problem+json answer comes back as a *httpapi.Problem error.
-func (c *Client) do(req *http.Request, want int, out any) error {
-	req.Header.Set("Authorization", "Bearer "+c.APIKey)
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	res, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("ingest at %s does not answer: %w", c.BaseURL, err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("read the answer: %w", err)
-	}
-	if res.StatusCode != want {
-		var p httpapi.Problem
-		if json.Unmarshal(body, &p) == nil && p.Detail != "" {
-			return &p
-		}
-		return fmt.Errorf("unexpected answer %s: %.200s", res.Status, body)
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("the answer is not the expected JSON: %w", err)
-	}
-	return nil
+	return raw, c.api().JSON(req, http.StatusOK, &raw)
 }
