@@ -20,6 +20,7 @@ import (
 	"github.com/ingest-dev/ingest/broker"
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/httpapi"
 	"github.com/ingest-dev/ingest/service"
 )
 
@@ -140,11 +141,11 @@ func status(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: ingest status ID", errUsage)
 	}
-	_, ep, err := discover(*cfgPath)
+	api, err := serviceAPI(*cfgPath)
 	if err != nil {
 		return err
 	}
-	c := &httpdrop.Client{BaseURL: ep.HTTPURL, APIKey: ep.APIKey}
+	c := (*httpdrop.Client)(api)
 	raw, err := c.Status(ctx, pos[0])
 	if err != nil {
 		return err
@@ -191,11 +192,11 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		opts.Metadata[k] = v
 	}
-	_, ep, err := discover(*cfgPath)
+	api, err := serviceAPI(*cfgPath)
 	if err != nil {
 		return err
 	}
-	c := &httpdrop.Client{BaseURL: ep.HTTPURL, APIKey: ep.APIKey}
+	c := (*httpdrop.Client)(api)
 	failed := 0
 	enc := json.NewEncoder(stdout)
 	progress := newProgress(stderr, len(files))
@@ -209,7 +210,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			continue
 		}
 		for _, d := range resp.Documents {
-			_ = enc.Encode(map[string]any{"file": f, "id": d.ID, "status_url": ep.HTTPURL + d.StatusURL,
+			_ = enc.Encode(map[string]any{"file": f, "id": d.ID, "status_url": api.BaseURL + d.StatusURL,
 				"content_type": d.ContentType, "size": d.Size, "sha256": d.SHA256})
 		}
 	}
@@ -309,6 +310,17 @@ func configCheck(args []string, stdout io.Writer) error {
 	}
 	_, err = fmt.Fprintf(stdout, "%s: OK\n", which)
 	return err
+}
+
+// serviceAPI finds the running service the configuration names (data_dir/runtime.json) and
+// returns a client of its HTTP API with its key; the clients of httpdrop, docapi and webhooks
+// are that type.
+func serviceAPI(cfgPath string) (*httpapi.Client, error) {
+	_, ep, err := discover(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	return &httpapi.Client{BaseURL: ep.HTTPURL, APIKey: ep.APIKey}, nil
 }
 
 func discover(cfgPath string) (config.Config, service.Endpoints, error) {

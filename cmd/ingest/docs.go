@@ -24,11 +24,8 @@ import (
 )
 
 func docClient(cfgPath string) (*docapi.Client, error) {
-	_, ep, err := discover(cfgPath)
-	if err != nil {
-		return nil, err
-	}
-	return &docapi.Client{BaseURL: ep.HTTPURL, APIKey: ep.APIKey}, nil
+	api, err := serviceAPI(cfgPath)
+	return (*docapi.Client)(api), err
 }
 
 // ls: ingest ls [--status S] [--vendor V] [--source K] [--route R] [--since 1h] [--limit N] [--all] [--json].

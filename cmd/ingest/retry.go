@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"time"
-
-	"github.com/ingest-dev/ingest/docapi"
 )
 
 // retry: ingest retry ID [--vendor V] [--key K] — a new round of the document's failed vendor (every
@@ -25,13 +23,12 @@ func retry(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: ingest retry ID [--vendor V] [--key K]", errUsage)
 	}
-	_, ep, err := discover(*cfgPath)
+	c, err := docClient(*cfgPath)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	c := &docapi.Client{BaseURL: ep.HTTPURL, APIKey: ep.APIKey}
 	doc, err := c.Retry(ctx, pos[0], *vendor, *key)
 	if err != nil {
 		return fmt.Errorf("retry refused: %w", err)

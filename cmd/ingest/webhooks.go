@@ -64,11 +64,8 @@ func webhooksCmd(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func webhookClient(cfgPath string) (*webhooks.Client, error) {
-	_, ep, err := discover(cfgPath)
-	if err != nil {
-		return nil, err
-	}
-	return &webhooks.Client{BaseURL: ep.HTTPURL, APIKey: ep.APIKey}, nil
+	api, err := serviceAPI(cfgPath)
+	return (*webhooks.Client)(api), err
 }
 
 func printJSON(w io.Writer) func(json.RawMessage, error) error {
