@@ -71,6 +71,9 @@ type Source struct {
 	// Health is this instance's watcher's state (nil error: working), nil when it has none.
 	// Only the lease holder's watcher runs, so only its health means anything.
 	Health func() error
+	// LastPass is when this instance's watcher last looked through it to the end (zero: not
+	// yet); nil when it has none.
+	LastPass func() time.Time
 }
 
 // Vendor is one enabled vendor and its settings.

@@ -79,7 +79,8 @@ func (e *env) start(self string) (*console.Console, *httptest.Server) {
 		},
 		Sources: []console.Source{{Kind: "http", Name: "api", Where: "POST /v1/documents"},
 			{Kind: "imap", Name: "invoices", Where: "in@example.com/INBOX", Lease: "imap.invoices",
-				Health: func() error { return errors.New("login refused") }}},
+				Health:   func() error { return errors.New("login refused") },
+				LastPass: func() time.Time { return time.Date(2026, 12, 3, 9, 30, 0, 0, time.UTC) }}},
 		Vendors: []console.Vendor{{Name: "gini", Sandbox: true, BaseURL: "http://127.0.0.1:1", Concurrency: 4, Timeout: time.Minute},
 			{Name: "laigo", RateLimit: 2, BaseURL: "https://api.example.com"}},
 		Self: self,
@@ -711,7 +712,8 @@ func TestSourceStateSeenFromEveryInstance(t *testing.T) {
 	eventstest.WaitFor(t, 10*time.Second, "the other instance to show the mailbox failing", func() bool {
 		a := e.do(c, "GET", other.URL+"/ui/sources", nil, nil)
 		return a.code == http.StatusOK && strings.Contains(a.body, `failing since`) &&
-			strings.Contains(a.body, `<span class="error">login refused</span>`) && strings.Contains(a.body, "as test-instance reported at")
+			strings.Contains(a.body, `<span class="error">login refused</span>`) && strings.Contains(a.body, "as test-instance reported at") &&
+			strings.Contains(a.body, `<td id="last-pass-imap-invoices">2026-12-03 09:30:00Z</td>`)
 	})
 	a := e.do(c, "GET", "/ui/sources", nil, nil)
 	if !strings.Contains(a.body, "test-instance (this instance)") || !strings.Contains(a.body, `failing since`) {

@@ -329,6 +329,7 @@ type sourceRow struct {
 	Since       time.Time
 	LastError   string
 	LastErrorAt time.Time
+	LastPass    time.Time
 	DocsToday   int64
 	Counted     bool
 	// LastDocument is when the newest document from it was received.
@@ -362,7 +363,10 @@ func (c *Console) sourcesPage(ec echo.Context, s *session) error {
 		st, reported := sourceStatus{}, false
 		if src.Lease != "" {
 			st, reported = c.readStatus(ctx, src.Lease)
-			r.LastError, r.LastErrorAt = st.LastError, st.LastErrorAt
+			r.LastError, r.LastErrorAt, r.LastPass = st.LastError, st.LastErrorAt, st.LastPass
+		}
+		if r.HeldHere && src.LastPass != nil {
+			r.LastPass = src.LastPass() // this instance's own watcher: newer than its last report
 		}
 		switch {
 		case src.Lease == "":

@@ -29,6 +29,8 @@ type sourceStatus struct {
 	// LastError stays after the source works again: what went wrong last, and when it was seen.
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// LastPass is when the watcher last looked through the mailbox or folder to its end.
+	LastPass time.Time `json:"last_pass,omitzero"`
 }
 
 // watched reports whether any source has a watcher to report on.
@@ -77,6 +79,9 @@ func (c *Console) reportSources(ctx context.Context) {
 		st := sourceStatus{Instance: c.cfg.Self, CheckedAt: now, Working: true, Since: now}
 		if herr := src.Health(); herr != nil {
 			st.Working, st.Error = false, herr.Error()
+		}
+		if src.LastPass != nil {
+			st.LastPass = src.LastPass().UTC()
 		}
 		st.LastError, st.LastErrorAt = prev.LastError, prev.LastErrorAt
 		if !st.Working {

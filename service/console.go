@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/url"
+	"time"
 
 	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/console"
@@ -17,8 +18,9 @@ import (
 func (s *Service) startConsole(ctx context.Context, cfg config.Config, plan *catalog.Plan, keys []string) error {
 	// A watcher's error is shown on a page: no secret of the configuration in it.
 	scrub := redact.New(slog.DiscardHandler, append(cfg.Secrets(), keys...))
-	health := map[string]func() error{}
+	health, lastPass := map[string]func() error{}, map[string]func() time.Time{}
 	if s.sources != nil {
+		lastPass = s.sources.lastPass
 		for k, h := range s.sources.health {
 			health[k] = func() error {
 				if err := h(); err != nil {
@@ -35,11 +37,11 @@ func (s *Service) startConsole(ctx context.Context, cfg config.Config, plan *cat
 	for _, m := range cfg.Sources.IMAP {
 		key := "imap." + m.Name
 		srcs = append(srcs, console.Source{Kind: "imap", Name: m.Name, Where: m.Username + "@" + m.Host + "/" + m.Mailbox,
-			Lease: key, Health: health[key]})
+			Lease: key, Health: health[key], LastPass: lastPass[key]})
 	}
 	for _, f := range cfg.Sources.WebDAV {
 		key := "webdav." + f.Name
-		srcs = append(srcs, console.Source{Kind: "webdav", Name: f.Name, Where: redactURL(f.URL), Lease: key, Health: health[key]})
+		srcs = append(srcs, console.Source{Kind: "webdav", Name: f.Name, Where: redactURL(f.URL), Lease: key, Health: health[key], LastPass: lastPass[key]})
 	}
 	var vs []console.Vendor
 	for _, name := range s.catalog.Names() {

@@ -25,16 +25,18 @@ import (
 type watcher interface {
 	Run(ctx context.Context) error
 	Health() error
+	LastPass() time.Time
 }
 
 // sources runs the mailbox and folder watchers, each under a lease so that one instance at a time
 // watches it.
 type sources struct {
-	health map[string]func() error
+	health   map[string]func() error
+	lastPass map[string]func() time.Time
 }
 
 func (s *Service) startSources(ctx context.Context, cfg config.Config, in *intake.Intake, reg prometheus.Registerer) error {
-	src := &sources{health: map[string]func() error{}}
+	src := &sources{health: map[string]func() error{}, lastPass: map[string]func() time.Time{}}
 	type named struct {
 		lease string
 		w     watcher
@@ -69,7 +71,7 @@ func (s *Service) startSources(ctx context.Context, cfg config.Config, in *intak
 		return err
 	}
 	for _, n := range ws {
-		src.health[n.lease] = n.w.Health
+		src.health[n.lease], src.lastPass[n.lease] = n.w.Health, n.w.LastPass
 	}
 	s.sources = src
 	// The watchers stop with the service: their work in hand is cancelled (it is redone after a

@@ -72,8 +72,10 @@ func TestPostActions(t *testing.T) {
 			srv.appendMail(t, "INBOX", simple("Invoice"))
 			cfg := e.config(srv.addr)
 			cfg.After = tt.after
+			began := time.Now()
 			r := start(t, cfg)
 			e.waitReceived(1, 10*time.Second)
+			eventstest.WaitFor(t, 10*time.Second, "the pass to be recorded", func() bool { return !r.w.LastPass().Before(began) })
 			look := func() string {
 				in := mailbox(t, srv.addr, testUser, testPass, "INBOX")
 				done := mailbox(t, srv.addr, testUser, testPass, "Done")

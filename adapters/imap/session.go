@@ -199,7 +199,12 @@ func (s *session) poll(ctx context.Context, catchUp <-chan time.Time) (full bool
 // cycle processes every mail after the checkpoint, in UID order, in fetch batches. Each mail is
 // done — documents announced, post-action run, checkpoint moved — before the next one; mails
 // the server's search filtered out are passed over with the checkpoint.
-func (s *session) cycle(ctx context.Context) error {
+func (s *session) cycle(ctx context.Context) (err error) {
+	defer func() {
+		if err == nil {
+			s.w.passed()
+		}
+	}()
 	select {
 	case <-s.wake: // whatever it announced, this pass sees
 	default:

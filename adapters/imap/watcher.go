@@ -36,6 +36,7 @@ type Watcher struct {
 
 	mu       sync.Mutex
 	health   error           // nil while a session runs well
+	lastPass time.Time       // when the mailbox was last looked through to its end
 	lastLog  string          // the last connection problem logged, so a retry loop logs it once
 	onceKeys map[string]bool // warnings given once per process
 }
@@ -108,6 +109,21 @@ func (w *Watcher) Health() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.health
+}
+
+// LastPass is when the mailbox was last looked through to its end (zero: not yet, by this
+// process): with IDLE the server says when there is mail, so this is the last time there was
+// something to look at or a catch-up pass was due.
+func (w *Watcher) LastPass() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastPass
+}
+
+func (w *Watcher) passed() {
+	w.mu.Lock()
+	w.lastPass = time.Now()
+	w.mu.Unlock()
 }
 
 func (w *Watcher) up(failures int) {

@@ -29,6 +29,9 @@ func TestRunUnderLease(t *testing.T) {
 	}
 	dav.setFault(failNth("PROPFIND", "", 500, 1000))
 	eventstest.WaitFor(t, 10*time.Second, "Health to report the failure", func() bool { return h.w.Health() != nil })
+	// A failed poll is a pass all the same: LastPass says when it looked, Health how it went.
+	failedAt := h.w.LastPass()
+	eventstest.WaitFor(t, 10*time.Second, "a later pass", func() bool { return h.w.LastPass().After(failedAt) })
 	dav.clearFault()
 	eventstest.WaitFor(t, 10*time.Second, "Health to recover", func() bool { return h.w.Health() == nil })
 	cancel()

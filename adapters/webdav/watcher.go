@@ -44,6 +44,7 @@ type Watcher struct {
 
 	healthMu sync.Mutex
 	health   error
+	lastPass time.Time // when the last poll ended, whatever its outcome
 
 	hooks testHooks
 }
@@ -143,8 +144,16 @@ func (w *Watcher) report(ctx context.Context, err error) {
 
 func (w *Watcher) setHealth(err error) {
 	w.healthMu.Lock()
-	w.health = err
+	w.health, w.lastPass = err, w.now()
 	w.healthMu.Unlock()
+}
+
+// LastPass is when the last poll of the folder ended (zero: none yet, by this process); Health
+// says whether it went through.
+func (w *Watcher) LastPass() time.Time {
+	w.healthMu.Lock()
+	defer w.healthMu.Unlock()
+	return w.lastPass
 }
 
 // pollOnce lists the folder, takes what is stable and returns what went wrong. Nothing is lost on
