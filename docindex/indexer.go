@@ -137,11 +137,19 @@ func (ix *Index) collect(ctx context.Context, msgs <-chan jetstream.Msg) (batch 
 		return nil, false
 	}
 	batch = append(batch, first)
-	if pendingAfter(first) == 0 {
-		return batch, true
-	}
 	timer := time.NewTimer(ix.cfg.BatchWait)
 	defer timer.Stop()
+	// Caught up with the stream, the next events are those being published now: a document's
+	// received, submitted and completed come milliseconds apart, and under load dozens a
+	// millisecond. Waiting a little for them makes one transaction of many instead of one each
+	// (a transaction costs far more than an event), at the price of lists that lag by it.
+	var linger <-chan time.Time
+	caughtUp := func(m jetstream.Msg) {
+		if linger == nil && pendingAfter(m) == 0 {
+			linger = time.After(min(lingerFor, ix.cfg.BatchWait))
+		}
+	}
+	caughtUp(first)
 	for len(batch) < ix.cfg.BatchSize {
 		select {
 		case m, ok := <-msgs:
@@ -149,9 +157,9 @@ func (ix *Index) collect(ctx context.Context, msgs <-chan jetstream.Msg) (batch 
 				return batch, false
 			}
 			batch = append(batch, m)
-			if pendingAfter(m) == 0 {
-				return batch, true
-			}
+			caughtUp(m)
+		case <-linger:
+			return batch, true
 		case <-timer.C:
 			return batch, true
 		case <-ctx.Done():
@@ -160,6 +168,9 @@ func (ix *Index) collect(ctx context.Context, msgs <-chan jetstream.Msg) (batch 
 	}
 	return batch, true
 }
+
+// lingerFor is how long a batch waits for more events once the index has caught up.
+const lingerFor = 10 * time.Millisecond
 
 // pendingAfter is how many messages the stream had for the consumer after m (unknown: 1).
 func pendingAfter(m jetstream.Msg) uint64 {

@@ -64,6 +64,10 @@ func measureE2E(s *service, n, c int, size int64, vendorList string) error {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}}
 	starts := make([]time.Time, n)
 	ids := make([]string, n)
+	cost, err := s.begin()
+	if err != nil {
+		return err
+	}
 	begin := time.Now()
 	err = parallel(n, c, func(i int) error {
 		starts[i] = time.Now()
@@ -97,6 +101,9 @@ func measureE2E(s *service, n, c int, size int64, vendorList string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	total := time.Since(begin)
+	if err := cost.end(n); err != nil {
+		return err
+	}
 	lat := make([]time.Duration, n)
 	mu.Lock()
 	for i, id := range ids {

@@ -7,6 +7,7 @@
 //	go run ./cmd/ingest-load -n 1000 -c 8 -size 100KiB -route -cpuprofile cpu.pprof -heapprofile heap.pprof
 //	go run ./cmd/ingest-load -rss -size 64MiB
 //	go run ./cmd/ingest-load -e2e -n 1000 -c 8 -size 20KiB -vendors laigo,gini,allspark,documine
+//	go run ./cmd/ingest-load -e2e -outside -n 1000 -c 8 -size 100KiB   # Gini simulated by this process
 //	go run ./cmd/ingest-load -callbacks -n 20000 -c 50
 //	go run ./cmd/ingest-load -cluster -n 2000 -c 8 -size 100KiB
 //	go run ./cmd/ingest-load -webhooks 1 -n 20000 -rate 500
@@ -45,6 +46,7 @@ func main() {
 	rss := flag.Bool("rss", false, "measure peak RSS while one document of -size uploads")
 	e2e := flag.Bool("e2e", false, "measure upload → completed through the sandbox vendors")
 	vendorList := flag.String("vendors", "gini", "with -e2e: the vendors each document goes to")
+	outside := flag.Bool("outside", false, "with -e2e: Gini is simulated by ingest-load's process (sandbox off in ingest), so the service's CPU is its own")
 	cb := flag.Bool("callbacks", false, "measure the Allspark callback endpoint (-n callbacks from -c senders)")
 	cluster := flag.Bool("cluster", false, "two instances on a three-node cluster (replicas 3): throughput, then a node kill")
 	hooks := flag.Int("webhooks", 0, "measure webhook delivery to N subscriptions (instant local receiver): -n events, then -rate events/s for latency")
@@ -76,6 +78,15 @@ func main() {
 	switch {
 	case *route:
 		extra = "routes:\n  - {name: default, match: {}, vendors: [gini]}\n" // as the shipped config.yaml
+	case *e2e && *outside:
+		if *vendorList != "gini" {
+			fail(fmt.Errorf("-outside simulates Gini only (-vendors gini)"))
+		}
+		var stopSim func()
+		if extra, stopSim, err = startOutsideGini(); err != nil {
+			fail(err)
+		}
+		defer stopSim()
 	case *e2e:
 		extra = sandboxAtOnce
 	case *cb:
