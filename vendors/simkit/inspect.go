@@ -122,6 +122,9 @@ func (in *Inspector) Write(p []byte) (int, error) {
 	in.size += int64(len(p))
 	in.h.Write(p)
 	if len(in.head) < in.cfg.HeadSize {
+		if in.head == nil {
+			in.head = make([]byte, 0, in.cfg.HeadSize) // once, rather than growing by appends
+		}
 		in.head = append(in.head, p[:min(len(p), in.cfg.HeadSize-len(in.head))]...)
 	}
 	in.markers(p)
