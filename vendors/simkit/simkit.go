@@ -1,6 +1,7 @@
 // Package simkit is what the vendor simulators share: injected faults for tests, bearer tokens that
-// expire, a ledger of uploads (to prove a document reached a vendor once), and deterministic
-// "recognised" content. Each vendor's simulator lives next to its client and follows that vendor's
+// expire, a ledger of uploads (to prove a document reached a vendor once), deterministic
+// "recognised" content, and the one-pass inspection of an upload (Inspect) that spares a
+// simulator holding the document. Each vendor's simulator lives next to its client and follows that vendor's
 // documented behaviour; simkit only carries the mechanics.
 package simkit
 
