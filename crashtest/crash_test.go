@@ -250,7 +250,7 @@ func makeDocuments(n int) []document {
 	var out []document
 	for i := 0; len(out) < n; i++ {
 		body := []byte(fmt.Sprintf("%%PDF-1.7\n%% crash test document %d\n%%%%EOF\n", i))
-		rec := simkit.Recognise("scan.pdf", body)
+		rec := simkit.RecogniseContent("scan.pdf", body)
 		if seen[rec.InvoiceNumber] {
 			continue // keep invoice numbers distinct, so that each result names its document
 		}

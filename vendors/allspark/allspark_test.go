@@ -62,7 +62,7 @@ func doc(name string, content []byte) vendors.Document {
 func pdf(s string) []byte { return []byte("%PDF-1.7\n" + s + "\n%%EOF\n") }
 
 func wantFields(name string, content []byte) []events.Field {
-	rec := simkit.Recognise(name, content)
+	rec := simkit.RecogniseContent(name, content)
 	return []events.Field{
 		{Name: "invoice_number", Value: rec.InvoiceNumber},
 		{Name: "total_amount", Value: rec.Total},
@@ -160,7 +160,7 @@ func TestHappyPath(t *testing.T) {
 	if !reflect.DeepEqual(res.Fields, wantFields("inv one.pdf", content)) {
 		t.Errorf("fields %+v", res.Fields)
 	}
-	if want := simkit.Recognise("inv one.pdf", content).Text; res.Text != want {
+	if want := simkit.RecogniseContent("inv one.pdf", content).Text; res.Text != want {
 		t.Errorf("text %q, want %q", res.Text, want)
 	}
 	if raw := rawCase(t, e, ref); !bytes.Equal(res.Raw, raw) {
@@ -241,7 +241,7 @@ func TestMultiFileCase(t *testing.T) {
 	if !reflect.DeepEqual(res.Fields, want) {
 		t.Errorf("fields %+v, want %+v", res.Fields, want)
 	}
-	wantText := simkit.Recognise("a.pdf", a).Text + "\n\n" + simkit.Recognise("b.pdf", b).Text
+	wantText := simkit.RecogniseContent("a.pdf", a).Text + "\n\n" + simkit.RecogniseContent("b.pdf", b).Text
 	if res.Text != wantText {
 		t.Errorf("text %q, want %q", res.Text, wantText)
 	}

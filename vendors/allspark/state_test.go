@@ -92,7 +92,7 @@ func TestSimulatorStateSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(res.Fields, wantFields("inv.pdf", content)) || res.Text != simkit.Recognise("inv.pdf", content).Text {
+	if !reflect.DeepEqual(res.Fields, wantFields("inv.pdf", content)) || res.Text != simkit.RecogniseContent("inv.pdf", content).Text {
 		t.Errorf("result after restart: %+v", res)
 	}
 	if err := e.client.MarkComplete(ctx, multi); err != nil {

@@ -122,7 +122,7 @@ func TestPredictions(t *testing.T) {
 			}
 			pages := cradlsim.Pages(tc.content)
 			for p := range tc.pages {
-				rec := simkit.Recognise(doc.Filename, pages[p])
+				rec := simkit.RecogniseContent(doc.Filename, pages[p])
 				fs := res.Fields[7*p : 7*p+7]
 				byName := fieldsByName(fs)
 				id := byName["invoice_id"]
@@ -211,7 +211,7 @@ func TestWorkflow(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Result: %v", err)
 	}
-	rec := simkit.Recognise(doc.Filename, content)
+	rec := simkit.RecogniseContent(doc.Filename, content)
 	fs := fieldsByName(res.Fields)
 	if got := fs["invoice_id"]; got.Value != rec.InvoiceNumber || got.Confidence == nil || got.Page == nil || *got.Page != 1 {
 		t.Errorf("invoice_id = %+v, want %s with confidence on page 1", got, rec.InvoiceNumber)
@@ -332,7 +332,7 @@ func TestEmail(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Result: %v", err)
 	}
-	rec := simkit.Recognise(doc.Filename, content)
+	rec := simkit.RecogniseContent(doc.Filename, content)
 	if got := fieldsByName(res.Fields)["invoice_id"].Value; got != rec.InvoiceNumber {
 		t.Errorf("invoice_id = %q, want %q (of doc-1, not doc-12)", got, rec.InvoiceNumber)
 	}

@@ -163,7 +163,7 @@ func TestSimulatorStateSurvivesRestart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Result: %v", err)
 		}
-		rec := simkit.Recognise(doc.Filename, content)
+		rec := simkit.RecogniseContent(doc.Filename, content)
 		fs := fieldsByName(res.Fields)
 		if fs["invoice_id"].Value != rec.InvoiceNumber || fs["line_items[0].amount"].Value != rec.Total {
 			t.Errorf("result after the restart %+v, want invoice %s of %s", res.Fields, rec.InvoiceNumber, rec.Total)
@@ -185,7 +185,7 @@ func TestSimulatorStateSurvivesRestart(t *testing.T) {
 		var first string
 		for i := 0; ; i++ {
 			first = fmt.Sprint("%PDF-1.7 page one ", i)
-			if strings.HasSuffix(simkit.Recognise("two.pdf", []byte(first)).Total, "0") {
+			if strings.HasSuffix(simkit.RecogniseContent("two.pdf", []byte(first)).Total, "0") {
 				break
 			}
 		}
@@ -227,7 +227,7 @@ func TestSimulatorStateSurvivesRestart(t *testing.T) {
 		}
 		pages := cradlsim.Pages(content)
 		for p := range 2 {
-			rec := simkit.Recognise(doc.Filename, pages[p])
+			rec := simkit.RecogniseContent(doc.Filename, pages[p])
 			if got := fieldsByName(after.Fields[7*p : 7*p+7])["total_amount"].Value; got != rec.Total {
 				t.Errorf("page %d total %q, want %q", p, got, rec.Total)
 			}
@@ -270,7 +270,7 @@ func TestSimulatorStateSurvivesRestart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Result: %v", err)
 		}
-		if got, want := fieldsByName(res.Fields)["invoice_id"].Value, simkit.Recognise(doc.Filename, content).InvoiceNumber; got != want {
+		if got, want := fieldsByName(res.Fields)["invoice_id"].Value, simkit.RecogniseContent(doc.Filename, content).InvoiceNumber; got != want {
 			t.Errorf("invoice_id after the restart %q, want %q", got, want)
 		}
 		if err := c.Finish(t.Context(), ref); err != nil {

@@ -189,7 +189,7 @@ func TestHappyPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := simkit.Recognise("invoice.pdf", content)
+	rec := simkit.RecogniseContent("invoice.pdf", content)
 	want := []events.Field{
 		{Name: "Invoice_Number", Value: rec.InvoiceNumber},
 		{Name: "Invoice_Date", Value: rec.Date},
@@ -664,7 +664,7 @@ func TestSimulatorStateSurvivesRestart(t *testing.T) {
 		t.Fatalf("check: %+v %v; want done", p, err)
 	}
 	r, err := c.Result(ctx, ref)
-	if want := wantFields(simkit.Recognise("invoice.pdf", content)); err != nil || !reflect.DeepEqual(r.Fields, want) {
+	if want := wantFields(simkit.RecogniseContent("invoice.pdf", content)); err != nil || !reflect.DeepEqual(r.Fields, want) {
 		t.Fatalf("result after restart: %+v %v, want fields %+v", r.Fields, err, want)
 	}
 	sha, _ := simkit.Digest(content)
@@ -735,7 +735,7 @@ func TestSimulatorRestartKeepsPackages(t *testing.T) {
 		t.Fatalf("%d packages made after the restart, want the one from before", n)
 	}
 	r, err := c.Result(ctx, ref)
-	rec := simkit.Recognise("packaged.pdf", content)
+	rec := simkit.RecogniseContent("packaged.pdf", content)
 	if err != nil || !reflect.DeepEqual(r.Fields, wantFields(rec)) || !strings.Contains(r.Text, rec.InvoiceNumber) {
 		t.Fatalf("result after the restart: %+v %v", r, err)
 	}

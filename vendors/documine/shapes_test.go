@@ -152,7 +152,7 @@ func TestShapesEndToEnd(t *testing.T) {
 			})
 			content := pdfWith(tt.name)
 			ref, res := drive(t, c, "invoice.pdf", content)
-			rec := simkit.Recognise("invoice.pdf", content)
+			rec := simkit.RecogniseContent("invoice.pdf", content)
 			if !reflect.DeepEqual(res.Fields, wantFields(rec)) {
 				t.Errorf("fields %+v, want %+v", res.Fields, wantFields(rec))
 			}

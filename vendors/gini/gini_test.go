@@ -221,7 +221,7 @@ func TestHappyPath(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Result: %v", err)
 			}
-			rec := simkit.Recognise(doc.Filename, content)
+			rec := simkit.RecogniseContent(doc.Filename, content)
 			fs := fieldsByName(res.Fields)
 			amount := fs["amountToPay"]
 			if amount.Value != rec.Total || amount.Currency != "EUR" {
@@ -879,7 +879,7 @@ func TestSimulatorStateSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("result after restart: %v", err)
 	}
-	rec := simkit.Recognise(vendors.UploadName(doc), content)
+	rec := simkit.RecogniseContent(vendors.UploadName(doc), content)
 	want, _ := json.Marshal(ginisim.Extractions(rec))
 	if !bytes.Equal(res.Raw, want) || res.Text != rec.Text {
 		t.Errorf("result after restart: raw %s text %q\nwant raw %s text %q", res.Raw, res.Text, want, rec.Text)

@@ -166,7 +166,7 @@ func TestHappyPath(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Result: %v", err)
 	}
-	want := simkit.Recognise("invoice.pdf", pdfBytes).Text
+	want := simkit.RecogniseContent("invoice.pdf", pdfBytes).Text
 	if r.Text != want {
 		t.Errorf("Text = %q, want %q", r.Text, want)
 	}

@@ -1,6 +1,7 @@
 // Package simkit is what the vendor simulators share: injected faults for tests, bearer tokens that
-// expire, a ledger of uploads (to prove a document reached a vendor once), and deterministic
-// "recognised" content. Each vendor's simulator lives next to its client and follows that vendor's
+// expire, a ledger of uploads (to prove a document reached a vendor once), deterministic
+// "recognised" content, and the one-pass inspection of an upload (Inspect) that spares a
+// simulator holding the document. Each vendor's simulator lives next to its client and follows that vendor's
 // documented behaviour; simkit only carries the mechanics.
 package simkit
 
@@ -205,15 +206,20 @@ type Recognised struct {
 	Date          string // YYYY-MM-DD
 }
 
-// Recognise derives the simulated content of a document.
-func Recognise(filename string, content []byte) Recognised {
-	sum := sha256.Sum256(content)
+// Recognise derives the simulated content of a document from its name, size and SHA-256: what a
+// simulator keeps of an upload it streamed (Inspection), never the bytes themselves.
+func Recognise(filename string, size int64, sum [sha256.Size]byte) Recognised {
 	n := int(sum[0])<<8 | int(sum[1])
 	return Recognised{
-		Text:          fmt.Sprintf("Simulated text of %s (%d bytes)\nInvoice INV-%05d\nTotal %d.%02d EUR", filename, len(content), n, n%500, n%100),
+		Text:          fmt.Sprintf("Simulated text of %s (%d bytes)\nInvoice INV-%05d\nTotal %d.%02d EUR", filename, size, n, n%500, n%100),
 		InvoiceNumber: fmt.Sprintf("INV-%05d", n),
 		Total:         fmt.Sprintf("%d.%02d", n%500, n%100),
 		Currency:      "EUR",
 		Date:          "2026-11-27",
 	}
+}
+
+// RecogniseContent is Recognise of bytes in hand: for tests and small inline content.
+func RecogniseContent(filename string, content []byte) Recognised {
+	return Recognise(filename, int64(len(content)), sha256.Sum256(content))
 }

@@ -9,8 +9,6 @@ package allsparksim
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -516,7 +514,7 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (upload, boo
 	}
 	var (
 		up      upload
-		content []byte
+		content simkit.Inspection // of the file: what the checks and the simulated reading need
 		gotFile bool
 	)
 	for {
@@ -535,14 +533,11 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (upload, boo
 			}
 			gotFile = true
 			up.file.name = p.FileName()
-			var buf bytes.Buffer
-			var n int64
-			n, err = io.Copy(&buf, io.LimitReader(p, s.cfg.MaxBytes+1))
-			if err == nil && n > s.cfg.MaxBytes {
+			content, err = simkit.Inspect(p, s.cfg.MaxBytes)
+			if err == nil && content.Over {
 				detail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("File too large. The maximum size is %d bytes.", s.cfg.MaxBytes))
 				return upload{}, false
 			}
-			content = buf.Bytes()
 		case "document_type":
 			var b []byte
 			b, err = io.ReadAll(io.LimitReader(p, 1<<10))
@@ -558,22 +553,21 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (upload, boo
 	case !gotFile:
 		writeJSON(w, http.StatusBadRequest, map[string][]string{"file": {"No file was submitted."}})
 		return upload{}, false
-	case len(content) == 0:
+	case content.Size == 0:
 		writeJSON(w, http.StatusBadRequest, map[string][]string{"file": {"The submitted file is empty."}})
 		return upload{}, false
 	case up.file.docType != "" && len(s.cfg.DocumentTypes) > 0 && !slices.Contains(s.cfg.DocumentTypes, up.file.docType):
 		writeJSON(w, http.StatusBadRequest, map[string][]string{"document_type": {fmt.Sprintf("%q is not a valid choice.", up.file.docType)}})
 		return upload{}, false
-	case !knownType(content):
+	case !knownType(content.Head):
 		detail(w, http.StatusUnsupportedMediaType, "Unsupported file type. Upload a PDF, PNG, JPEG or TIFF file.")
 		return upload{}, false
 	}
 	if up.file.name == "" {
 		up.file.name = "file"
 	}
-	sum := sha256.Sum256(content)
-	up.sha, up.size = hex.EncodeToString(sum[:]), int64(len(content))
-	up.file.rec = simkit.Recognise(up.file.name, content)
+	up.sha, up.size = content.Hex(), content.Size
+	up.file.rec = simkit.Recognise(up.file.name, content.Size, content.SHA256)
 	return up, true
 }
 

@@ -149,7 +149,7 @@ func TestDirectUploadCompletesAfterPendingPolls(t *testing.T) {
 	if c.Status != "completed" {
 		t.Fatalf("after 2 pending polls: %q", c.Status)
 	}
-	rec := simkit.Recognise("inv.pdf", pdf)
+	rec := simkit.RecogniseContent("inv.pdf", pdf)
 	got := map[string]string{}
 	for _, f := range c.Files[0].Fields {
 		got[f.Name] = f.Value

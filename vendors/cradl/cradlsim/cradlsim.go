@@ -21,10 +21,12 @@ package cradlsim
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"sort"
@@ -168,22 +170,69 @@ type reading struct {
 	Pages []simkit.Recognised `json:"pages,omitempty"`
 }
 
-// read reads a document's bytes (nil before they arrive: an execution may start on a document
-// whose fileUrl was not PUT yet, and its output is then that of no bytes). The recognised text
-// is dropped: Cradl answers with fields, never the text.
-func read(name string, content []byte) reading {
-	rec := func(b []byte) simkit.Recognised {
-		r := simkit.Recognise(name, b)
-		r.Text = ""
-		return r
-	}
-	r := reading{Whole: rec(content)}
-	if content != nil {
-		for _, p := range Pages(content) {
-			r.Pages = append(r.Pages, rec(p))
-		}
-	}
+// recognise is what the model reads in bytes of this size and digest. The recognised text is
+// dropped: Cradl answers with fields, never the text.
+func recognise(name string, size int64, sum [sha256.Size]byte) simkit.Recognised {
+	r := simkit.Recognise(name, size, sum)
+	r.Text = ""
 	return r
+}
+
+// noContent is the reading of a document whose bytes have not arrived (an execution may start
+// on a document whose fileUrl was not PUT yet): that of no bytes, without pages.
+func noContent(name string) reading {
+	return reading{Whole: recognise(name, 0, sha256.Sum256(nil))}
+}
+
+// read reads a document's bytes from r, no more than limit (negative: no limit), in one pass:
+// the reading of the whole and of every page, and the Inspection of the bytes. When they are
+// more than limit (Over) or r fails, the reading is empty.
+func read(name string, r io.Reader, limit int64) (reading, simkit.Inspection, error) {
+	pages := &pager{name: name, h: sha256.New()}
+	in, err := simkit.InspectWith(r, simkit.InspectConfig{Limit: limit, Also: pages})
+	if err != nil || in.Over {
+		return reading{}, in, err
+	}
+	return reading{Whole: recognise(name, in.Size, in.SHA256), Pages: pages.done()}, in, nil
+}
+
+// pager reads the pages of a document (the parts between form feeds, as Pages splits them) as
+// its bytes stream by, keeping only what the model made of each.
+type pager struct {
+	name  string
+	h     hash.Hash // of the page going on
+	n     int64     // its size so far
+	pages []simkit.Recognised
+}
+
+func (pg *pager) Write(p []byte) (int, error) {
+	n := len(p)
+	for {
+		i := bytes.IndexByte(p, '\f')
+		if i < 0 {
+			pg.h.Write(p)
+			pg.n += int64(len(p))
+			return n, nil
+		}
+		pg.h.Write(p[:i])
+		pg.n += int64(i)
+		pg.endPage()
+		p = p[i+1:]
+	}
+}
+
+func (pg *pager) endPage() {
+	var sum [sha256.Size]byte
+	pg.h.Sum(sum[:0])
+	pg.pages = append(pg.pages, recognise(pg.name, pg.n, sum))
+	pg.h.Reset()
+	pg.n = 0
+}
+
+// done ends the last page (after the last form feed, perhaps empty) and returns them all.
+func (pg *pager) done() []simkit.Recognised {
+	pg.endPage()
+	return pg.pages
 }
 
 type prediction struct {
@@ -391,25 +440,30 @@ func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) {
 	}
 	d := &document{id: "las:document:" + simkit.RandomHex(16), name: in.Name, contentType: in.ContentType,
 		fileToken: simkit.RandomHex(16), created: time.Now()}
-	var content []byte
+	d.read = noContent(d.name)
+	var content simkit.Inspection
 	if in.Content != nil {
 		if int64(len(*in.Content)) > maxContent {
 			apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("content is longer than %d base64 characters; use the fileUrl upload", maxContent))
 			return
 		}
-		var err error
-		content, err = base64.StdEncoding.DecodeString(*in.Content)
+		// Inline content is small (MaxInlineBytes) and in the request already: decoded whole,
+		// it keeps DecodeString's exact error messages.
+		b, err := base64.StdEncoding.DecodeString(*in.Content)
 		if err != nil {
 			apiError(w, http.StatusBadRequest, "content is not valid base64: "+err.Error())
 			return
 		}
-		if len(content) == 0 {
+		if len(b) == 0 {
 			apiError(w, http.StatusBadRequest, "content is empty")
 			return
 		}
-		d.hasContent = true
+		rd, inspected, err := read(d.name, bytes.NewReader(b), -1)
+		if err != nil {
+			panic(err) // a bytes.Reader does not fail
+		}
+		d.read, content, d.hasContent = rd, inspected, true
 	}
-	d.read = read(d.name, content)
 	s.mu.Lock()
 	s.docs[d.id] = d
 	s.files[d.fileToken] = d.id
@@ -425,9 +479,8 @@ func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) {
 }
 
 // record notes in the Ledger that d's bytes arrived.
-func (s *Server) record(d *document, content []byte) {
-	sum, n := simkit.Digest(content)
-	s.Ledger.Record(simkit.Upload{Ref: d.id, Filename: d.name, SHA256: sum, Size: n, At: d.created})
+func (s *Server) record(d *document, content simkit.Inspection) {
+	s.Ledger.Record(simkit.Upload{Ref: d.id, Filename: d.name, SHA256: content.Hex(), Size: content.Size, At: d.created})
 }
 
 // putFile takes a document's raw bytes at its fileUrl.
@@ -440,20 +493,19 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "No such file")
 		return
 	}
-	content, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxBytes+1))
+	rd, content, err := read(d.name, r.Body, s.cfg.MaxBytes)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "could not read the file: "+err.Error())
 		return
 	}
-	if int64(len(content)) > s.cfg.MaxBytes {
+	if content.Over {
 		apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the file is larger than %d bytes", s.cfg.MaxBytes))
 		return
 	}
-	if len(content) == 0 {
+	if content.Size == 0 {
 		apiError(w, http.StatusBadRequest, "the file is empty")
 		return
 	}
-	rd := read(d.name, content)
 	s.mu.Lock()
 	d.read, d.hasContent = rd, true
 	s.keepDocument(d)

@@ -239,7 +239,7 @@ func TestPredictionPages(t *testing.T) {
 	if p1["nextPage"] != nil {
 		t.Errorf("page 1 nextPage = %v, want null", p1["nextPage"])
 	}
-	rec := simkit.Recognise("two.pdf", []byte("second"))
+	rec := simkit.RecogniseContent("two.pdf", []byte("second"))
 	if first := p1["predictions"].([]any)[0].(map[string]any); first["value"] != rec.InvoiceNumber || first["page"] != 1.0 {
 		t.Errorf("page 1 first prediction = %v", first)
 	}

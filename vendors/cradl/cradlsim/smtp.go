@@ -105,7 +105,8 @@ func (as *authSession) Auth(string) (sasl.Server, error) {
 
 type attachment struct {
 	name, contentType string
-	content           []byte
+	read              reading
+	content           simkit.Inspection
 }
 
 // receive parses a message and starts an execution per attachment.
@@ -138,7 +139,7 @@ func (s *Server) receive(envelopeFrom, to string, r io.Reader) error {
 	var docs []*document
 	for _, a := range atts {
 		d := &document{id: "las:document:" + simkit.RandomHex(16), name: a.name, contentType: a.contentType,
-			hasContent: true, created: now, read: read(a.name, a.content)}
+			hasContent: true, created: now, read: a.read}
 		s.docs[d.id] = d
 		s.keepDocument(d)
 		e := s.newExecution(map[string]any{
@@ -205,14 +206,14 @@ func (s *Server) walk(h textproto.MIMEHeader, body io.Reader, depth int, atts *[
 		kind = extTypes[strings.ToLower(path.Ext(name))]
 	}
 	if kind != "" {
-		content, err := io.ReadAll(io.LimitReader(rd, s.cfg.MaxBytes+1))
+		read, content, err := read(name, rd, s.cfg.MaxBytes)
 		if err != nil {
 			return fmt.Errorf("attachment %q: %w", name, err)
 		}
-		if int64(len(content)) > s.cfg.MaxBytes {
+		if content.Over {
 			return fmt.Errorf("attachment %q is larger than %d bytes", name, s.cfg.MaxBytes)
 		}
-		*atts = append(*atts, attachment{name: name, contentType: kind, content: content})
+		*atts = append(*atts, attachment{name: name, contentType: kind, read: read, content: content})
 		return nil
 	}
 	if mt == "text/plain" && name == "" && *text == "" {

@@ -64,7 +64,7 @@ func TestStateKeepsFileURLsNotBytes(t *testing.T) {
 	if a.status != 200 {
 		t.Fatalf("prediction of the PUT document: %d %s", a.status, a.body)
 	}
-	rec := simkit.Recognise("later.pdf", later)
+	rec := simkit.RecogniseContent("later.pdf", later)
 	if first := a.json(t)["predictions"].([]any)[0].(map[string]any); first["value"] != rec.InvoiceNumber {
 		t.Errorf("prediction of the PUT document %v, want %s", first, rec.InvoiceNumber)
 	}

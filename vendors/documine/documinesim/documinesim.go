@@ -411,9 +411,10 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		if part.FormName() != s.api.FileField {
 			continue
 		}
-		data, err := io.ReadAll(io.LimitReader(part, s.cfg.MaxBytes+1))
+		// Only what the checks and the simulated reading need is kept, never the file.
+		data, err := simkit.Inspect(part, s.cfg.MaxBytes)
 		switch {
-		case errors.As(err, new(*http.MaxBytesError)) || int64(len(data)) > s.cfg.MaxBytes:
+		case errors.As(err, new(*http.MaxBytesError)) || data.Over:
 			writeError(w, http.StatusRequestEntityTooLarge, tooLarge)
 			return
 		case err != nil:
@@ -422,7 +423,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		case part.FileName() == "":
 			writeError(w, http.StatusBadRequest, "The uploaded file has no file name")
 			return
-		case !bytes.HasPrefix(data, []byte(pdfMagic)):
+		case !data.HasPrefix(pdfMagic):
 			writeError(w, http.StatusUnsupportedMediaType, "Unsupported file type: only PDF files can be uploaded")
 			return
 		}
@@ -431,9 +432,9 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) accept(w http.ResponseWriter, name string, data []byte) {
-	f := &file{id: simkit.RandomHex(16), filename: name, added: time.Now().UTC(), rec: simkit.Recognise(name, data)}
-	f.sha256, f.size = simkit.Digest(data)
+func (s *Server) accept(w http.ResponseWriter, name string, data simkit.Inspection) {
+	f := &file{id: simkit.RandomHex(16), filename: name, added: time.Now().UTC(), rec: simkit.Recognise(name, data.Size, data.SHA256)}
+	f.sha256, f.size = data.Hex(), data.Size
 	s.mu.Lock()
 	s.uploads++
 	f.seq = s.uploads

@@ -231,7 +231,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("statuses %q, want %q", got, want)
 	}
 	code, m = get(t, srv, access, files+"/"+id+"/components")
-	rec := simkit.Recognise("inv.pdf", pdf)
+	rec := simkit.RecogniseContent("inv.pdf", pdf)
 	if code != 200 || !strings.Contains(fmt.Sprint(m["components"]), rec.InvoiceNumber) {
 		t.Fatalf("components %d %v, want %s in them", code, m, rec.InvoiceNumber)
 	}
@@ -456,7 +456,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 		t.Fatalf("list after the restart: %q, want %q", got, want)
 	}
 	code, m := get(t, srv, access, files+"/"+ids["a.pdf"]+"/components")
-	rec := simkit.Recognise("a.pdf", append(append([]byte{}, pdf...), "a.pdf"...))
+	rec := simkit.RecogniseContent("a.pdf", append(append([]byte{}, pdf...), "a.pdf"...))
 	if code != 200 || !strings.Contains(fmt.Sprint(m["components"]), rec.InvoiceNumber) {
 		t.Fatalf("components after the restart: %d %v, want %s in them", code, m, rec.InvoiceNumber)
 	}

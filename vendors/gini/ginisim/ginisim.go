@@ -18,7 +18,6 @@
 package ginisim
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -290,19 +289,20 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, owner string) {
 			}
 		}
 	}
-	// Read no more than the limit: a client that streams a huge body learns it is too large
-	// without the simulator holding it.
-	content, err := io.ReadAll(io.LimitReader(body, s.cfg.MaxBytes))
+	// Read no more than the limit, and keep only what the rules below look at: a client that
+	// streams a huge body learns it is too large without the simulator holding it, and a
+	// document of any size costs the simulator a read buffer, not its own size.
+	in, err := simkit.Inspect(body, s.cfg.MaxBytes-1, encryptMarker, loopMarker)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "Could not read the document: "+err.Error())
 		return
 	}
-	if int64(len(content)) >= s.cfg.MaxBytes {
+	if in.Over {
 		apiError(w, http.StatusBadRequest, fmt.Sprintf("Document file size must be less than %s", size(s.cfg.MaxBytes)))
 		return
 	}
-	class, status, msg := classify(content)
-	if status == 0 && class == "TEXT" && int64(len(content)) >= s.cfg.MaxTextBytes {
+	class, status, msg := classify(in)
+	if status == 0 && class == "TEXT" && in.Size >= s.cfg.MaxTextBytes {
 		status, msg = http.StatusBadRequest, fmt.Sprintf("Plain text documents must be smaller than %s", size(s.cfg.MaxTextBytes))
 	}
 	if status != 0 {
@@ -310,12 +310,12 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, owner string) {
 		return
 	}
 	id := uuidLike()
-	sum, n := simkit.Digest(content)
+	sum, n := in.Hex(), in.Size
 	now := time.Now()
 	s.mu.Lock()
 	s.seq++
 	d := &document{id: id, owner: owner, name: name, seq: s.seq, created: now, class: class,
-		rec: simkit.Recognise(name, content), fails: s.cfg.FailFirstUploads && s.Ledger.Count(sum) == 0}
+		rec: simkit.Recognise(name, in.Size, in.SHA256), fails: s.cfg.FailFirstUploads && s.Ledger.Count(sum) == 0}
 	s.docs[id] = d
 	s.keep(d)
 	s.mu.Unlock()
@@ -324,42 +324,36 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, owner string) {
 	w.WriteHeader(http.StatusCreated)
 }
 
+// The strings whose presence anywhere in a document changes Gini's answer.
+const (
+	encryptMarker = "/Encrypt"    // a PDF with security restrictions
+	loopMarker    = "NETSCAPE2.0" // the GIF application extension that makes it loop: an animation
+)
+
 // classify applies Gini's file rules to the bytes (never the Content-Type the client claims):
 // the sourceClassification of an accepted document, or the refusal.
-func classify(b []byte) (class string, status int, msg string) {
+func classify(in simkit.Inspection) (class string, status int, msg string) {
 	switch {
-	case len(b) == 0:
+	case in.Size == 0:
 		return "", http.StatusBadRequest, "The document is empty"
-	case bytes.HasPrefix(b, []byte("%PDF-")):
-		if bytes.Contains(b, []byte("/Encrypt")) {
+	case in.HasPrefix("%PDF-"):
+		if in.Has(encryptMarker) {
 			return "", http.StatusBadRequest, "PDF files must not have security restrictions such as password protection"
 		}
 		return "NATIVE", 0, ""
-	case bytes.HasPrefix(b, []byte("GIF87a")), bytes.HasPrefix(b, []byte("GIF89a")):
-		// The NETSCAPE2.0 application extension is what makes a GIF loop: an animation.
-		if bytes.Contains(b, []byte("NETSCAPE2.0")) {
+	case in.HasPrefix("GIF87a"), in.HasPrefix("GIF89a"):
+		if in.Has(loopMarker) {
 			return "", http.StatusUnsupportedMediaType, "Unsupported media type: animated GIF"
 		}
 		return "SCANNED", 0, ""
-	case bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")), bytes.HasPrefix(b, []byte("\xff\xd8\xff")),
-		bytes.HasPrefix(b, []byte("II*\x00")), bytes.HasPrefix(b, []byte("MM\x00*")):
+	case in.HasPrefix("\x89PNG\r\n\x1a\n"), in.HasPrefix("\xff\xd8\xff"),
+		in.HasPrefix("II*\x00"), in.HasPrefix("MM\x00*"):
 		return "SCANNED", 0, ""
-	case isText(b):
+	case in.Text:
 		return "TEXT", 0, ""
 	}
-	return "", http.StatusUnsupportedMediaType, "Unsupported media type: " + http.DetectContentType(b)
-}
-
-func isText(b []byte) bool {
-	if !utf8.Valid(b) {
-		return false
-	}
-	for _, r := range string(b) {
-		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' && r != '\f' || r == 0x7f {
-			return false
-		}
-	}
-	return true
+	// The head holds more than the 512 bytes DetectContentType reads.
+	return "", http.StatusUnsupportedMediaType, "Unsupported media type: " + http.DetectContentType(in.Head)
 }
 
 // lookup finds a document of owner; another user's document is as unknown as a missing one.

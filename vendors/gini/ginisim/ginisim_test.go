@@ -308,7 +308,7 @@ func TestProgress(t *testing.T) {
 		t.Errorf("Content-Type %q", ex.header.Get("Content-Type"))
 	}
 	amount := ex.json(t)["extractions"].(map[string]any)["amountToPay"].(map[string]any)
-	rec := simkit.Recognise("a.pdf", []byte("%PDF-1.4 a"))
+	rec := simkit.RecogniseContent("a.pdf", []byte("%PDF-1.4 a"))
 	if amount["value"] != rec.Total+":EUR" || amount["entity"] != "amount" || amount["box"] == nil {
 		t.Errorf("amountToPay %v", amount)
 	}
@@ -493,7 +493,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 		t.Errorf("document after the restart: %v", m)
 	}
 	ex := f.do(http.MethodGet, "/documents/"+ids[2]+"/extractions", backend(uid), nil).json(t)
-	want, _ := json.Marshal(ginisim.Extractions(simkit.Recognise("2.pdf", []byte("%PDF-1.4 2"))))
+	want, _ := json.Marshal(ginisim.Extractions(simkit.RecogniseContent("2.pdf", []byte("%PDF-1.4 2"))))
 	if got, _ := json.Marshal(ex); !bytes.Equal(got, want) {
 		t.Errorf("extractions after the restart:\n got %s\nwant %s", got, want)
 	}

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -267,7 +266,8 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var (
-		file     []byte
+		file     simkit.Inspection
+		pages    pdfPages
 		filename string
 		gotFile  bool
 		fields   = map[string]string{}
@@ -283,12 +283,14 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		}
 		if p.FormName() == "file" && !gotFile {
 			gotFile, filename = true, path.Base(p.FileName())
-			file, err = io.ReadAll(io.LimitReader(p, s.cfg.MaxBytes+1))
+			// One pass keeps what the checks below need; the pages are counted on the way
+			// (and used only if the file turns out to be a PDF).
+			file, err = simkit.InspectWith(p, simkit.InspectConfig{Limit: s.cfg.MaxBytes, Markers: []string{eicar}, Also: &pages})
 			if err != nil {
 				writeError(w, http.StatusBadRequest, "Unreadable multipart body.")
 				return
 			}
-			if int64(len(file)) > s.cfg.MaxBytes {
+			if file.Over {
 				writeError(w, http.StatusBadRequest, MsgTooLarge)
 				return
 			}
@@ -305,12 +307,12 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, MsgNoFile)
 		return
 	}
-	ctype, ok := sniff(file)
+	ctype, ok := sniff(file.Head)
 	if !ok {
 		writeError(w, http.StatusBadRequest, MsgFormat)
 		return
 	}
-	if bytes.Contains(file, []byte(eicar)) {
+	if file.Has(eicar) {
 		writeError(w, http.StatusBadRequest, MsgMalware)
 		return
 	}
@@ -330,11 +332,11 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 
 	j := &job{
 		Job: Job{
-			ID: newJobID(), Filename: filename, Size: int64(len(file)), ContentType: ctype,
+			ID: newJobID(), Filename: filename, Size: file.Size, ContentType: ctype,
 			OutputFormats: formats, LanguageHint: lang, Email: fields["email"],
 		},
-		text:  simkit.Recognise(filename, file).Text,
-		pages: pageCount(ctype, file),
+		text:  simkit.Recognise(filename, file.Size, file.SHA256).Text,
+		pages: pageCount(ctype, pages.Count()),
 	}
 	s.mu.Lock()
 	if s.cfg.Laigos > 0 && s.spent >= s.cfg.Laigos {
@@ -347,8 +349,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	s.keep(j)
 	s.mu.Unlock()
 
-	sum, size := simkit.Digest(file)
-	s.Ledger.Record(simkit.Upload{Ref: j.ID, Filename: filename, SHA256: sum, Size: size})
+	s.Ledger.Record(simkit.Upload{Ref: j.ID, Filename: filename, SHA256: file.Hex(), Size: file.Size})
 	writeJSON(w, http.StatusCreated, j.ID)
 }
 
@@ -492,14 +493,10 @@ func sniff(b []byte) (string, bool) {
 	return "", false
 }
 
-// pdfPage finds page objects ("/Type /Page", not "/Type /Pages").
-var pdfPage = regexp.MustCompile(`/Type\s*/Page\b`)
-
-func pageCount(ctype string, b []byte) int {
-	if ctype == "application/pdf" {
-		if n := len(pdfPage.FindAllIndex(b, -1)); n > 0 {
-			return n
-		}
+// pageCount is a document's page count: the page objects of a PDF, when it has any, else one.
+func pageCount(ctype string, pdfPageObjects int) int {
+	if ctype == "application/pdf" && pdfPageObjects > 0 {
+		return pdfPageObjects
 	}
 	return 1
 }

@@ -286,7 +286,7 @@ func TestResultLifecycle(t *testing.T) {
 		t.Fatalf("result = %d %s", st, b)
 	}
 	f := res.Files[0]
-	want := simkit.Recognise("doc.bin", pdfBytes).Text
+	want := simkit.RecogniseContent("doc.bin", pdfBytes).Text
 	if f.InputFileName != "doc.bin" || f.Size != int64(len(pdfBytes)) || f.PageCount != 2 || f.Content != want {
 		t.Errorf("file = %+v, want doc.bin, %d bytes, 2 pages, recognised text", f, len(pdfBytes))
 	}
