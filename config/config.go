@@ -39,6 +39,10 @@ type Config struct {
 	Subscriptions []Subscription `yaml:"subscriptions"`
 	// ShutdownTimeout bounds a graceful stop: in-flight uploads get this long to finish.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// MemoryLimit is the Go runtime's soft memory limit for `ingest serve` (GOMEMLIMIT, which
+	// wins when set): the garbage collector works harder as the process nears it, and nothing is
+	// refused when it is passed. 0: no limit (Go's default: the heap may grow to twice what is live).
+	MemoryLimit ByteSize `yaml:"memory_limit"`
 	// HeartbeatTTL: how long an instance counts as alive after its last heartbeat, and so how
 	// soon another instance takes over the submissions and Idempotency-Key claims of one that
 	// died.
@@ -189,6 +193,7 @@ func Default() Config {
 		DataDir:         "./data",
 		Log:             Log{Level: "info", Format: "auto"},
 		ShutdownTimeout: Duration(8 * time.Second),
+		MemoryLimit:     ByteSize(100 << 20),
 		HeartbeatTTL:    Duration(10 * time.Second),
 		NATS: NATS{
 			Embedded:  Embedded{Listen: "127.0.0.1:4222", MaxStore: 10 << 30, MaxMemory: 256 << 20},
@@ -247,6 +252,9 @@ func (c *Config) Validate(enabled []string, bad Report) {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < 32<<20 {
+		bad("memory_limit", "%s is too little for ingest and its embedded NATS (at least 32MiB, or 0 for no limit)", c.MemoryLimit)
 	}
 
 	n := &c.NATS

@@ -39,6 +39,8 @@ func TestCheckIsWhatServeRuns(t *testing.T) {
 			[]string{"line 3: nats.credentials_file: cannot read"}},
 		{"replicas", "nats:\n  stream:\n    replicas: 7\n",
 			[]string{"line 3: nats.stream.replicas: must be between 1 and 5"}},
+		{"memory limit", "memory_limit: 1MiB\n",
+			[]string{"line 1: memory_limit:", "too little", "or 0 for no limit"}},
 		{"heartbeat", "heartbeat_ttl: 1s\n",
 			[]string{"line 1: heartbeat_ttl: must be between 2s and 5m"}},
 		{"in-doubt timeout", "dispatch:\n  in_doubt_timeout: 10s\n",

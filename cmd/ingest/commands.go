@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -38,6 +39,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := service.NewLogger(cfg.Log, stderr)
 	log.Info("configuration: " + which)
+	// Process-wide, so set here where the process is ours, not in service (tests run many).
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit.Int64())
+	}
 	return service.Run(ctx, cfg, log)
 }
 
