@@ -118,6 +118,7 @@ func main() {
 		err = measureThroughput(svc, *n, *c, size)
 	}
 	if err != nil {
+		svc.stop() // fail exits without running deferred calls
 		fail(err)
 	}
 }
@@ -345,13 +346,25 @@ func measureThroughput(s *service, n, c int, size int64) error {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	// The ceiling is what the drop must do at the least, straight from a NATS client in the same
+	// machine: the bytes into an Object Store (chunked as ingest chunks them) and one event
+	// published with its PubAck — no HTTP, no checks, no state.
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LOADBASE", Subjects: []string{"loadbase.>"}, Storage: jetstream.FileStorage}); err != nil {
 		return err
 	}
-	payload, _ := io.ReadAll(newDocument(size))
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "loadbase", Storage: jetstream.FileStorage})
+	if err != nil {
+		return err
+	}
+	event := []byte(`{"specversion":"1.0","type":"loadbase.received","source":"/load","id":"x","data":{"size":` + strconv.FormatInt(size, 10) + `}}`)
 	var seq atomic.Int64
-	return run("raw JetStream publish (ceiling)", n, c, func() error {
-		_, err := js.Publish(ctx, "loadbase.doc", payload, jetstream.WithMsgID(strconv.FormatInt(seq.Add(1), 10)))
+	return run("raw Object Store put + event (ceiling)", n, c, func() error {
+		id := strconv.FormatInt(seq.Add(1), 10)
+		chunk := uint32(min(size, 256<<10))
+		if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: id, Opts: &jetstream.ObjectMetaOptions{ChunkSize: max(chunk, 1)}}, newDocument(size)); err != nil {
+			return err
+		}
+		_, err := js.Publish(ctx, "loadbase.doc", event, jetstream.WithMsgID(id))
 		return err
 	})
 }
