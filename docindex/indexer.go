@@ -57,7 +57,7 @@ func (ix *Index) follow(ctx context.Context) error {
 	if info := cons.CachedInfo(); info != nil {
 		ix.noteBehind(info.NumPending, 0)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2 * ix.cfg.BatchSize))
+	it, err := events.Messages(ctx, cons, jetstream.PullMaxMessages(2*ix.cfg.BatchSize))
 	if err != nil {
 		return fmt.Errorf("read the event stream: %w", err)
 	}

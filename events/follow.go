@@ -44,7 +44,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, fn fu
 		}
 		return fmt.Errorf("follow %s: %w", subject, err)
 	}
-	it, err := cons.Messages()
+	it, err := Messages(ctx, cons)
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", subject, err)
 	}
@@ -62,5 +62,33 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, fn fu
 			return fmt.Errorf("follow %s: %w", subject, err)
 		}
 		fn(m)
+	}
+}
+
+// Messages starts cons's message iterator, giving up when ctx ends. For an ordered consumer,
+// nats.go creates the server-side consumer inside Messages, with 10 s timeouts and retries of
+// its own that no context reaches; on a busy cluster that outlasted a service's whole shutdown
+// time (CI saw the document index hold a stop for 9 s). If ctx ends first, the iterator the call
+// returns later is stopped.
+func Messages(ctx context.Context, cons jetstream.Consumer, opts ...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
+	type started struct {
+		it  jetstream.MessagesContext
+		err error
+	}
+	ch := make(chan started, 1)
+	go func() {
+		it, err := cons.Messages(opts...)
+		ch <- started{it, err}
+	}()
+	select {
+	case s := <-ch:
+		return s.it, s.err
+	case <-ctx.Done():
+		go func() {
+			if s := <-ch; s.it != nil {
+				s.it.Stop()
+			}
+		}()
+		return nil, ctx.Err()
 	}
 }

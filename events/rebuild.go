@@ -46,7 +46,7 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, names Names) (Rebuilt,
 	if cons.CachedInfo().NumPending == 0 {
 		return r, nil
 	}
-	it, err := cons.Messages()
+	it, err := Messages(ctx, cons)
 	if err != nil {
 		return r, fmt.Errorf("read stream %s: %w", names.Stream(), err)
 	}

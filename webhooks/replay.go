@@ -71,7 +71,7 @@ func (d *Deliverer) Replay(ctx context.Context, name string, since time.Time) (R
 	if remaining == 0 {
 		return res, nil
 	}
-	it, err := cons.Messages()
+	it, err := events.Messages(ctx, cons)
 	if err != nil {
 		return res, fmt.Errorf("read the event stream: %w", err)
 	}
