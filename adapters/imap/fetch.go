@@ -21,7 +21,7 @@ type fetched struct {
 
 // fetchBatch is the most mails fetched by one command: enough to keep a remote server's round
 // trips off the total, few enough that the in-memory spools stay small.
-const fetchBatch = 16
+const fetchBatch = 32
 
 // fetchMails downloads uids. Only UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[] are asked for:
 // go-imap's connection dies on any response it cannot parse, and ENVELOPE and BODYSTRUCTURE are

@@ -328,7 +328,7 @@ func (s *session) handleBatch(ctx context.Context, batch []goimap.UID, mails []*
 
 // processConcurrency is how many mails of a batch are processed at once: enough to overlap
 // their round trips to NATS, few enough that a batch's spooled mails are not all parsed at once.
-const processConcurrency = 4
+const processConcurrency = 8
 
 // batchOutcomes collects the batch's mails that have a post-action due.
 type batchOutcomes struct {
