@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -228,13 +229,93 @@ func crashRun(t *testing.T, bin, natsURL, namespace string) {
 	if limit := heartbeatTTL + 10*time.Second; longest409 > limit {
 		t.Errorf("an Idempotency-Key answered 409 for %s in a row (limit %s)", longest409.Round(time.Millisecond), limit)
 	}
+	indexed := checkIndex(t, httpAddr, byID)
 	seen := proc.checkLog()
-	t.Logf("CRASH TEST: %d uploads (%d client retries), %d kills, %d received, lost %d, duplicated at Gini/Allspark %d, "+
+	t.Logf("CRASH TEST: %d documents listed once each by the index after the kills (%s); %d uploads (%d client retries), %d kills, %d received, lost %d, duplicated at Gini/Allspark %d, "+
 		"wrong results %d, failed %d, Laigo re-uploads (at-least-once, counted) %d, longest 409 run %s, longest received→submitted %s, "+
 		"all complete %s after the last restart; reconciled by tag %d, found absent and resubmitted %d, claims continued %d",
-		len(docs), retries, len(killTimes), len(received), len(docs)-countCompleted(evs)/3, len(v.gini.Ledger.All())+len(v.allspark.Ledger.All())-2*len(docs),
+		indexed, "GET /v1/documents", len(docs), retries, len(killTimes), len(received), len(docs)-countCompleted(evs)/3, len(v.gini.Ledger.All())+len(v.allspark.Ledger.All())-2*len(docs),
 		wrong, failed, laigoExtra, longest409.Round(time.Millisecond), longestStall.Round(time.Millisecond), settled.Round(time.Millisecond),
 		seen["found at the vendor by its tag"], seen["did not reach the vendor"], seen["continuing an Idempotency-Key request"])
+}
+
+// checkIndex waits until the list index (docindex: SQLite in data_dir fed by the stream, each
+// commit recording its stream position; the process was killed mid-batch many times) lists every
+// document once, completed, and nothing else; it returns how many it listed.
+func checkIndex(t *testing.T, httpAddr string, want map[string]int) int {
+	t.Helper()
+	var problem string
+	var listed int
+	check := func() bool {
+		seen := map[string]int{}
+		completed := int64(0)
+		cursor := ""
+		for {
+			u := "http://" + httpAddr + "/v1/documents?limit=500"
+			if cursor != "" {
+				u += "&cursor=" + url.QueryEscape(cursor)
+			}
+			req, _ := http.NewRequest(http.MethodGet, u, nil)
+			req.Header.Set("Authorization", "Bearer "+apiKey)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				problem = err.Error()
+				return false
+			}
+			var page struct {
+				Documents []struct {
+					ID     string `json:"id"`
+					Status string `json:"status"`
+				} `json:"documents"`
+				NextCursor *string `json:"next_cursor"`
+				Counts     struct {
+					Status map[string]int64 `json:"status"`
+				} `json:"counts"`
+			}
+			err = json.NewDecoder(res.Body).Decode(&page)
+			res.Body.Close()
+			if err != nil || res.StatusCode != http.StatusOK {
+				problem = fmt.Sprintf("list: %s %v", res.Status, err)
+				return false
+			}
+			if cursor == "" {
+				completed = page.Counts.Status["completed"]
+			}
+			for _, d := range page.Documents {
+				seen[d.ID]++
+				if d.Status != "completed" {
+					problem = fmt.Sprintf("document %s listed as %s", d.ID, d.Status)
+					return false
+				}
+			}
+			if page.NextCursor == nil {
+				break
+			}
+			cursor = *page.NextCursor
+		}
+		listed = len(seen)
+		for id, n := range seen {
+			if _, ours := want[id]; !ours || n != 1 {
+				problem = fmt.Sprintf("document %s listed %d times (ours: %v)", id, n, ours)
+				return false
+			}
+		}
+		if len(seen) != len(want) || completed != int64(len(want)) {
+			problem = fmt.Sprintf("%d documents listed, counts say %d completed, want %d", len(seen), completed, len(want))
+			return false
+		}
+		return true
+	}
+	// The index follows the stream a little behind: wait for it, then say what was wrong.
+	deadline := time.Now().Add(time.Minute)
+	for !check() {
+		if time.Now().After(deadline) {
+			t.Errorf("list index after the kills: %s", problem)
+			return listed
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return listed
 }
 
 // document is one upload: distinct bytes, all named scan.pdf as scanners name them.
