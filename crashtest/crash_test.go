@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -230,13 +231,58 @@ func crashRun(t *testing.T, bin, natsURL, namespace string) {
 		t.Errorf("an Idempotency-Key answered 409 for %s in a row (limit %s)", longest409.Round(time.Millisecond), limit)
 	}
 	indexed := checkIndex(t, httpAddr, byID)
+	delivered, redelivered := checkDeliveries(t, v.hooks, evs)
 	seen := proc.checkLog()
-	t.Logf("CRASH TEST: %d documents listed once each by the index after the kills (%s); %d uploads (%d client retries), %d kills, %d received, lost %d, duplicated at Gini/Allspark %d, "+
+	t.Logf("CRASH TEST: %d documents listed once each by the index after the kills (%s); webhook: %d events delivered, %d of them more than once (at-least-once, same webhook-id); %d uploads (%d client retries), %d kills, %d received, lost %d, duplicated at Gini/Allspark %d, "+
 		"wrong results %d, failed %d, Laigo re-uploads (at-least-once, counted) %d, longest 409 run %s, longest received→submitted %s, "+
 		"all complete %s after the last restart; reconciled by tag %d, found absent and resubmitted %d, claims continued %d",
-		indexed, "GET /v1/documents", len(docs), retries, len(killTimes), len(received), len(docs)-countCompleted(evs)/3, len(v.gini.Ledger.All())+len(v.allspark.Ledger.All())-2*len(docs),
+		indexed, "GET /v1/documents", delivered, redelivered, len(docs), retries, len(killTimes), len(received), len(docs)-countCompleted(evs)/3, len(v.gini.Ledger.All())+len(v.allspark.Ledger.All())-2*len(docs),
 		wrong, failed, laigoExtra, longest409.Round(time.Millisecond), longestStall.Round(time.Millisecond), settled.Round(time.Millisecond),
 		seen["found at the vendor by its tag"], seen["did not reach the vendor"], seen["continuing an Idempotency-Key request"])
+}
+
+// checkDeliveries waits until the webhook subscription (received and completed events) has had
+// every such event of the stream delivered at least once, and checks that nothing else was: a
+// delivery the deliverer's restart repeats carries the same webhook-id, for the receiver to drop.
+// It returns how many events were delivered and how many of them more than once.
+func checkDeliveries(t *testing.T, hooks *hookSink, evs []events.Event) (delivered, redelivered int) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, ev := range evs {
+		if k := ev.Kind(); k == events.Received || k == events.Completed {
+			want[ev.ID] = true
+		}
+	}
+	missing := func() []string {
+		got := hooks.counts()
+		var out []string
+		for id := range want {
+			if got[id] == 0 {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	deadline := time.Now().Add(time.Minute)
+	for len(missing()) > 0 {
+		if time.Now().After(deadline) {
+			m := missing()
+			t.Errorf("webhook: %d of %d events never delivered after the kills, e.g. %s", len(m), len(want), m[0])
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for id, n := range hooks.counts() {
+		if !want[id] {
+			t.Errorf("webhook: delivered %q (%d times), which is no received or completed event of the stream", id, n)
+			continue
+		}
+		delivered++
+		if n > 1 {
+			redelivered++
+		}
+	}
+	return delivered, redelivered
 }
 
 // checkIndex waits until the list index (docindex: SQLite in data_dir fed by the stream, each
@@ -583,6 +629,29 @@ type vendorSims struct {
 	laigo                *laigosim.Server
 	giniURL, allsparkURL string
 	laigoURL             string
+	// hooks receives the webhook subscription's deliveries: how often each webhook-id came.
+	hooks    *hookSink
+	hooksURL string
+}
+
+// hookSink counts webhook deliveries by webhook-id (the event id).
+type hookSink struct {
+	mu   sync.Mutex
+	byID map[string]int
+}
+
+func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	h.mu.Lock()
+	h.byID[r.Header.Get("webhook-id")]++
+	h.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *hookSink) counts() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.byID)
 }
 
 func startVendors(t *testing.T) *vendorSims {
@@ -599,6 +668,10 @@ func startVendors(t *testing.T) *vendorSims {
 	v.giniURL = serve(v.gini, "/documents")
 	v.allsparkURL = serve(v.allspark, allsparksim.Prefix+"/cases/direct-upload/")
 	v.laigoURL = serve(v.laigo, laigosim.UploadPath)
+	v.hooks = &hookSink{byID: map[string]int{}}
+	hooks := httptest.NewServer(v.hooks)
+	t.Cleanup(hooks.Close)
+	v.hooksURL = hooks.URL + "/hook"
 	return v
 }
 
@@ -664,10 +737,16 @@ routes:
 dispatch:
   retry_initial: 200ms
   retry_max: 2s
+subscriptions:
+  - name: crash
+    url: %s
+    events: [received, completed]
+    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+    allow_private_targets: true
 `, dir, heartbeatTTL, natsURL, namespace, httpAddr, apiKey,
 		v.laigoURL, v.laigoURL, laigosim.TokenPath,
 		v.giniURL,
-		v.allsparkURL, allsparksim.Prefix)
+		v.allsparkURL, allsparksim.Prefix, v.hooksURL)
 }
 
 func readEvents(t *testing.T, js jetstream.JetStream, names events.Names) []events.Event {
