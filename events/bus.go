@@ -36,6 +36,7 @@ type Bus struct {
 	log       *slog.Logger
 	metrics   busMetrics
 	consumers consumerMetrics
+	applied   *appliedHere // events Record wrote into the state itself (the projector skips them)
 }
 
 type busMetrics struct {
@@ -131,6 +132,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 		stream:    stream,
 		blobs:     newBlobs(obs, js.Conn()),
 		states:    &States{kv: kv},
+		applied:   newAppliedHere(8192),
 		log:       cfg.Logger,
 		consumers: newConsumerMetrics(),
 		metrics: busMetrics{
@@ -279,5 +281,6 @@ func (b *Bus) record(ctx context.Context, subject string, ev Event, apply func(c
 		b.log.WarnContext(ctx, "document state not written yet; the projector will", "doc_id", ev.Subject, "event_id", ev.ID, "err", err)
 		return Document{ID: ev.Subject}, true, nil
 	}
+	b.applied.add(ev.ID)
 	return doc, true, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
@@ -285,6 +286,50 @@ func TestProjectorAppliesWhatProducersMissed(t *testing.T) {
 			t.Fatalf("projected state %+v", doc)
 		}
 	})
+}
+
+// Events their producer wrote into the state itself (Record) are passed over by the projector of
+// the same process without reading the state; the others it reads and applies as always.
+func TestProjectorSkipsWhatThisProcessApplied(t *testing.T) {
+	b := eventstest.Bus(t, eventstest.Embedded(t))
+	subj, _ := b.Names().Subject(events.Received, "http")
+	const recorded = 20
+	for i := range recorded {
+		id := fmt.Sprintf("rec-%d", i)
+		ev, _ := events.NewEvent(events.Received, id+".received", "/sources/http/api", id, time.Now(), events.ReceivedData{DocumentID: id, Filename: id + ".pdf"})
+		if _, err := b.RecordNew(ctxT(t), subj, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	orphan, _ := events.NewEvent(events.Received, "orphan.received", "/sources/http/api", "orphan", time.Now(), events.ReceivedData{DocumentID: "orphan", Filename: "orphan.pdf"})
+	if _, err := b.Publish(ctxT(t), subj, orphan); err != nil { // published, state not written
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	p, err := b.NewProjector(ctxT(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.Run(t, p.Run)
+	counter := func(name string) float64 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	eventstest.WaitFor(t, 10*time.Second, "the orphan projected", func() bool {
+		_, err := b.States().Get(ctxT(t), "orphan")
+		return err == nil
+	})
+	eventstest.WaitFor(t, 10*time.Second, "every recorded event passed over", func() bool {
+		return counter("ingest_state_projector_skipped_total") == recorded
+	})
+	if n := counter("ingest_state_projected_total"); n != 1 {
+		t.Errorf("projected %v events, want 1 (the orphan)", n)
+	}
 }
 
 // Rebuild puts into the state bucket what the stream has and the bucket lost, and nothing twice.

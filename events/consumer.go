@@ -67,6 +67,8 @@ type Delivery struct {
 	// Sequence is the message's sequence in the stream (0 when unknown): where it can be read
 	// again (a dead letter names it, so that one delivery can be redone).
 	Sequence uint64
+	// MsgID is the message's Nats-Msg-Id: for an event, its id ("" when not sent).
+	MsgID string
 }
 
 // Handler decides about one message. ctx ends when the consumer is stopped past its drain time.
@@ -270,7 +272,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 // handle runs the handler on one message and carries out its decision.
 func (c *Consumer) handle(ctx context.Context, m jetstream.Msg) {
-	d := Delivery{Subject: m.Subject(), Data: m.Data(), Attempt: 1}
+	d := Delivery{Subject: m.Subject(), Data: m.Data(), Attempt: 1, MsgID: m.Headers().Get(jetstream.MsgIDHeader)}
 	if md, err := m.Metadata(); err == nil {
 		d.Attempt = int(md.NumDelivered)
 		d.Sequence = md.Sequence.Stream

@@ -17,6 +17,7 @@ type Projector struct {
 	bus     *Bus
 	c       *Consumer
 	applied prometheus.Counter
+	skipped prometheus.Counter
 	bad     prometheus.Counter
 }
 
@@ -27,12 +28,15 @@ func (b *Bus) NewProjector(ctx context.Context, reg prometheus.Registerer) (*Pro
 		applied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ingest_state_projected_total", Help: "Events the projector applied before their producer did (or instead of it, after a crash).",
 		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingest_state_projector_skipped_total", Help: "Events passed over because this instance had written them into the state itself.",
+		}),
 		bad: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ingest_state_projector_malformed_total", Help: "Messages on the document subjects that are not valid events.",
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{p.applied, p.bad} {
+		for _, c := range []prometheus.Collector{p.applied, p.skipped, p.bad} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
@@ -53,6 +57,10 @@ func (b *Bus) NewProjector(ctx context.Context, reg prometheus.Registerer) (*Pro
 func (p *Projector) Run(ctx context.Context) error { return p.c.Run(ctx) }
 
 func (p *Projector) handle(ctx context.Context, d Delivery) Outcome {
+	if d.Attempt == 1 && d.MsgID != "" && p.bus.applied.take(d.MsgID) {
+		p.skipped.Inc()
+		return Done()
+	}
 	ev, err := Decode(d.Data)
 	if err != nil {
 		// Someone published garbage on our subjects: redelivering it would never help.
