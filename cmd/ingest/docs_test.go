@@ -2,39 +2,22 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/docapi"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
-	"github.com/ingest-dev/ingest/service"
 )
 
 // ls, result and get against a running service whose sandbox Gini and Laigo complete a document
 // (Laigo with its result ZIP).
 func TestDocumentCommands(t *testing.T) {
-	dataDir := t.TempDir()
-	cfgPath := writeFile(t, "config.yaml", "data_dir: "+dataDir+"\nhttp:\n  listen: 127.0.0.1:0\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n"+
-		"vendors:\n  gini: {poll: {initial: 50ms}}\n  laigo: {rate_limit: 100, poll: {initial: 50ms}}\n")
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	s, err := service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown(context.Background())
+	ctx, cfgPath, _ := runningService(t, "vendors:\n  gini: {poll: {initial: 50ms}}\n  laigo: {rate_limit: 100, poll: {initial: 50ms}}\n", 90*time.Second)
 	cli := func(args ...string) (int, string, string) {
 		var out, errOut bytes.Buffer
 		code := run(ctx, append(args, "--config", cfgPath), &out, &errOut)
@@ -53,11 +36,10 @@ func TestDocumentCommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &other) != nil {
 		t.Fatalf("submit: %d %q %q", code, out, errOut)
 	}
-	ep, err := service.Discover(cfg)
+	c, err := docClient(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &docapi.Client{BaseURL: ep.HTTPURL, APIKey: ep.APIKey}
 	eventstest.WaitFor(t, 30*time.Second, "both documents to complete and be listed", func() bool {
 		for _, id := range []string{sub.ID, other.ID} {
 			r, err := c.Results(ctx, id)
@@ -205,18 +187,7 @@ func TestDocumentTables(t *testing.T) {
 
 // ls against a service without the list index says so, rather than "no endpoint".
 func TestLsWithoutIndex(t *testing.T) {
-	cfgPath := writeFile(t, "config.yaml", "data_dir: "+t.TempDir()+"\nhttp:\n  listen: 127.0.0.1:0\nnats:\n  embedded:\n    listen: 127.0.0.1:0\nindex:\n  enabled: false\nroutes: []\n")
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	s, err := service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown(context.Background())
+	ctx, cfgPath, _ := runningService(t, "index:\n  enabled: false\nroutes: []\n", 60*time.Second)
 	var out, errOut bytes.Buffer
 	if code := run(ctx, []string{"ls", "--config", cfgPath}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "index.enabled: false") {
 		t.Fatalf("ls: exit %d, %q", code, errOut.String())

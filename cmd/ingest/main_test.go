@@ -40,22 +40,30 @@ func writeFile(t *testing.T, name, content string) string {
 	return path
 }
 
-// The CLI finds a running service from the same config alone, even on the free port the embedded
-// NATS took, with the generated API key.
-func TestCLIAgainstARunningService(t *testing.T) {
-	dataDir := t.TempDir()
-	cfgPath := writeFile(t, "config.yaml", "data_dir: "+dataDir+"\nhttp:\n  listen: 127.0.0.1:0\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n")
+// runningService starts a service on a fresh data_dir, free ports and the configuration extra
+// (YAML appended to those), for the CLI to find through the returned config file. It is shut down,
+// and ctx cancelled, when the test ends.
+func runningService(t *testing.T, extra string, within time.Duration) (ctx context.Context, cfgPath string, s *service.Service) {
+	t.Helper()
+	cfgPath = writeFile(t, "config.yaml", "data_dir: "+t.TempDir()+"\nhttp:\n  listen: 127.0.0.1:0\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n"+extra)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	s, err := service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	t.Cleanup(cancel)
+	s, err = service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Shutdown(context.Background())
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	return ctx, cfgPath, s
+}
+
+// The CLI finds a running service from the same config alone, even on the free port the embedded
+// NATS took, with the generated API key.
+func TestCLIAgainstARunningService(t *testing.T) {
+	ctx, cfgPath, _ := runningService(t, "", 60*time.Second)
 
 	var tailOut, tailErr syncBuffer
 	tctx, stopTail := context.WithCancel(ctx)

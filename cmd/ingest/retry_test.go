@@ -2,38 +2,21 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
-	"github.com/ingest-dev/ingest/service"
 )
 
 // ingest retry against a running service: a document whose Gini round failed is retried, the
 // sandbox Gini takes round 1 and completes it; a second retry is refused with the reason.
 func TestRetryCommand(t *testing.T) {
-	dataDir := t.TempDir()
 	// No routes: the document waits until the test fails it at Gini; the retry then really goes
 	// through the dispatcher to the sandbox Gini.
-	cfgPath := writeFile(t, "config.yaml", "data_dir: "+dataDir+"\nhttp:\n  listen: 127.0.0.1:0\nnats:\n  embedded:\n    listen: 127.0.0.1:0\nroutes: []\n"+
-		"vendors:\n  gini: {poll: {initial: 100ms, max: 200ms}}\n")
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	s, err := service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown(context.Background())
+	ctx, cfgPath, s := runningService(t, "routes: []\nvendors:\n  gini: {poll: {initial: 100ms, max: 200ms}}\n", 60*time.Second)
 
 	var out, errOut bytes.Buffer
 	if code := run(ctx, []string{"submit", writeFile(t, "scan.pdf", "%PDF-1.4\nretry me\n"), "--config", cfgPath}, &out, &errOut); code != 0 {

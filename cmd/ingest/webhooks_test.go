@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ingest-dev/ingest/config"
 	"github.com/ingest-dev/ingest/events/eventstest"
-	"github.com/ingest-dev/ingest/service"
 )
 
 // replay and webhooks find the running service and drive its subscriptions: a dead letter is
@@ -39,21 +35,8 @@ func TestWebhookCommands(t *testing.T) {
 	defer rv.Close()
 	seen := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), ids...) }
 
-	dataDir := t.TempDir()
-	cfgPath := writeFile(t, "config.yaml", "data_dir: "+dataDir+"\nhttp:\n  listen: 127.0.0.1:0\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n"+
-		"routes: []\nsubscriptions:\n  - name: hook\n    url: "+rv.URL+"\n    events: [received]\n    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"+
-		"    max_attempts: 1\n    allow_private_targets: true\n")
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	s, err := service.Start(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown(context.Background())
+	ctx, cfgPath, _ := runningService(t, "routes: []\nsubscriptions:\n  - name: hook\n    url: "+rv.URL+"\n    events: [received]\n"+
+		"    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n    max_attempts: 1\n    allow_private_targets: true\n", 60*time.Second)
 
 	var out, errOut bytes.Buffer
 	pdf := writeFile(t, "scan.pdf", "%PDF-1.4\nsome pdf\n")
