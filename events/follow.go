@@ -92,3 +92,35 @@ func Messages(ctx context.Context, cons jetstream.Consumer, opts ...jetstream.Pu
 		return nil, ctx.Err()
 	}
 }
+
+// ReadPending hands fn the consumer's messages until fn says stop or the consumer has delivered
+// all it had pending (the count each message carries): it never waits for messages still to
+// come. It returns the iterator's error, or ctx's when ctx ended.
+func ReadPending(ctx context.Context, cons jetstream.Consumer, fn func(jetstream.Msg, *jetstream.MsgMetadata) bool, opts ...jetstream.PullMessagesOpt) error {
+	if cons.CachedInfo().NumPending == 0 {
+		return nil
+	}
+	it, err := Messages(ctx, cons, opts...)
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		if !fn(m, md) || md.NumPending == 0 {
+			return nil
+		}
+	}
+}

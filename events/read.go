@@ -53,7 +53,7 @@ func (b *Bus) FindEvent(ctx context.Context, subject, id string, near time.Time)
 	defer b.dropReader(cons)
 	var found StreamEvent
 	scanned := 0
-	err = readFrom(ctx, cons, func(m jetstream.Msg, md *jetstream.MsgMetadata) bool {
+	err = ReadPending(ctx, cons, func(m jetstream.Msg, md *jetstream.MsgMetadata) bool {
 		scanned++
 		if md.Timestamp.After(near.Add(findAfter)) || scanned > findMaxScan {
 			return false
@@ -68,7 +68,7 @@ func (b *Bus) FindEvent(ctx context.Context, subject, id string, near time.Time)
 		}
 		found = StreamEvent{Event: ev, Sequence: md.Sequence.Stream, OnSubject: m.Subject(), Stored: md.Timestamp}
 		return false
-	})
+	}, jetstream.PullMaxBytes(readMaxBytes))
 	if err != nil {
 		return StreamEvent{}, fmt.Errorf("read %s from the stream: %w", subject, err)
 	}
@@ -133,7 +133,7 @@ func (b *Bus) readWindow(ctx context.Context, subject string, lo, hi uint64, kee
 	}
 	defer b.dropReader(cons)
 	var ring []StreamEvent // the newest keep, oldest first
-	err = readFrom(ctx, cons, func(m jetstream.Msg, md *jetstream.MsgMetadata) bool {
+	err = ReadPending(ctx, cons, func(m jetstream.Msg, md *jetstream.MsgMetadata) bool {
 		if md.Sequence.Stream >= hi {
 			return false
 		}
@@ -144,7 +144,7 @@ func (b *Bus) readWindow(ctx context.Context, subject string, lo, hi uint64, kee
 			ring = append(ring, StreamEvent{Event: ev, Sequence: md.Sequence.Stream, OnSubject: m.Subject(), Stored: md.Timestamp})
 		}
 		return true
-	})
+	}, jetstream.PullMaxBytes(readMaxBytes))
 	if err != nil {
 		return nil, fmt.Errorf("read %s from the stream: %w", subject, err)
 	}
@@ -165,36 +165,5 @@ func (b *Bus) dropReader(cons jetstream.Consumer) {
 	defer cancel()
 	if err := b.js.DeleteConsumer(ctx, b.names.Stream(), name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		b.log.Debug("a finished stream reader was not deleted; the server drops it when idle", "consumer", name, "err", err)
-	}
-}
-
-// readFrom hands fn the consumer's messages until fn says stop or the consumer has delivered
-// everything that was in the stream: it never waits for messages still to come.
-func readFrom(ctx context.Context, cons jetstream.Consumer, fn func(jetstream.Msg, *jetstream.MsgMetadata) bool) error {
-	if cons.CachedInfo().NumPending == 0 {
-		return nil
-	}
-	it, err := cons.Messages(jetstream.PullMaxBytes(readMaxBytes))
-	if err != nil {
-		return err
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return err
-		}
-		if !fn(m, md) || md.NumPending == 0 {
-			return nil
-		}
 	}
 }

@@ -43,33 +43,10 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, names Names) (Rebuilt,
 	if err != nil {
 		return r, fmt.Errorf("read stream %s: %w", names.Stream(), err)
 	}
-	if cons.CachedInfo().NumPending == 0 {
-		return r, nil
-	}
-	it, err := Messages(ctx, cons)
-	if err != nil {
-		return r, fmt.Errorf("read stream %s: %w", names.Stream(), err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return r, ctx.Err()
-			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return r, errors.New("reading the stream stopped before its end")
-			}
-			return r, fmt.Errorf("read stream %s: %w", names.Stream(), err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return r, fmt.Errorf("read stream %s: %w", names.Stream(), err)
-		}
+	var applyErr error
+	err = ReadPending(ctx, cons, func(m jetstream.Msg, md *jetstream.MsgMetadata) bool {
 		if md.Sequence.Stream > last {
-			return r, nil // published after Rebuild began: its producer and the projector have it
+			return false // published after Rebuild began: its producer and the projector have it
 		}
 		if ev, err := Decode(m.Data()); err != nil {
 			r.Malformed++
@@ -77,14 +54,23 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, names Names) (Rebuilt,
 			r.Events++
 			_, changed, err := states.Apply(ctx, ev)
 			if err != nil {
-				return r, fmt.Errorf("rebuild the state of %s from event %s (run again to continue): %w", ev.Subject, ev.ID, err)
+				applyErr = fmt.Errorf("rebuild the state of %s from event %s (run again to continue): %w", ev.Subject, ev.ID, err)
+				return false
 			}
 			if changed {
 				r.Applied++
 			}
 		}
-		if md.Sequence.Stream >= last || md.NumPending == 0 {
-			return r, nil
-		}
+		return md.Sequence.Stream < last
+	})
+	switch {
+	case applyErr != nil:
+		return r, applyErr
+	case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+		return r, errors.New("reading the stream stopped before its end")
+	case err != nil && ctx.Err() == nil:
+		return r, fmt.Errorf("read stream %s: %w", names.Stream(), err)
 	}
+	return r, err
+
 }

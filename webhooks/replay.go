@@ -68,41 +68,24 @@ func (d *Deliverer) Replay(ctx context.Context, name string, since time.Time) (R
 	// What matched the filter when the replay began is the range: the last sequence of the
 	// stream may be a message outside the filter (a dead letter), so it is counted instead.
 	remaining := cons.CachedInfo().NumPending
-	if remaining == 0 {
-		return res, nil
-	}
-	it, err := events.Messages(ctx, cons)
-	if err != nil {
-		return res, fmt.Errorf("read the event stream: %w", err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return res, ctx.Err()
-			}
-			return res, fmt.Errorf("read the event stream: %w", err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return res, fmt.Errorf("read the event stream: %w", err)
-		}
+	err = events.ReadPending(ctx, cons, func(m jetstream.Msg, md *jetstream.MsgMetadata) bool {
 		ev, err := events.Decode(m.Data())
 		if err == nil && s.wants(d.bus.Names(), m.Subject(), ev.Kind()) && d.passesFilters(ctx, s, ev) {
 			res.Matched++
 			if f := d.deliverNow(ctx, s, ev, m.Subject(), md.Sequence.Stream, m.Data()); f != nil {
 				res.StoppedAt = f
-				return res, nil
+				return false
 			}
 			res.Delivered++
 		}
-		if remaining--; remaining == 0 {
-			return res, nil // the stream as it was when the replay began is done
-		}
+		remaining--
+		return remaining > 0 // the stream as it was when the replay began is done
+	})
+	if err != nil && ctx.Err() == nil {
+		return res, fmt.Errorf("read the event stream: %w", err)
 	}
+	return res, err
+
 }
 
 func (d *Deliverer) passesFilters(ctx context.Context, s *sub, ev events.Event) bool {
