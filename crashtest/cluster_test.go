@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,14 +122,7 @@ dispatch: {retry_initial: 200ms, retry_max: 2s}
 	for _, name := range []string{"a", "b"} {
 		dir := t.TempDir()
 		addr := freeAddr(t)
-		path := filepath.Join(dir, "config.yaml")
-		if err := os.WriteFile(path, []byte(cfgFor(dir, addr)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		p := &process{t: t, bin: bin, cfg: path, addr: addr, log: filepath.Join(dir, "ingest-"+name+".log")}
-		p.start()
-		t.Cleanup(p.kill)
-		procs = append(procs, p)
+		procs = append(procs, startIngest(t, bin, dir, addr, cfgFor(dir, addr), "ingest-"+name+".log"))
 	}
 	addrs := []string{procs[0].addr, procs[1].addr}
 

@@ -77,14 +77,8 @@ func crashRun(t *testing.T, bin, natsURL, namespace string) {
 	v := startVendors(t)
 	dir := t.TempDir()
 	httpAddr := freeAddr(t)
-	cfgPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, []byte(configYAML(dir, natsURL, namespace, httpAddr, v)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	names := events.Names{Namespace: namespace}
-	proc := &process{t: t, bin: bin, cfg: cfgPath, addr: httpAddr, log: filepath.Join(dir, "ingest.log")}
-	proc.start()
-	t.Cleanup(proc.kill)
+	proc := startIngest(t, bin, dir, httpAddr, configYAML(dir, natsURL, namespace, httpAddr, v), "ingest.log")
 
 	docs := makeDocuments(documents)
 	results := make([]clientResult, len(docs))
@@ -474,6 +468,20 @@ func (p *pausedReader) Read(b []byte) (int, error) {
 }
 
 // process is the ingest under test.
+// startIngest writes cfg as dir/config.yaml and starts ingest on it (its HTTP on addr), logging
+// to dir/logName; it is killed when the test ends.
+func startIngest(t *testing.T, bin, dir, addr, cfg, logName string) *process {
+	t.Helper()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{t: t, bin: bin, cfg: path, addr: addr, log: filepath.Join(dir, logName)}
+	p.start()
+	t.Cleanup(p.kill)
+	return p
+}
+
 type process struct {
 	t    *testing.T
 	bin  string
@@ -880,13 +888,7 @@ vendors:
   cradl: {enabled: false}
 routes: [{name: all, vendors: [allspark]}]
 `, dir, shutdownTimeout, natsURL, addr, apiKey, vendor.URL, allsparksim.Prefix, callbackToken)
-	cfgPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	proc := &process{t: t, bin: bin, cfg: cfgPath, addr: addr, log: filepath.Join(dir, "ingest.log")}
-	proc.start()
-	t.Cleanup(proc.kill)
+	proc := startIngest(t, bin, dir, addr, cfg, "ingest.log")
 
 	docs := makeDocuments(10)
 	for _, d := range docs {

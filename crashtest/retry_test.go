@@ -7,8 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -76,14 +74,8 @@ vendors:
 routes: [{name: all, vendors: [gini]}]
 dispatch: {retry_initial: 200ms, retry_max: 2s}
 `, dir, heartbeatTTL, natsURL, namespace, httpAddr, apiKey, srv.URL)
-	cfgPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	names := events.Names{Namespace: namespace}
-	proc := &process{t: t, bin: bin, cfg: cfgPath, addr: httpAddr, log: filepath.Join(dir, "ingest.log")}
-	proc.start()
-	t.Cleanup(proc.kill)
+	proc := startIngest(t, bin, dir, httpAddr, cfg, "ingest.log")
 
 	// Round 0: every document is uploaded and fails at Gini.
 	docs := makeDocuments(n)
