@@ -185,6 +185,10 @@ type Dispatch struct {
 	// InDoubtTimeout: how long a submission the vendor cannot tell us about is asked about again
 	// before it fails for an operator to decide.
 	InDoubtTimeout Duration `yaml:"in_doubt_timeout"`
+	// YieldToIntake: while documents are being received, one document at a time is dispatched
+	// and checked, so that on a small machine dispatch does not take the cores uploads need.
+	// Turn it off where there are cores to spare.
+	YieldToIntake bool `yaml:"yield_to_intake"`
 }
 
 // Default returns the configuration used for every key the file leaves out.
@@ -220,7 +224,7 @@ func Default() Config {
 		},
 		Sources: Sources{HTTPDrop: HTTPDrop{Enabled: true, Name: "api"}, IMAP: []IMAPSource{}, WebDAV: []WebDAVSource{}},
 		Dispatch: Dispatch{
-			Workers: 8, PollWorkers: 16, MaxAttempts: 10,
+			Workers: 8, PollWorkers: 16, MaxAttempts: 10, YieldToIntake: true,
 			RetryInitial: Duration(2 * time.Second), RetryMax: Duration(5 * time.Minute), Lease: Duration(10 * time.Minute),
 			InDoubtTimeout: Duration(time.Hour),
 		},

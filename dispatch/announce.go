@@ -21,6 +21,11 @@ type announcer struct {
 // idempotency key of the step (events.VendorStepID): one submitted, one completed, one failed
 // event per document, vendor and round, however often the step is retried.
 func (a announcer) announce(ctx context.Context, k events.Kind, s slot, at time.Time, data any) error {
+	return a.announceOn(ctx, k, s, at, data, events.Snapshot{})
+}
+
+// announceOn is announce for a caller that read the document's state shortly before.
+func (a announcer) announceOn(ctx context.Context, k events.Kind, s slot, at time.Time, data any, snap events.Snapshot) error {
 	subject, err := a.bus.Names().Subject(k, s.vendor)
 	if err != nil {
 		return err
@@ -29,7 +34,7 @@ func (a announcer) announce(ctx context.Context, k events.Kind, s slot, at time.
 	if err != nil {
 		return err
 	}
-	_, _, err = a.bus.Record(ctx, subject, ev)
+	_, _, err = a.bus.RecordOn(ctx, subject, ev, snap)
 	return err
 }
 

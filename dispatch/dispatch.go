@@ -49,6 +49,9 @@ type Config struct {
 	AckWait time.Duration
 	// Drain is how long submissions under way may finish when Run's context ends (default 5 s).
 	Drain time.Duration
+	// YieldTo, when set, is intake's Priority: while documents are being received, one
+	// document at a time is dispatched, so that dispatch does not take intake's cores.
+	YieldTo *events.Priority
 	// Refs, when set, records each vendor reference for callbacks to find their document.
 	Refs   *RefIndex
 	Logger *slog.Logger
@@ -165,7 +168,7 @@ func NewDispatcher(ctx context.Context, cfg Config) (*Dispatcher, error) {
 	d.c, err = cfg.Bus.Consumer(ctx, events.ConsumerSpec{
 		Purpose: dispatchConsumer, Description: "submits received documents to vendors",
 		Filter:  cfg.Bus.Names().KindSubjects(events.Received),
-		Workers: cfg.Workers, AckWait: cfg.AckWait, Drain: cfg.Drain,
+		Workers: cfg.Workers, AckWait: cfg.AckWait, Drain: cfg.Drain, Background: cfg.YieldTo,
 		OnPanic: d.panicked,
 	}, d.handle)
 	if err != nil {
@@ -174,7 +177,7 @@ func NewDispatcher(ctx context.Context, cfg Config) (*Dispatcher, error) {
 	d.rc, err = cfg.Bus.Consumer(ctx, events.ConsumerSpec{
 		Purpose: retryConsumer, Description: "submits retried documents to their vendor again (a new round)",
 		Filter:  cfg.Bus.Names().KindSubjects(events.Retried),
-		Workers: cfg.Workers, AckWait: cfg.AckWait, Drain: cfg.Drain,
+		Workers: cfg.Workers, AckWait: cfg.AckWait, Drain: cfg.Drain, Background: cfg.YieldTo,
 		OnPanic: d.panickedRetried,
 	}, d.handleRetried)
 	if err != nil {

@@ -223,7 +223,7 @@ func (d dispatcher) kill() {
 }
 
 // runUntil runs run in the background; the returned stop ends it and waits (also at cleanup).
-func runUntil(t *testing.T, run func(context.Context) error) (stop func()) {
+func runUntil(t testing.TB, run func(context.Context) error) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = run(ctx) }()

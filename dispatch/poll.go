@@ -20,8 +20,9 @@ type PollConfig struct {
 	Settings map[string]vendors.PollSettings // by vendor; missing means defaults
 	// Workers is how many documents are checked at once (default 16).
 	Workers int
-	// AckWait and Drain: see Config.
+	// AckWait, Drain and YieldTo: see Config.
 	AckWait, Drain time.Duration
+	YieldTo        *events.Priority
 	Logger         *slog.Logger
 	// Metrics is shared by the dispatcher and the poller; nil means unregistered ones.
 	Metrics *Metrics
@@ -62,7 +63,7 @@ func NewPoller(ctx context.Context, cfg PollConfig) (*Poller, error) {
 	p.c, err = cfg.Bus.Consumer(ctx, events.ConsumerSpec{
 		Purpose: pollConsumer, Description: "follows submitted documents until their vendor is done",
 		Filter:  cfg.Bus.Names().KindSubjects(events.Submitted),
-		Workers: cfg.Workers, AckWait: cfg.AckWait, Drain: cfg.Drain,
+		Workers: cfg.Workers, AckWait: cfg.AckWait, Drain: cfg.Drain, Background: cfg.YieldTo,
 		OnPanic: p.panicked,
 	}, p.handle)
 	if err != nil {
@@ -142,7 +143,9 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 	again := func(err error, hint time.Duration) (bool, time.Duration, error) {
 		return false, backoff(attempt, settings.Initial, settings.Max, hint), err
 	}
-	doc, err := p.cfg.Bus.States().Get(ctx, sd.DocumentID)
+	// The state read here is also what the completed event is recorded on (not read again).
+	snap, err := p.cfg.Bus.States().Read(ctx, sd.DocumentID)
+	doc := snap.Document
 	if err == nil {
 		if vs := doc.Vendors[sd.Vendor]; vs != nil && (vs.Round > sd.Round ||
 			vs.Round == sd.Round && (vs.Status == events.StatusCompleted || vs.Status == events.StatusFailed)) {
@@ -206,7 +209,7 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 	if data, err = fitCompleted(ctx, p.cfg.Bus, data); err != nil {
 		return again(err, 0)
 	}
-	if err := p.ann.announce(ctx, events.Completed, slotOf(sd), data.CompletedAt, data); err != nil {
+	if err := p.ann.announceOn(ctx, events.Completed, slotOf(sd), data.CompletedAt, data, snap); err != nil {
 		return again(err, 0)
 	}
 	p.m.completed.WithLabelValues(sd.Vendor).Inc()

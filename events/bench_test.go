@@ -53,3 +53,49 @@ func BenchmarkStateApply(b *testing.B) {
 		}
 	}
 }
+
+// A vendor step recorded the way the dispatcher does (Record: read the state, publish, write it)
+// and the way the poller does after reading the state for its own decision (RecordOn: the
+// state is not read again).
+func BenchmarkRecordStep(b *testing.B) {
+	for _, onSnapshot := range []bool{false, true} {
+		name := "Record"
+		if onSnapshot {
+			name = "ReadThenRecordOn"
+		}
+		b.Run(name, func(b *testing.B) {
+			bus := eventstest.Bus(b, eventstest.Embedded(b))
+			recvSubj, _ := bus.Names().Subject(events.Received, "http")
+			subj, _ := bus.Names().Subject(events.Submitted, "gini")
+			ctx := context.Background()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				i++
+				id := fmt.Sprintf("doc-%d", i)
+				recv, _ := events.NewEvent(events.Received, id+".received", "/s", id, time.Now(), events.ReceivedData{DocumentID: id})
+				if _, err := bus.RecordNew(ctx, recvSubj, recv); err != nil {
+					b.Fatal(err)
+				}
+				ev, _ := events.NewEvent(events.Submitted, id+".submitted.gini", "/vendors/gini", id, time.Now(),
+					events.SubmittedData{DocumentID: id, Vendor: "gini", VendorRef: "g-1"})
+				b.StartTimer()
+				var err error
+				if onSnapshot {
+					var snap events.Snapshot
+					if snap, err = bus.States().Read(ctx, id); err == nil {
+						_, _, err = bus.RecordOn(ctx, subj, ev, snap)
+					}
+				} else {
+					if _, err = bus.States().Get(ctx, id); err == nil {
+						_, _, err = bus.Record(ctx, subj, ev)
+					}
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

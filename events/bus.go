@@ -37,6 +37,8 @@ type Bus struct {
 	metrics   busMetrics
 	consumers consumerMetrics
 	applied   *appliedHere // events Record wrote into the state itself (the projector skips them)
+	// dupWindow is the stream's duplicate window: a repeat of an event inside it is dropped.
+	dupWindow time.Duration
 }
 
 type busMetrics struct {
@@ -133,6 +135,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 		blobs:     newBlobs(obs, js.Conn()),
 		states:    &States{kv: kv},
 		applied:   newAppliedHere(8192),
+		dupWindow: cfg.DuplicateWindow,
 		log:       cfg.Logger,
 		consumers: newConsumerMetrics(),
 		metrics: busMetrics{
@@ -256,10 +259,33 @@ func Retryable(err error) bool {
 // once so that a client reads its own write, and when that write fails the projector makes it
 // from the event. It returns the state as far as it is known and whether the event was new.
 func (b *Bus) Record(ctx context.Context, subject string, ev Event) (Document, bool, error) {
-	if doc, err := b.states.Get(ctx, ev.Subject); err == nil && doc.has(ev.ID) {
-		return doc, false, nil
+	// Unreadable now: the event is published all the same (JetStream drops a repeat inside its
+	// window) and the state write reads again.
+	snap, _ := b.states.Read(ctx, ev.Subject)
+	return b.recordOn(ctx, subject, ev, snap)
+}
+
+// RecordOn is Record for a caller that has read the document's state shortly before
+// (States.Read): the state is not read again. A repeat of ev that happened since the read is
+// still dropped, by JetStream, as long as the read is well inside the stream's duplicate
+// window; an older snapshot is read again.
+func (b *Bus) RecordOn(ctx context.Context, subject string, ev Event, snap Snapshot) (Document, bool, error) {
+	if snap.valid && snap.ID != ev.Subject {
+		return Document{}, false, fmt.Errorf("event %s: a state of %s given for document %s", ev.ID, snap.ID, ev.Subject)
 	}
-	return b.record(ctx, subject, ev, b.states.Apply)
+	if !snap.valid || time.Since(snap.at) > b.dupWindow/2 {
+		return b.Record(ctx, subject, ev)
+	}
+	return b.recordOn(ctx, subject, ev, snap)
+}
+
+func (b *Bus) recordOn(ctx context.Context, subject string, ev Event, snap Snapshot) (Document, bool, error) {
+	if snap.valid && snap.has(ev.ID) {
+		return snap.Document, false, nil
+	}
+	return b.record(ctx, subject, ev, func(ctx context.Context, ev Event) (Document, bool, error) {
+		return b.states.applyOn(ctx, ev, snap)
+	})
 }
 
 // RecordNew is Record for the first event of a document whose id was made for it just now (a

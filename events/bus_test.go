@@ -213,6 +213,70 @@ func TestBlobPutFailureLeavesNothing(t *testing.T) {
 	}
 }
 
+// Two instances record on one document, each from a state it read before the other wrote:
+// the store's compare-and-set refuses the older one, which reads again, so nothing either
+// wrote is lost; a repeat of an event recorded since the read is neither a second event nor a
+// second history entry; a state of another document is refused.
+func TestRecordOnASnapshot(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		a := eventstest.Bus(t, nc)
+		js, _ := jetstream.New(nc)
+		b, err := events.Open(ctxT(t), js, events.Config{Namespace: a.Names().Namespace})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		submitted := func(id, vendor string, at int) events.Event {
+			ev, _ := events.NewEvent(events.Submitted, id, "/s", "doc", t0.Add(time.Duration(at)*time.Millisecond),
+				events.SubmittedData{Vendor: vendor, VendorRef: vendor + "-1"})
+			return ev
+		}
+		subj, _ := a.Names().Subject(events.Submitted, "gini")
+		recv, _ := events.NewEvent(events.Received, "d.r", "/s", "doc", t0, events.ReceivedData{Filename: "f.pdf"})
+		if _, err := a.RecordNew(ctxT(t), subj, recv); err != nil {
+			t.Fatal(err)
+		}
+		snapA, err := a.States().Read(ctxT(t), "doc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := b.Record(ctxT(t), subj, submitted("d.s1", "gini", 1)); err != nil {
+			t.Fatal(err)
+		}
+		// a's snapshot is behind b's write.
+		if _, changed, err := a.RecordOn(ctxT(t), subj, submitted("d.s2", "laigo", 2), snapA); err != nil || !changed {
+			t.Fatalf("record on an older state: changed %v, err %v", changed, err)
+		}
+		// The event b recorded since a's read, recorded again on that read.
+		if _, _, err := a.RecordOn(ctxT(t), subj, submitted("d.s1", "gini", 1), snapA); err != nil {
+			t.Fatal(err)
+		}
+		doc, err := b.States().Get(ctxT(t), "doc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(doc.History) != 3 || len(doc.Vendors) != 2 {
+			t.Fatalf("state after both: %d events, vendors %v; want 3 and gini, laigo", len(doc.History), doc.Vendors)
+		}
+		s, _ := a.JetStream().Stream(ctxT(t), a.Names().Stream())
+		if info, _ := s.Info(ctxT(t)); info.State.Msgs != 3 {
+			t.Fatalf("stream holds %d events, want 3", info.State.Msgs)
+		}
+		// A snapshot that is current and holds the event: nothing is published.
+		snapB, _ := b.States().Read(ctxT(t), "doc")
+		if _, changed, err := b.RecordOn(ctxT(t), subj, submitted("d.s2", "laigo", 2), snapB); err != nil || changed {
+			t.Fatalf("record of an event the snapshot holds: changed %v, err %v", changed, err)
+		}
+		other, _ := events.NewEvent(events.Submitted, "o.s", "/s", "other", t0, events.SubmittedData{Vendor: "gini"})
+		if _, _, err := b.RecordOn(ctxT(t), subj, other, snapB); err == nil {
+			t.Fatal("an event of one document was recorded on the state of another")
+		}
+		if _, err := a.States().Read(ctxT(t), "unknown"); !errors.Is(err, events.ErrUnknownDocument) {
+			t.Fatalf("Read of an unknown document: %v", err)
+		}
+	})
+}
+
 func TestStatesApplyConcurrently(t *testing.T) {
 	onBoth(t, func(t *testing.T, nc *nats.Conn) {
 		b := eventstest.Bus(t, nc)

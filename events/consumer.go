@@ -98,6 +98,9 @@ type ConsumerSpec struct {
 	// (a new webhook subscription gets what happens from now on). It only matters when the
 	// durable is created; an existing one keeps its place.
 	DeliverNew bool
+	// Background, when set, holds the consumer to one handler at a time while foreground work
+	// is under way (see Priority).
+	Background *Priority
 	// OnPanic decides about a message whose handler panicked (after the runtime logged the
 	// panic and its stack): fail the document it is about, say. Nil: the message is dropped.
 	OnPanic func(ctx context.Context, d Delivery, panicked any) Outcome
@@ -195,6 +198,9 @@ func (b *Bus) Consumer(ctx context.Context, spec ConsumerSpec, h Handler) (*Cons
 // pullWait bounds one pull request: how long an idle consumer waits for work before asking again.
 const pullWait = 5 * time.Second
 
+// backgroundPoll is how often a background consumer held back by foreground work looks again.
+const backgroundPoll = 20 * time.Millisecond
+
 // Run handles messages until ctx ends. Then it takes no more, gives the handlers in hand Drain
 // to finish, cancels their contexts, and returns when the last one has (their messages are
 // delivered again later, here or elsewhere).
@@ -216,9 +222,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			continue
 		}
+		limit := c.spec.Workers
+		if c.spec.Background.Active() {
+			limit = 1
+		}
+		if len(slots) > limit {
+			// Foreground work under way and a handler of ours still busy: look again shortly.
+			release(1)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backgroundPoll):
+			}
+			continue
+		}
 		k := 1
 	more:
-		for k < c.spec.Workers {
+		for k < limit {
 			select {
 			case slots <- struct{}{}:
 				k++

@@ -109,19 +109,55 @@ func (s *States) get(ctx context.Context, id string) (Document, uint64, error) {
 	return doc, e.Revision(), nil
 }
 
+// Snapshot is a document's state as read at one moment, with its revision in the store: an
+// update can start from it instead of reading the state again (Bus.RecordOn), and the store's
+// compare-and-set refuses it if the state has changed since.
+type Snapshot struct {
+	Document
+	rev   uint64
+	at    time.Time
+	valid bool // read (the document may be unknown: rev 0)
+}
+
+// Read returns document id's state as a Snapshot. For a document the store has never seen, the
+// error is ErrUnknownDocument and the Snapshot is still valid: an empty state to start from.
+func (s *States) Read(ctx context.Context, id string) (Snapshot, error) {
+	at := time.Now()
+	doc, rev, err := s.get(ctx, id)
+	switch {
+	case err == nil:
+		return Snapshot{Document: doc, rev: rev, at: at, valid: true}, nil
+	case errors.Is(err, ErrUnknownDocument) && validKey(id):
+		return Snapshot{Document: Document{ID: id}, at: at, valid: true}, err
+	}
+	return Snapshot{}, err
+}
+
 // Apply folds ev into its document's state. It returns the new state and whether ev was new to it.
 func (s *States) Apply(ctx context.Context, ev Event) (Document, bool, error) {
+	return s.applyOn(ctx, ev, Snapshot{})
+}
+
+// applyOn is Apply starting from snap, when valid, instead of reading the state first.
+func (s *States) applyOn(ctx context.Context, ev Event, snap Snapshot) (Document, bool, error) {
 	id := ev.Subject
 	if !validKey(id) {
 		return Document{}, false, fmt.Errorf("event %s: subject %q is not a document id", ev.ID, id)
 	}
+	if snap.valid && snap.ID != id {
+		return Document{}, false, fmt.Errorf("event %s: a state of %s given for document %s", ev.ID, snap.ID, id)
+	}
 	for attempt := 0; attempt < 20; attempt++ {
-		doc, rev, err := s.get(ctx, id)
-		if err != nil && !errors.Is(err, ErrUnknownDocument) {
-			return Document{}, false, err
-		}
-		if err != nil {
-			doc = Document{ID: id}
+		doc, rev := snap.Document, snap.rev
+		if attempt > 0 || !snap.valid {
+			var err error
+			doc, rev, err = s.get(ctx, id)
+			if err != nil && !errors.Is(err, ErrUnknownDocument) {
+				return Document{}, false, err
+			}
+			if err != nil {
+				doc = Document{ID: id}
+			}
 		}
 		changed, err := doc.apply(ev)
 		if err != nil || !changed {

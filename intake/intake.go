@@ -36,6 +36,9 @@ type Config struct {
 	// names them (and its state knows when all of them are done). Nil leaves the choice to the
 	// dispatcher.
 	Route func(events.ReceivedData) (vendors []string, route string, err error)
+	// Priority, when set, is told of every document being stored or announced (Foreground),
+	// so that background work (dispatch) yields to it.
+	Priority *events.Priority
 }
 
 // Intake stores documents and announces them.
@@ -44,6 +47,7 @@ type Intake struct {
 	log      *slog.Logger
 	now      func() time.Time
 	route    func(events.ReceivedData) ([]string, string, error)
+	prio     *events.Priority
 	received *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 }
@@ -64,6 +68,7 @@ func New(cfg Config) (*Intake, error) {
 		log:   cfg.Logger,
 		now:   cfg.Now,
 		route: cfg.Route,
+		prio:  cfg.Priority,
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ingest_documents_received_total", Help: "Documents stored and announced, by source.",
 		}, []string{"source_kind", "source"}),
@@ -121,6 +126,7 @@ type Staged struct {
 // document exceeds maxBytes (*TooLargeError). On any error nothing stays stored.
 // Memory use is a chunk (256 KiB) plus a small read buffer, whatever the document's size.
 func (in *Intake) Stage(ctx context.Context, docID, filename string, r io.Reader, maxBytes int64) (Staged, error) {
+	defer in.prio.Foreground()()
 	st, src, err := prepare(docID, filename, r, maxBytes)
 	if err != nil {
 		return Staged{}, err
@@ -214,6 +220,7 @@ type Origin struct {
 // event, so a source may consider the document safe (and, say, mark a mail as read) only after
 // Commit returned nil. Committing the same document again publishes nothing new.
 func (in *Intake) Commit(ctx context.Context, st Staged, o Origin) (events.Document, error) {
+	defer in.prio.Foreground()()
 	eventID := st.DocumentID + ".received"
 	subject, err := in.bus.Names().Subject(events.Received, o.Source.Kind)
 	if err != nil {
@@ -345,6 +352,7 @@ type Rejection struct {
 // Reject stores the raw bytes (if any) and announces the rejection; like Commit it returns once
 // the event is durable, and rejecting the same id again publishes nothing new.
 func (in *Intake) Reject(ctx context.Context, r Rejection) (events.Document, error) {
+	defer in.prio.Foreground()()
 	eventID := r.DocumentID + ".rejected"
 	if doc, err := in.bus.States().Get(ctx, r.DocumentID); err == nil && hasEvent(doc, eventID) {
 		return doc, nil // before the raw bytes are stored again

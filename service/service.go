@@ -177,7 +177,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
-	in, err := intake.New(intake.Config{Bus: s.bus, Logger: log, Registerer: reg, Route: router.Route})
+	// Documents being received go ahead of dispatch (events.Priority).
+	intakeBusy, yield := events.NewPriority(), (*events.Priority)(nil)
+	if cfg.Dispatch.YieldToIntake {
+		yield = intakeBusy
+	}
+	in, err := intake.New(intake.Config{Bus: s.bus, Logger: log, Registerer: reg, Route: router.Route, Priority: intakeBusy})
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +199,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		Workers: cfg.Dispatch.Workers, MaxAttempts: cfg.Dispatch.MaxAttempts,
 		RetryInitial: cfg.Dispatch.RetryInitial.Std(), RetryMax: cfg.Dispatch.RetryMax.Std(), Lease: cfg.Dispatch.Lease.Std(),
 		InDoubtTimeout: cfg.Dispatch.InDoubtTimeout.Std(), Liveness: s.live, AckWait: cfg.HeartbeatTTL.Std(), Drain: s.drain(),
-		Logger: log, Metrics: vm, Refs: refs,
+		Logger: log, Metrics: vm, Refs: refs, YieldTo: yield,
 	}); err != nil {
 		return nil, err
 	}
@@ -202,6 +207,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if s.poller, err = dispatch.NewPoller(ctx, dispatch.PollConfig{
 		Bus: s.bus, Vendors: s.catalog.Vendors, Settings: s.catalog.Poll,
 		Workers: cfg.Dispatch.PollWorkers, AckWait: cfg.HeartbeatTTL.Std(), Drain: s.drain(), Logger: log, Metrics: vm,
+		YieldTo: yield,
 	}); err != nil {
 		return nil, err
 	}
