@@ -1,46 +1,77 @@
 package events
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
-// appliedHere remembers the ids of the latest events this process wrote into the state store
-// itself (Record, right after their PubAck), so that the projector, when the same process
-// receives them, can pass them over without reading the state back: one Key-Value read and a
-// JSON decode saved per event. Only a write that succeeded is remembered, so what is passed over
-// is in the state for sure; an event projected by another instance, or lost from the set (it is
-// bounded), is simply read and checked as before.
+// appliedHere follows the events this process is writing into the state store itself (Record),
+// so that the projector, when the same process receives them, can pass them over without
+// reading the state back: one Key-Value read and a JSON decode saved per event.
+//
+// An event is registered before it is published, since the projector may receive it before
+// Record's state write is done; the projector then waits for that write instead of racing it.
+// Only a write that succeeded counts, so what is passed over is in the state for sure; an event
+// whose write failed, one of another instance, or one lost from the set (it is bounded), is read
+// and applied as before.
 type appliedHere struct {
 	mu   sync.Mutex
-	ids  map[string]struct{}
+	ids  map[string]*applying
 	ring []string // insertion order, for eviction
 	next int
 }
 
+// applying is one Record's state write: done is closed when it has ended, ok says it succeeded.
+type applying struct {
+	done chan struct{}
+	ok   bool
+}
+
 func newAppliedHere(size int) *appliedHere {
-	return &appliedHere{ids: make(map[string]struct{}, size), ring: make([]string, size)}
+	return &appliedHere{ids: make(map[string]*applying, size), ring: make([]string, size)}
 }
 
-func (a *appliedHere) add(id string) {
+// begin registers the state write of event id; finish reports how it ended.
+func (a *appliedHere) begin(id string) (finish func(ok bool)) {
+	w := &applying{done: make(chan struct{})}
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if _, ok := a.ids[id]; ok {
-		return
-	}
-	if old := a.ring[a.next]; old != "" {
-		delete(a.ids, old)
-	}
-	a.ring[a.next] = id
-	a.next = (a.next + 1) % len(a.ring)
-	a.ids[id] = struct{}{}
-}
-
-// take reports whether id was applied here, and forgets it: the projector sees each event once
-// (a redelivery reads the state, as any event not in the set).
-func (a *appliedHere) take(id string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	if _, ok := a.ids[id]; !ok {
+		if old := a.ring[a.next]; old != "" {
+			delete(a.ids, old)
+		}
+		a.ring[a.next] = id
+		a.next = (a.next + 1) % len(a.ring)
+	}
+	a.ids[id] = w
+	a.mu.Unlock()
+	var once sync.Once
+	return func(ok bool) {
+		once.Do(func() {
+			a.mu.Lock()
+			w.ok = ok
+			a.mu.Unlock()
+			close(w.done)
+		})
+	}
+}
+
+// take reports whether id's state write was made here, waiting for it when it is under way
+// (until ctx ends: then false), and forgets it: the projector sees each event once (a
+// redelivery reads the state, as any event not in the set).
+func (a *appliedHere) take(ctx context.Context, id string) bool {
+	a.mu.Lock()
+	w := a.ids[id]
+	delete(a.ids, id)
+	a.mu.Unlock()
+	if w == nil {
 		return false
 	}
-	delete(a.ids, id)
-	return true
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return w.ok
 }

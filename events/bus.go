@@ -299,14 +299,18 @@ func (b *Bus) RecordNew(ctx context.Context, subject string, ev Event) (Document
 }
 
 func (b *Bus) record(ctx context.Context, subject string, ev Event, apply func(context.Context, Event) (Document, bool, error)) (Document, bool, error) {
+	// Registered before the publish: the projector may receive the event before the state
+	// write below is done, and waits for it.
+	finish := b.applied.begin(ev.ID)
 	if _, err := b.Publish(ctx, subject, ev); err != nil {
+		finish(false)
 		return Document{}, false, err
 	}
 	doc, _, err := apply(context.WithoutCancel(ctx), ev)
+	finish(err == nil)
 	if err != nil {
 		b.log.WarnContext(ctx, "document state not written yet; the projector will", "doc_id", ev.Subject, "event_id", ev.ID, "err", err)
 		return Document{ID: ev.Subject}, true, nil
 	}
-	b.applied.add(ev.ID)
 	return doc, true, nil
 }

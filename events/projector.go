@@ -57,9 +57,16 @@ func (b *Bus) NewProjector(ctx context.Context, reg prometheus.Registerer) (*Pro
 func (p *Projector) Run(ctx context.Context) error { return p.c.Run(ctx) }
 
 func (p *Projector) handle(ctx context.Context, d Delivery) Outcome {
-	if d.Attempt == 1 && d.MsgID != "" && p.bus.applied.take(d.MsgID) {
-		p.skipped.Inc()
-		return Done()
+	if d.Attempt == 1 && d.MsgID != "" {
+		// Written by Record in this process, or being written: wait for that write rather
+		// than race it (bounded: past the bound, the event is applied here as any other).
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		skip := p.bus.applied.take(wctx, d.MsgID)
+		cancel()
+		if skip {
+			p.skipped.Inc()
+			return Done()
+		}
 	}
 	ev, err := Decode(d.Data)
 	if err != nil {

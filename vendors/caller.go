@@ -30,7 +30,7 @@ type CallerConfig struct {
 	// Reauthorize runs after a 401, before the one retry (drop the refused token). Nil: a 401 is
 	// final.
 	Reauthorize func(req *http.Request)
-	// Transport for tests; http.DefaultTransport if nil.
+	// Transport for tests; nil: a transport of the Caller's own (see NewCaller).
 	Transport http.RoundTripper
 }
 
@@ -48,7 +48,11 @@ func NewCaller(cfg CallerConfig) *Caller {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Minute
 	}
-	c := &Caller{cfg: cfg, client: &http.Client{Timeout: cfg.Timeout, Transport: cfg.Transport}}
+	tr := cfg.Transport
+	if tr == nil {
+		tr = NewTransport(cfg.Concurrency)
+	}
+	c := &Caller{cfg: cfg, client: &http.Client{Timeout: cfg.Timeout, Transport: tr}}
 	if cfg.RateLimit > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), 1)
 	}
@@ -56,6 +60,20 @@ func NewCaller(cfg CallerConfig) *Caller {
 		c.sem = make(chan struct{}, cfg.Concurrency)
 	}
 	return c
+}
+
+// NewTransport is net/http's default transport keeping as many idle connections to the vendor
+// as requests may be in flight. With the default two, every request beyond two at a time opens
+// a connection of its own (TLS handshake included) and leaves it in TIME_WAIT after.
+func NewTransport(concurrency int) *http.Transport {
+	idle := concurrency
+	if idle <= 0 {
+		idle = 64
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = idle
+	tr.MaxIdleConns = max(tr.MaxIdleConns, idle)
+	return tr
 }
 
 // HTTPClient is the client the Caller uses (for a vendor's token requests).

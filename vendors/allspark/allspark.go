@@ -133,7 +133,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.ListPages <= 0 {
 		cfg.ListPages = defaultListPages
 	}
-	var next http.RoundTripper = http.DefaultTransport
+	var next http.RoundTripper = vendors.NewTransport(cfg.Concurrency)
 	if cfg.HTTPClient != nil {
 		if cfg.HTTPClient.Transport != nil {
 			next = cfg.HTTPClient.Transport

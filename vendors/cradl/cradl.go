@@ -214,7 +214,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 
-	transport := http.DefaultTransport
+	var transport http.RoundTripper = vendors.NewTransport(cfg.Concurrency)
 	timeout := cfg.Timeout
 	if hc := cfg.HTTPClient; hc != nil {
 		if hc.Transport != nil {

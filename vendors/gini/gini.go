@@ -138,7 +138,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("gini: timeout, rate limit, concurrency and list bounds must not be negative")
 	}
 
-	transport := http.DefaultTransport
+	var transport http.RoundTripper = vendors.NewTransport(cfg.Concurrency)
 	timeout := cfg.Timeout
 	if hc := cfg.HTTPClient; hc != nil {
 		if hc.Transport != nil {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -936,5 +938,49 @@ func TestSimulatorRestartForgetsTokens(t *testing.T) {
 	}
 	if want := "password,refresh_token,password"; strings.Join(grants, ",") != want {
 		t.Errorf("grants = %v, want %s", grants, want)
+	}
+}
+
+// Without an HTTPClient of the caller's, the client keeps a connection per request it may have
+// in flight: submitting and checking documents at full concurrency, again and again, opens no
+// more connections than that (net/http's default keeps two, and every call beyond two at a
+// time would open one, TLS handshake included).
+func TestConnectionsAreReused(t *testing.T) {
+	var opened atomic.Int64
+	srv := httptest.NewUnstartedServer(ginisim.New(simConfig()))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	const concurrency = 4
+	c, err := gini.New(gini.Config{BaseURL: srv.URL, ClientID: clientID, ClientSecret: clientSecret,
+		UserIdentifier: userID, Concurrency: concurrency, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				doc, _ := document(fmt.Sprintf("doc-%d-%d.pdf", w, i), "application/pdf", pdf(fmt.Sprintf("%d %d", w, i)))
+				ref, err := c.Submit(t.Context(), doc)
+				if err == nil {
+					_, err = c.Check(t.Context(), ref)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := opened.Load(); n > concurrency {
+		t.Fatalf("%d connections opened for 80 requests, at most %d at a time; want at most %d", n, concurrency, concurrency)
 	}
 }
