@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -22,7 +23,11 @@ var ErrBlobNotFound = errors.New("no stored bytes under this key")
 // Blobs streams document bytes into and out of the JetStream Object Store. Nothing here holds a
 // whole document in memory: writes go out chunk by chunk, reads come in chunk by chunk.
 type Blobs struct {
-	obs       jetstream.ObjectStore
+	obs jetstream.ObjectStore
+	// stream is the store's stream, and chunks the subject prefix of its chunks: a document
+	// stored in one chunk is read with one get of that chunk (see Open).
+	stream    jetstream.Stream
+	chunks    string
 	chunkSize int
 	// heads holds chunk-sized buffers for the first read of a Put.
 	heads sync.Pool
@@ -32,13 +37,15 @@ type Blobs struct {
 // messages, small enough to stay well under the servers' default 1 MiB max_payload.
 const preferredChunk = 256 << 10
 
-func newBlobs(obs jetstream.ObjectStore, nc *nats.Conn) *Blobs {
+func newBlobs(obs jetstream.ObjectStore, bucket string, stream jetstream.Stream, nc *nats.Conn) *Blobs {
 	chunk := preferredChunk
 	// A server configured with a smaller max_payload would refuse our chunks; leave room for headers.
 	if mp := int(nc.MaxPayload()); mp > 0 && mp-4096 < chunk {
 		chunk = max(mp-4096, 1024)
 	}
-	b := &Blobs{obs: obs, chunkSize: chunk}
+	// The chunk subjects are the Object Store's documented layout (ADR-20):
+	// $O.<bucket>.C.<object nuid>.
+	b := &Blobs{obs: obs, stream: stream, chunks: "$O." + bucket + ".C.", chunkSize: chunk}
 	b.heads.New = func() any { buf := make([]byte, chunk); return &buf }
 	return b
 }
@@ -89,12 +96,34 @@ const maxDownload = 30 * time.Minute
 
 // Open returns a reader of the bytes under key. The digest is checked at EOF: a reader that returns
 // io.EOF has delivered exactly the bytes stored. Close it when done.
+//
+// A document stored in one chunk (most are: a chunk is 256 KiB) is read with one get of that
+// chunk. The Object Store's own Get creates and deletes a consumer per read, which cost the
+// server more than the read itself.
 func (b *Blobs) Open(ctx context.Context, key string) (io.ReadCloser, BlobInfo, error) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), maxDownload)
 	// Waiting on NATS has its own bound: a read that started while a cluster elected a leader
 	// must not hold its caller (and its vendor slot) for the whole download time.
 	stuck := time.AfterFunc(stallTimeout, cancel)
-	res, err := b.obs.Get(dctx, key)
+	info, err := b.obs.GetInfo(dctx, key)
+	if err == nil && info.Chunks <= 1 && info.Size <= uint64(b.chunkSize) && (info.Opts == nil || info.Opts.Link == nil) {
+		var r io.ReadCloser
+		if r, err = b.readSmall(dctx, info); err == nil || !errors.Is(err, jetstream.ErrMsgNotFound) {
+			stuck.Stop()
+			cancel()
+			if err != nil {
+				return nil, BlobInfo{}, fmt.Errorf("read bytes under %s: %w", key, err)
+			}
+			sum, _ := digestHex(info.Digest)
+			return r, BlobInfo{Key: key, Size: int64(info.Size), SHA256: sum}, nil
+		}
+		// A cluster node that has the object's description but not yet its chunk (a direct
+		// get answered by a lagging follower): the Object Store's own read asks the leader.
+	}
+	var res jetstream.ObjectResult
+	if err == nil {
+		res, err = b.obs.Get(dctx, key)
+	}
 	stuck.Stop()
 	if err != nil {
 		cancel()
@@ -103,8 +132,7 @@ func (b *Blobs) Open(ctx context.Context, key string) (io.ReadCloser, BlobInfo, 
 		}
 		return nil, BlobInfo{}, fmt.Errorf("read bytes under %s: %w", key, err)
 	}
-	info, err := res.Info()
-	if err != nil {
+	if info, err = res.Info(); err != nil {
 		res.Close()
 		cancel()
 		return nil, BlobInfo{}, fmt.Errorf("read bytes under %s: %w", key, err)
@@ -114,6 +142,25 @@ func (b *Blobs) Open(ctx context.Context, key string) (io.ReadCloser, BlobInfo, 
 	stop := context.AfterFunc(ctx, cancel)
 	return &blobReader{ObjectResult: res, stuck: stuck, done: func() { stop(); stuck.Stop(); cancel() }},
 		BlobInfo{Key: key, Size: int64(info.Size), SHA256: sum}, nil
+}
+
+// readSmall reads an object of at most one chunk with one get, and checks it against its
+// description as the Object Store's reader does at EOF.
+func (b *Blobs) readSmall(ctx context.Context, info *jetstream.ObjectInfo) (io.ReadCloser, error) {
+	var data []byte
+	if info.Size > 0 {
+		m, err := b.stream.GetLastMsgForSubject(ctx, b.chunks+info.NUID)
+		if err != nil {
+			return nil, err
+		}
+		data = m.Data
+	}
+	sum := sha256.Sum256(data)
+	if uint64(len(data)) != info.Size || "SHA-256="+base64.URLEncoding.EncodeToString(sum[:]) != info.Digest {
+		return nil, fmt.Errorf("the stored bytes do not match their description (%d bytes, %s): %w",
+			info.Size, info.Digest, jetstream.ErrDigestMismatch)
+	}
+	return io.NopCloser(bytes.NewReader(data)), nil
 }
 
 // stallTimeout bounds each wait on NATS during a download (opening it, each read): a store

@@ -116,6 +116,10 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 	} else if err := replicasAre("OBJ_"+names.DocumentsBucket(), ost.Replicas(), cfg.Replicas); err != nil {
 		return nil, err
 	}
+	obsStream, err := js.Stream(ctx, "OBJ_"+names.DocumentsBucket())
+	if err != nil {
+		return nil, fmt.Errorf("read back object store %s: %w", names.DocumentsBucket(), err)
+	}
 	kv, err := openBucket(ctx, js, cfg.Logger, jetstream.KeyValueConfig{
 		Bucket:      names.StateBucket(),
 		Description: "ingest document states",
@@ -132,7 +136,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 		names:     names,
 		replicas:  cfg.Replicas,
 		stream:    stream,
-		blobs:     newBlobs(obs, js.Conn()),
+		blobs:     newBlobs(obs, names.DocumentsBucket(), obsStream, js.Conn()),
 		states:    &States{kv: kv},
 		applied:   newAppliedHere(8192),
 		dupWindow: cfg.DuplicateWindow,

@@ -194,6 +194,37 @@ func TestBlobRoundTrip(t *testing.T) {
 	})
 }
 
+// A document of one chunk is read with a get of that chunk: the bytes must still be checked
+// against the object's description, as the Object Store's own reader does at EOF.
+func TestBlobOpenChecksTheChunk(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		b := eventstest.Bus(t, nc)
+		key := "documents/tampered"
+		if _, err := b.Blobs().Put(ctxT(t), key, bytes.NewReader(randomBytes(t, 10<<10)), nil); err != nil {
+			t.Fatal(err)
+		}
+		obs, _ := b.JetStream().ObjectStore(ctxT(t), b.Names().DocumentsBucket())
+		oi, err := obs.GetInfo(ctxT(t), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Other bytes of the same length on the chunk's subject.
+		chunk := "$O." + b.Names().DocumentsBucket() + ".C." + oi.NUID
+		if _, err := b.JetStream().Publish(ctxT(t), chunk, randomBytes(t, 10<<10)); err != nil {
+			t.Fatal(err)
+		}
+		if r, _, err := b.Blobs().Open(ctxT(t), key); !errors.Is(err, jetstream.ErrDigestMismatch) {
+			if r != nil {
+				r.Close()
+			}
+			t.Fatalf("Open of altered bytes: err = %v, want a digest mismatch", err)
+		}
+		if _, _, err := b.Blobs().Open(ctxT(t), "documents/none"); !errors.Is(err, events.ErrBlobNotFound) {
+			t.Fatalf("Open of a missing key: err = %v, want ErrBlobNotFound", err)
+		}
+	})
+}
+
 func TestBlobPutFailureLeavesNothing(t *testing.T) {
 	b := eventstest.Bus(t, eventstest.Embedded(t))
 	boom := errors.New("client went away")
