@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -99,7 +100,7 @@ type ConsumerSpec struct {
 	// durable is created; an existing one keeps its place.
 	DeliverNew bool
 	// Background, when set, holds the consumer to one handler at a time while foreground work
-	// is under way (see Priority).
+	// is under way and the cores are busy (see Priority.Yield).
 	Background *Priority
 	// OnPanic decides about a message whose handler panicked (after the runtime logged the
 	// panic and its stack): fail the document it is about, say. Nil: the message is dropped.
@@ -138,11 +139,14 @@ func (m consumerMetrics) collectors() []prometheus.Collector {
 
 // Consumer runs a Handler over a durable consumer.
 type Consumer struct {
-	spec ConsumerSpec
-	cons jetstream.Consumer
-	h    Handler
-	log  *slog.Logger
-	m    consumerMetrics
+	// newest is the stream time of the latest message handed to a handler (Unix nanoseconds):
+	// how long work has waited, for Background.
+	newest atomic.Int64
+	spec   ConsumerSpec
+	cons   jetstream.Consumer
+	h      Handler
+	log    *slog.Logger
+	m      consumerMetrics
 }
 
 // Consumer provisions (idempotently) the durable consumer spec describes and returns its
@@ -223,7 +227,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			continue
 		}
 		limit := c.spec.Workers
-		if c.spec.Background.Active() {
+		if c.spec.Background.Yield(c.waited()) {
 			limit = 1
 		}
 		if len(slots) > limit {
@@ -289,12 +293,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
+// waited is how long the latest message handed to a handler had been in the stream (0 before
+// the first).
+func (c *Consumer) waited() time.Duration {
+	if n := c.newest.Load(); n != 0 {
+		return time.Since(time.Unix(0, n))
+	}
+	return 0
+}
+
 // handle runs the handler on one message and carries out its decision.
 func (c *Consumer) handle(ctx context.Context, m jetstream.Msg) {
 	d := Delivery{Subject: m.Subject(), Data: m.Data(), Attempt: 1, MsgID: m.Headers().Get(jetstream.MsgIDHeader)}
 	if md, err := m.Metadata(); err == nil {
 		d.Attempt = int(md.NumDelivered)
 		d.Sequence = md.Sequence.Stream
+		c.newest.Store(md.Timestamp.UnixNano())
 	}
 	c.m.deliveries.WithLabelValues(c.spec.Purpose).Inc()
 	if d.Attempt > 1 {

@@ -14,6 +14,16 @@ import (
 // A background consumer runs one handler at a time while foreground work is under way, keeps
 // going at that pace, and uses all its workers once the foreground work has ended.
 func TestBackgroundConsumerYieldsToForeground(t *testing.T) {
+	for _, old := range []bool{false, true} {
+		t.Run(map[bool]string{false: "fresh", true: "waited past MaxDelay"}[old], func(t *testing.T) {
+			testBackgroundConsumer(t, old)
+		})
+	}
+}
+
+// testBackgroundConsumer: with old, the messages have waited longer than MaxDelay, and the
+// consumer must use all its workers even during foreground work.
+func testBackgroundConsumer(t *testing.T, old bool) {
 	b := eventstest.Bus(t, eventstest.Embedded(t))
 	subj, _ := b.Names().Subject(events.Received, "http")
 	for i := range 12 {
@@ -23,7 +33,11 @@ func TestBackgroundConsumerYieldsToForeground(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	prio := events.NewPriority()
+	cfg := events.PriorityConfig{Saturated: func() bool { return true }}
+	if old {
+		cfg.MaxDelay = time.Nanosecond
+	}
+	prio := events.NewPriority(cfg)
 	uploading := prio.Foreground()
 	var running, most, handled atomic.Int64
 	release := make(chan struct{}, 12)
@@ -47,6 +61,15 @@ func TestBackgroundConsumerYieldsToForeground(t *testing.T) {
 	}
 	eventstest.Run(t, c.Run)
 
+	if old {
+		eventstest.WaitFor(t, 10*time.Second, "all four workers busy for messages that waited", func() bool { return running.Load() == 4 })
+		for range 12 {
+			release <- struct{}{}
+		}
+		eventstest.WaitFor(t, 10*time.Second, "every message handled", func() bool { return handled.Load() == 12 })
+		uploading()
+		return
+	}
 	// While uploading: handlers one after the other, never two at once.
 	for i := range 3 {
 		eventstest.WaitFor(t, 10*time.Second, "a handler running", func() bool { return running.Load() == 1 })

@@ -178,7 +178,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, fmt.Errorf("routes: %w", err)
 	}
 	// Documents being received go ahead of dispatch (events.Priority).
-	intakeBusy, yield := events.NewPriority(), (*events.Priority)(nil)
+	intakeBusy, yield := events.NewPriority(events.PriorityConfig{}), (*events.Priority)(nil)
 	if cfg.Dispatch.YieldToIntake {
 		yield = intakeBusy
 	}
