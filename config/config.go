@@ -185,9 +185,9 @@ type Dispatch struct {
 	// InDoubtTimeout: how long a submission the vendor cannot tell us about is asked about again
 	// before it fails for an operator to decide.
 	InDoubtTimeout Duration `yaml:"in_doubt_timeout"`
-	// YieldToIntake: while documents are being received, one document at a time is dispatched
-	// and checked, so that on a small machine dispatch does not take the cores uploads need.
-	// Turn it off where there are cores to spare.
+	// YieldToIntake: while documents are being received and the cores are busy, one document
+	// at a time is dispatched and checked, so that on a small machine dispatch does not take
+	// the cores uploads need (never for more than 10 s of a document's wait; events.Priority).
 	YieldToIntake bool `yaml:"yield_to_intake"`
 }
 
