@@ -462,6 +462,32 @@ func TestCountsMatchTheList(t *testing.T) {
 	}
 }
 
+// A document's later events reach the index in a later batch than its first: its counts move
+// from the old status to the new one (the aggregates of whole hours must still add up to the
+// listed documents), however the batch groups them.
+func TestCountsFollowLaterEvents(t *testing.T) {
+	f := newFixture(t)
+	ix := f.open(filepath.Join(t.TempDir(), "documents.db"))
+	run(t, ix)
+	ids := make([]string, 12)
+	for i := range ids {
+		ids[i] = f.add(doc{kind: "http", name: "api", filename: "f.pdf", minute: i * 20, chosen: []string{"gini"}})
+	}
+	f.caughtUp(ix)
+	for i, id := range ids {
+		at := f.base.Add(time.Duration(i*20)*time.Minute + time.Second)
+		f.publish(f.event(events.Submitted, "gini", id, at, events.SubmittedData{DocumentID: id, Vendor: "gini", VendorRef: "r-" + id}))
+		if i%3 != 0 {
+			f.publish(f.event(events.Completed, "gini", id, at.Add(time.Second), events.CompletedData{DocumentID: id, Vendor: "gini", VendorRef: "r-" + id}))
+		}
+	}
+	f.caughtUp(ix)
+	p := list(t, ix, docindex.Query{Since: f.base, Until: f.base.Add(4 * time.Hour), Limit: 500})
+	if got := fmt.Sprint(p.Counts.Status); got != "map[completed:8 submitted:4]" {
+		t.Errorf("counts %s over whole hours, want completed 8, submitted 4 (none still received)", got)
+	}
+}
+
 // Events the index never read are gone from the stream (aged out while the instance was down):
 // it cannot catch up, so it starts over from what the stream holds.
 func TestRebuildsWhenTheStreamMovedOn(t *testing.T) {

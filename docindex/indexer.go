@@ -1,6 +1,7 @@
 package docindex
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -242,6 +243,9 @@ func (ix *Index) commit(ctx context.Context, batch []jetstream.Msg) error {
 			}
 		}
 	}
+	if err := w.flushCounts(ctx); err != nil {
+		return err
+	}
 	if last > 0 {
 		if _, err := tx.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = 'last_seq'`, int64(last)); err != nil {
 			return fmt.Errorf("write the document index position: %w", err)
@@ -285,12 +289,15 @@ func (ix *Index) applyMsg(ctx context.Context, w *writer, rows map[string]*row, 
 
 // writer holds one transaction's statements.
 type writer struct {
-	tx                                                        *sql.Tx
-	get, upsert, inc, dec, incHour, decHour, delText, addText *sql.Stmt
+	tx                                          *sql.Tx
+	get, upsert, add, addHour, delText, addText *sql.Stmt
+	// counts are the batch's changes to the counts, written once per key at the end: a batch of
+	// documents that all moved from submitted to completed is two writes, not four per document.
+	counts map[aggKey]int
 }
 
 func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
-	w := &writer{tx: tx}
+	w := &writer{tx: tx, counts: map[aggKey]int{}}
 	for _, s := range []struct {
 		p *(*sql.Stmt)
 		q string
@@ -302,13 +309,10 @@ func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
 				source_name = excluded.source_name, route = excluded.route, vendors = excluded.vendors,
 				sort_at = excluded.sort_at, doc = excluded.doc
 			RETURNING rowid`},
-		{&w.inc, `INSERT INTO agg (status, source_kind, source_name, route, vendors, n) VALUES (?, ?, ?, ?, ?, 1)
-			ON CONFLICT DO UPDATE SET n = n + 1`},
-		{&w.dec, `UPDATE agg SET n = n - 1 WHERE status = ? AND source_kind = ? AND source_name = ? AND route = ? AND vendors = ?`},
-		{&w.incHour, `INSERT INTO agg_hour (status, source_kind, source_name, route, vendors, hour, n) VALUES (?, ?, ?, ?, ?, ?, 1)
-			ON CONFLICT DO UPDATE SET n = n + 1`},
-		{&w.decHour, `UPDATE agg_hour SET n = n - 1
-			WHERE status = ? AND source_kind = ? AND source_name = ? AND route = ? AND vendors = ? AND hour = ?`},
+		{&w.add, `INSERT INTO agg (status, source_kind, source_name, route, vendors, n) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT DO UPDATE SET n = n + excluded.n`},
+		{&w.addHour, `INSERT INTO agg_hour (status, source_kind, source_name, route, vendors, hour, n) VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT DO UPDATE SET n = n + excluded.n`},
 		{&w.delText, `DELETE FROM docs_text WHERE rowid = ?`},
 		{&w.addText, `INSERT INTO docs_text (rowid, text) VALUES (?, ?)`},
 	} {
@@ -323,7 +327,7 @@ func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
 }
 
 func (w *writer) close() {
-	for _, st := range []*sql.Stmt{w.get, w.upsert, w.inc, w.dec, w.incHour, w.decHour, w.delText, w.addText} {
+	for _, st := range []*sql.Stmt{w.get, w.upsert, w.add, w.addHour, w.delText, w.addText} {
 		if st != nil {
 			st.Close()
 		}
@@ -362,9 +366,7 @@ func (w *writer) store(ctx context.Context, r *row) error {
 		return fmt.Errorf("write document %s to the index: %w", d.ID, err)
 	}
 	if r.rowid == 0 || key != r.oldKey {
-		if err := w.count(ctx, r, key); err != nil {
-			return fmt.Errorf("count document %s in the index: %w", d.ID, err)
-		}
+		w.count(r, key)
 	}
 	if text := searchText(*d); r.rowid == 0 || text != r.oldText {
 		if _, err := w.delText.ExecContext(ctx, rowid); err != nil {
@@ -377,22 +379,44 @@ func (w *writer) store(ctx context.Context, r *row) error {
 	return nil
 }
 
-// count moves the document from its old counts to its new ones.
-func (w *writer) count(ctx context.Context, r *row, key aggKey) error {
+// count moves the document from its old counts to its new ones (written by flushCounts).
+func (w *writer) count(r *row, key aggKey) {
 	if r.rowid != 0 {
-		k := r.oldKey
-		if _, err := w.dec.ExecContext(ctx, k.status, k.sourceKind, k.sourceName, k.route, k.vendors); err != nil {
-			return err
+		w.counts[r.oldKey]--
+	}
+	w.counts[key]++
+}
+
+// flushCounts writes the batch's count changes: per key of agg_hour, and summed over the hours
+// for agg.
+func (w *writer) flushCounts(ctx context.Context) error {
+	total := map[aggKey]int{}
+	for _, k := range slices.SortedFunc(maps.Keys(w.counts), compareKeys) {
+		n := w.counts[k]
+		if n == 0 {
+			continue
 		}
-		if _, err := w.decHour.ExecContext(ctx, k.status, k.sourceKind, k.sourceName, k.route, k.vendors, k.hour); err != nil {
-			return err
+		if _, err := w.addHour.ExecContext(ctx, k.status, k.sourceKind, k.sourceName, k.route, k.vendors, k.hour, n); err != nil {
+			return fmt.Errorf("count documents in the index: %w", err)
+		}
+		k.hour = 0
+		total[k] += n
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(total), compareKeys) {
+		if n := total[k]; n != 0 {
+			if _, err := w.add.ExecContext(ctx, k.status, k.sourceKind, k.sourceName, k.route, k.vendors, n); err != nil {
+				return fmt.Errorf("count documents in the index: %w", err)
+			}
 		}
 	}
-	if _, err := w.inc.ExecContext(ctx, key.status, key.sourceKind, key.sourceName, key.route, key.vendors); err != nil {
-		return err
-	}
-	_, err := w.incHour.ExecContext(ctx, key.status, key.sourceKind, key.sourceName, key.route, key.vendors, key.hour)
-	return err
+	return nil
+}
+
+// compareKeys orders the count writes, so that every batch takes the rows in one order.
+func compareKeys(a, b aggKey) int {
+	return cmp.Or(cmp.Compare(a.status, b.status), cmp.Compare(a.sourceKind, b.sourceKind),
+		cmp.Compare(a.sourceName, b.sourceName), cmp.Compare(a.route, b.route), cmp.Compare(a.vendors, b.vendors),
+		cmp.Compare(a.hour, b.hour))
 }
 
 // sortTime orders documents newest first: when received, else (a rejected input) when first heard of.
