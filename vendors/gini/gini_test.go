@@ -980,7 +980,9 @@ func TestConnectionsAreReused(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := opened.Load(); n > concurrency {
-		t.Fatalf("%d connections opened for 80 requests, at most %d at a time; want at most %d", n, concurrency, concurrency)
+	// A connection goes back to the pool a moment after its answer was read, so a request that
+	// starts just then may open one more; without the pool it is one per request beyond two.
+	if n := opened.Load(); n > 2*concurrency {
+		t.Fatalf("%d connections opened for 80 requests, at most %d at a time; want at most %d", n, concurrency, 2*concurrency)
 	}
 }
