@@ -148,7 +148,7 @@ func (s *States) applyOn(ctx context.Context, ev Event, snap Snapshot) (Document
 		return Document{}, false, fmt.Errorf("event %s: a state of %s given for document %s", ev.ID, snap.ID, id)
 	}
 	for attempt := 0; attempt < 20; attempt++ {
-		doc, rev := snap.Document, snap.rev
+		doc, rev := snap.clone(), snap.rev // apply changes the document in place
 		if attempt > 0 || !snap.valid {
 			var err error
 			doc, rev, err = s.get(ctx, id)
@@ -204,6 +204,21 @@ func (s *States) applyFirst(ctx context.Context, ev Event) (Document, bool, erro
 		return Document{}, false, fmt.Errorf("write state of %s: %w", id, err)
 	}
 	return s.Apply(ctx, ev)
+}
+
+// clone copies what apply changes in place (vendor slots, history), so that a Snapshot stays as
+// it was read.
+func (d Document) clone() Document {
+	c := d
+	c.History = slices.Clone(d.History)
+	if d.Vendors != nil {
+		c.Vendors = make(map[string]*VendorState, len(d.Vendors))
+		for name, vs := range d.Vendors {
+			v := *vs
+			c.Vendors[name] = &v
+		}
+	}
+	return c
 }
 
 // IsConflict reports whether a Key-Value compare-and-set write lost its race: Create found the

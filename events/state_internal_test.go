@@ -178,3 +178,18 @@ func TestVendorRounds(t *testing.T) {
 		t.Fatalf("round 3 id %q", got)
 	}
 }
+
+// Recording on a snapshot leaves the snapshot as it was read: its caller may still look at it.
+func TestApplyOnLeavesTheSnapshot(t *testing.T) {
+	d := Document{ID: "doc", Vendors: map[string]*VendorState{"gini": {Status: StatusSubmitted}},
+		History: make([]HistoryEntry, 1, 4)}
+	d.History[0] = HistoryEntry{EventID: "doc.received"}
+	c := d.clone()
+	ev, _ := NewEvent(Completed, "doc.completed.gini", "/v", "doc", time.Now(), CompletedData{DocumentID: "doc", Vendor: "gini"})
+	if changed, err := c.apply(ev); err != nil || !changed {
+		t.Fatalf("apply: %v %v", changed, err)
+	}
+	if d.Vendors["gini"].Status != StatusSubmitted || len(d.History) != 1 || d.History[:2][1].EventID != "" {
+		t.Fatalf("the original changed with its copy: %+v", d)
+	}
+}
