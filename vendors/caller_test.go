@@ -3,32 +3,22 @@ package vendors_test
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ingest-dev/ingest/internal/testservers"
 	"github.com/ingest-dev/ingest/vendors"
 )
 
 // A Caller keeps a connection for each request it may have in flight: rounds of calls at its
 // full concurrency open no more connections than that (give or take the race below).
 func TestCallerReusesConnections(t *testing.T) {
-	var opened atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, opened := testservers.CountingHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(2 * time.Millisecond) // a vendor takes a moment: the requests overlap
 		_, _ = io.WriteString(w, `{"ok":true}`)
 	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			opened.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
 	const concurrency = 8
 	c := vendors.NewCaller(vendors.CallerConfig{Vendor: "test", Concurrency: concurrency})
 	// Rounds of requests at full concurrency: between rounds every connection is idle at once.

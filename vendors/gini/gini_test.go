@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ingest-dev/ingest/events"
+	"github.com/ingest-dev/ingest/internal/testservers"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/gini"
 	"github.com/ingest-dev/ingest/vendors/gini/ginisim"
@@ -946,15 +946,7 @@ func TestSimulatorRestartForgetsTokens(t *testing.T) {
 // more connections than that (net/http's default keeps two, and every call beyond two at a
 // time would open one, TLS handshake included).
 func TestConnectionsAreReused(t *testing.T) {
-	var opened atomic.Int64
-	srv := httptest.NewUnstartedServer(ginisim.New(simConfig()))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			opened.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
+	srv, opened := testservers.CountingHTTP(t, ginisim.New(simConfig()))
 	const concurrency = 4
 	c, err := gini.New(gini.Config{BaseURL: srv.URL, ClientID: clientID, ClientSecret: clientSecret,
 		UserIdentifier: userID, Concurrency: concurrency, Timeout: 10 * time.Second})
