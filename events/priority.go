@@ -28,8 +28,9 @@ type Priority struct {
 
 // PriorityConfig configures a Priority.
 type PriorityConfig struct {
-	// Saturated reports whether the cores are all busy. Nil: measured over the last 100 ms,
-	// from the machine's CPU time where /proc/stat tells it, else from the Go scheduler.
+	// Saturated reports whether the cores are busy. Nil: measured over the last 100 ms, as at
+	// least 70 % of the machine's CPU time in use where /proc/stat tells it, else from the Go
+	// scheduler's latencies.
 	Saturated func() bool
 	// MaxDelay bounds what yielding may cost a document: background work whose messages have
 	// waited this long in the stream does not yield (default 10 s). Dispatch that waits on a
@@ -70,13 +71,13 @@ func (p *Priority) Foreground() (done func()) {
 
 // Yield reports whether background work whose latest message has waited age in the stream
 // should hold back now: foreground work is under way (or ended less than a moment ago), the
-// cores are all busy, and the wait is below MaxDelay.
+// cores are busy, and the wait is below MaxDelay.
 func (p *Priority) Yield(age time.Duration) bool {
 	return p != nil && age < p.maxDelay && p.Active()
 }
 
 // Active reports whether foreground work is under way (or ended less than a moment ago) while
-// the cores are all busy.
+// the cores are busy.
 func (p *Priority) Active() bool {
 	if p == nil {
 		return false
@@ -87,7 +88,7 @@ func (p *Priority) Active() bool {
 	return p.saturated()
 }
 
-// cpuProbe tells whether the cores are all busy: from the machine's CPU time (/proc/stat) where
+// cpuProbe tells whether the cores are busy: from the machine's CPU time (/proc/stat) where
 // there is one, else from the Go scheduler's latencies (the share of runnable goroutines that
 // waited a millisecond or more for a core). Each verdict holds for a window of 100 ms.
 type cpuProbe struct {

@@ -43,7 +43,7 @@ func TestPriorityNeedsBusyCores(t *testing.T) {
 	}
 }
 
-// The machine's CPU time says whether its cores are all busy, window by window.
+// The machine's CPU time says whether its cores are busy, window by window.
 func TestCPUProbeReadsProcStat(t *testing.T) {
 	now := time.Unix(0, 0)
 	lines := []string{
