@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/events"
@@ -152,6 +155,7 @@ type rig struct {
 	in  *intake.Intake
 	vs  map[string]vendors.Vendor
 	m   *dispatch.Metrics
+	reg *prometheus.Registry // m's
 }
 
 func newRig(t *testing.T, vs ...vendors.Vendor) *rig {
@@ -161,12 +165,41 @@ func newRig(t *testing.T, vs ...vendors.Vendor) *rig {
 		t.Fatal(err)
 	}
 	eventstest.Run(t, p.Run)
-	m, _ := dispatch.NewMetrics(nil)
-	r := &rig{t: t, bus: bus, vs: map[string]vendors.Vendor{}, m: m}
+	reg := prometheus.NewRegistry()
+	m, err := dispatch.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, bus: bus, vs: map[string]vendors.Vendor{}, m: m, reg: reg}
 	for _, v := range vs {
 		r.vs[v.Name()] = v
 	}
 	return r
+}
+
+// counter is the value of a counter of the rig's metrics with the given label values (0 when
+// it has none yet).
+func (r *rig) counter(name string, labels ...string) float64 {
+	r.t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var got []string
+			for _, l := range m.GetLabel() {
+				got = append(got, l.GetValue())
+			}
+			if slices.Equal(got, labels) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // route makes received events name their vendors, as the service does.

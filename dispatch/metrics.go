@@ -16,6 +16,7 @@ type Metrics struct {
 	failed      *prometheus.CounterVec // vendor, reason
 	polls       *prometheus.CounterVec // vendor, outcome
 	latency     *prometheus.HistogramVec
+	retries     *prometheus.CounterVec // vendor
 }
 
 // NewMetrics creates the metrics and registers them with reg (when not nil).
@@ -48,11 +49,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "ingest_document_completion_seconds", Help: "From received to completed, by vendor.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 3, 12),
 		}, []string{"vendor"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_dispatch_retries_total", Help: "Retried rounds the dispatcher took up, by vendor (an operator's retry).",
+		}, []string{"vendor"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.submissions, m.inDoubt, m.unrouted, m.calls, m.completed, m.failed, m.polls, m.latency} {
+	for _, c := range []prometheus.Collector{m.submissions, m.inDoubt, m.unrouted, m.calls, m.completed, m.failed, m.polls, m.latency, m.retries} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

@@ -74,6 +74,9 @@ func (d *Dispatcher) handleRetried(ctx context.Context, dl events.Delivery) even
 		// submitted.
 		return events.Done()
 	}
+	if dl.Attempt == 1 {
+		d.m.retries.WithLabelValues(rt.Vendor).Inc()
+	}
 	delay, err := d.dispatch(ctx, receivedOf(doc), doc.Route, slot{doc: rt.DocumentID, vendor: rt.Vendor, round: rt.Round})
 	if err == nil {
 		return events.Done()

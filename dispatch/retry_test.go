@@ -75,6 +75,9 @@ func TestRetriedRoundAgainstGiniSimulator(t *testing.T) {
 		t.Fatalf("enriched slot %+v", g)
 	}
 	r.retry(st.DocumentID, "gini", 1) // stale: the round is over
+	if n := r.counter("ingest_dispatch_retries_total", "gini"); n != 1 {
+		t.Errorf("ingest_dispatch_retries_total{vendor=gini} = %v, want 1 (one round taken up)", n)
+	}
 	uploads := sim.Ledger.All()
 	if len(uploads) != 2 || sim.Ledger.Count(st.SHA256) != 2 {
 		t.Fatalf("Gini has %d uploads, want 2 (one per round): %+v", len(uploads), uploads)
