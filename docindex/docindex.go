@@ -55,11 +55,12 @@ const maxConns = 4
 
 // Index is the list index of one instance.
 type Index struct {
-	cfg  Config
-	db   *sql.DB
-	bus  *events.Bus
-	log  *slog.Logger
-	prog progress
+	cfg   Config
+	db    *sql.DB
+	stmts *statements // the indexer's writes
+	bus   *events.Bus
+	log   *slog.Logger
+	prog  progress
 }
 
 // progress is how far the index has come, read by list requests while the indexer writes.
@@ -101,6 +102,9 @@ func Open(ctx context.Context, cfg Config) (*Index, error) {
 	}
 	ix.db = db
 	seq, err := ix.storedSeq(ctx)
+	if err == nil {
+		ix.stmts, err = prepareStatements(ctx, db)
+	}
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -279,7 +283,10 @@ func (ix *Index) register(reg prometheus.Registerer) error {
 }
 
 // Close closes the database. Run must have returned.
-func (ix *Index) Close() error { return ix.db.Close() }
+func (ix *Index) Close() error {
+	ix.stmts.close()
+	return ix.db.Close()
+}
 
 // Progress says how far the index is behind the stream.
 type Progress struct {

@@ -217,11 +217,7 @@ func (ix *Index) commit(ctx context.Context, batch []jetstream.Msg) error {
 		return fmt.Errorf("write the document index: %w", err)
 	}
 	defer tx.Rollback()
-	w, err := prepare(ctx, tx)
-	if err != nil {
-		return err
-	}
-	defer w.close()
+	w := newWriter(ctx, tx, ix.stmts)
 	rows := map[string]*row{}
 	var last, applied uint64
 	for _, m := range batch {
@@ -287,51 +283,65 @@ func (ix *Index) applyMsg(ctx context.Context, w *writer, rows map[string]*row, 
 	return changed, nil
 }
 
-// writer holds one transaction's statements.
-type writer struct {
-	tx                                          *sql.Tx
+// statements are the index's writes, prepared once on the database: a transaction takes them
+// over (Tx.StmtContext) without preparing them again for every batch.
+type statements struct {
 	get, upsert, add, addHour, delText, addText *sql.Stmt
-	// counts are the batch's changes to the counts, written once per key at the end: a batch of
-	// documents that all moved from submitted to completed is two writes, not four per document.
-	counts map[aggKey]int
 }
 
-func prepare(ctx context.Context, tx *sql.Tx) (*writer, error) {
-	w := &writer{tx: tx, counts: map[aggKey]int{}}
+func prepareStatements(ctx context.Context, db *sql.DB) (*statements, error) {
+	st := &statements{}
 	for _, s := range []struct {
 		p *(*sql.Stmt)
 		q string
 	}{
-		{&w.get, `SELECT rowid, doc FROM docs WHERE id = ?`},
-		{&w.upsert, `INSERT INTO docs (id, status, source_kind, source_name, route, vendors, sort_at, doc)
+		{&st.get, `SELECT rowid, doc FROM docs WHERE id = ?`},
+		{&st.upsert, `INSERT INTO docs (id, status, source_kind, source_name, route, vendors, sort_at, doc)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET status = excluded.status, source_kind = excluded.source_kind,
 				source_name = excluded.source_name, route = excluded.route, vendors = excluded.vendors,
 				sort_at = excluded.sort_at, doc = excluded.doc
 			RETURNING rowid`},
-		{&w.add, `INSERT INTO agg (status, source_kind, source_name, route, vendors, n) VALUES (?, ?, ?, ?, ?, ?)
+		{&st.add, `INSERT INTO agg (status, source_kind, source_name, route, vendors, n) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT DO UPDATE SET n = n + excluded.n`},
-		{&w.addHour, `INSERT INTO agg_hour (status, source_kind, source_name, route, vendors, hour, n) VALUES (?, ?, ?, ?, ?, ?, ?)
+		{&st.addHour, `INSERT INTO agg_hour (status, source_kind, source_name, route, vendors, hour, n) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT DO UPDATE SET n = n + excluded.n`},
-		{&w.delText, `DELETE FROM docs_text WHERE rowid = ?`},
-		{&w.addText, `INSERT INTO docs_text (rowid, text) VALUES (?, ?)`},
+		{&st.delText, `DELETE FROM docs_text WHERE rowid = ?`},
+		{&st.addText, `INSERT INTO docs_text (rowid, text) VALUES (?, ?)`},
 	} {
-		st, err := tx.PrepareContext(ctx, s.q)
+		p, err := db.PrepareContext(ctx, s.q)
 		if err != nil {
-			w.close()
+			st.close()
 			return nil, fmt.Errorf("prepare the document index writes: %w", err)
 		}
-		*s.p = st
+		*s.p = p
 	}
-	return w, nil
+	return st, nil
 }
 
-func (w *writer) close() {
-	for _, st := range []*sql.Stmt{w.get, w.upsert, w.add, w.addHour, w.delText, w.addText} {
-		if st != nil {
-			st.Close()
+func (st *statements) close() {
+	for _, s := range []*sql.Stmt{st.get, st.upsert, st.add, st.addHour, st.delText, st.addText} {
+		if s != nil {
+			s.Close()
 		}
 	}
+}
+
+// writer holds one transaction's statements.
+type writer struct {
+	tx *sql.Tx
+	statements
+	// counts are the batch's changes to the counts, written once per key at the end: a batch of
+	// documents that all moved from submitted to completed is two writes, not four per document.
+	counts map[aggKey]int
+}
+
+func newWriter(ctx context.Context, tx *sql.Tx, st *statements) *writer {
+	w := &writer{tx: tx, counts: map[aggKey]int{}}
+	w.get, w.upsert = tx.StmtContext(ctx, st.get), tx.StmtContext(ctx, st.upsert)
+	w.add, w.addHour = tx.StmtContext(ctx, st.add), tx.StmtContext(ctx, st.addHour)
+	w.delText, w.addText = tx.StmtContext(ctx, st.delText), tx.StmtContext(ctx, st.addText)
+	return w
 }
 
 // load reads a document's row, or starts a new one.
