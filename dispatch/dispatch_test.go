@@ -812,3 +812,29 @@ func TestRemovedVendorFailsItsDocuments(t *testing.T) {
 		t.Fatalf("dispatcher's failure %q", e)
 	}
 }
+
+// Submission records and vendor references are kept as long as the stream keeps the events they
+// go with, not for ever.
+func TestRecordsExpireWithTheEvents(t *testing.T) {
+	bus := eventstest.Bus(t, eventstest.Embedded(t))
+	ctx := context.Background()
+	router, err := dispatch.NewRouter(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dispatch.NewDispatcher(ctx, dispatch.Config{Bus: bus, Vendors: map[string]vendors.Vendor{}, Router: router}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dispatch.OpenRefIndex(ctx, bus); err != nil {
+		t.Fatal(err)
+	}
+	for _, purpose := range []string{"submissions", "refs"} {
+		st, err := bus.JetStream().Stream(ctx, "KV_"+bus.Names().Bucket(purpose))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.CachedInfo().Config.MaxAge; got != bus.Retention() || got == 0 {
+			t.Errorf("bucket %s keeps keys for %s, want the stream's %s", purpose, got, bus.Retention())
+		}
+	}
+}

@@ -19,7 +19,11 @@ type RefIndex struct{ kv jetstream.KeyValue }
 
 // OpenRefIndex provisions the index bucket.
 func OpenRefIndex(ctx context.Context, bus *events.Bus) (*RefIndex, error) {
-	kv, err := bus.KeyValue(ctx, events.BucketSpec{Purpose: "refs", Description: "vendor reference → document id"})
+	// Kept as long as the events: a reference whose document's events are gone finds nothing to
+	// settle, and without an age limit the bucket (and the sweep over a vendor's references)
+	// would only grow.
+	kv, err := bus.KeyValue(ctx, events.BucketSpec{Purpose: "refs", Description: "vendor reference → document id",
+		TTL: bus.Retention()})
 	if err != nil {
 		return nil, err
 	}

@@ -53,8 +53,11 @@ type submission struct {
 type submissions struct{ kv jetstream.KeyValue }
 
 func openSubmissions(ctx context.Context, bus *events.Bus) (*submissions, error) {
+	// Kept as long as the events: once a received or retried event is gone from the stream it
+	// can never be delivered again, so its submission record has nothing left to guard.
 	kv, err := bus.KeyValue(ctx, events.BucketSpec{
 		Purpose: "submissions", Description: "ingest submissions per document and vendor (in flight, submitted, failed)",
+		TTL: bus.Retention(),
 	})
 	if err != nil {
 		return nil, err

@@ -39,6 +39,7 @@ type Bus struct {
 	applied   *appliedHere // events Record wrote into the state itself (the projector skips them)
 	// dupWindow is the stream's duplicate window: a repeat of an event inside it is dropped.
 	dupWindow time.Duration
+	maxAge    time.Duration // how long the stream keeps events
 }
 
 type busMetrics struct {
@@ -140,6 +141,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bus, error)
 		states:    &States{kv: kv},
 		applied:   newAppliedHere(8192),
 		dupWindow: cfg.DuplicateWindow,
+		maxAge:    cfg.MaxAge,
 		log:       cfg.Logger,
 		consumers: newConsumerMetrics(),
 		metrics: busMetrics{
@@ -180,6 +182,10 @@ func (b *Bus) Ready(ctx context.Context) error {
 
 // Names returns the deployment's JetStream names.
 func (b *Bus) Names() Names { return b.names }
+
+// Retention is how long the stream keeps events: records kept beside a document's events for
+// its processing (submission records, vendor references) are of no use past it, and expire then.
+func (b *Bus) Retention() time.Duration { return b.maxAge }
 
 // JetStream returns the JetStream context the bus was opened with.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
