@@ -568,6 +568,15 @@ func testDocumentDetail(t *testing.T, e *env) {
 	if a := e.do(c, "GET", "/ui/documents/"+id+"?retried=laigo", nil, nil); !strings.Contains(a.body, "A new attempt at laigo was requested.") {
 		t.Error("no word of the retry")
 	}
+	// A slot in a retried round says which round; a first round says nothing.
+	if strings.Contains(a.body, `id="round-`) {
+		t.Error("a round shown for a first round")
+	}
+	e.record(events.Retried, "laigo", id, time.Now().UTC(), events.RetriedData{DocumentID: id, Vendor: "laigo", Round: 1, RequestedAt: time.Now()})
+	if a := e.do(c, "GET", "/ui/documents/"+id, nil, nil); !strings.Contains(a.body, `<tr id="round-laigo"><th>Round</th><td>1 (after a retry)</td></tr>`) ||
+		strings.Contains(a.body, `id="round-gini"`) {
+		t.Error("laigo's round 1 not shown, or gini's round 0 shown")
+	}
 }
 
 func TestListsAndCounts(t *testing.T) {
