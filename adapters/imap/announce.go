@@ -1,10 +1,14 @@
 package imap
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"slices"
 	"strconv"
 
@@ -103,6 +107,21 @@ func (w *Watcher) announce(ctx context.Context, m *mail, plans []*partPlan) erro
 		staged, order = append(staged, st), append(order, pl)
 		return nil
 	}
+	// Parts kept from the planning walk are staged from memory, in the mail's order; the mail is
+	// walked again only for the others.
+	for _, idx := range slices.Sorted(maps.Keys(byIndex)) {
+		pl := byIndex[idx]
+		if pl.fate != fateDocument || pl.body == nil {
+			continue
+		}
+		delete(byIndex, idx)
+		body := pl.body
+		pl.body = nil
+		if err := handle(pl, bytes.NewReader(body)); err != nil {
+			discard()
+			return err
+		}
+	}
 	if len(byIndex) > 0 {
 		_, _, err := mimewalk.Walk(m.raw.Reader(), w.cfg.Limits, mimewalk.Options{IncludeBody: w.cfg.IncludeBody}, func(p mimewalk.Part) error {
 			pl := byIndex[p.Index]
@@ -130,6 +149,20 @@ func (w *Watcher) announce(ctx context.Context, m *mail, plans []*partPlan) erro
 			return err
 		}
 	}
+	// Announced in the mail's order (the whole message, when asked for, last), however they
+	// were stored.
+	idx := make([]int, len(staged))
+	for i := range idx {
+		idx[i] = i
+	}
+	position := func(pl *partPlan) int {
+		if pl.part.Kind == kindEML {
+			return math.MaxInt
+		}
+		return pl.part.Index
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(position(order[a]), position(order[b])) })
+	staged, order = permute(staged, idx), permute(order, idx)
 	for i, st := range staged {
 		pl := order[i]
 		_, err := w.cfg.Intake.Commit(ctx, st, w.origin(m, pl))
@@ -186,4 +219,13 @@ func (w *Watcher) rejectMail(ctx context.Context, m *mail, reason, detail string
 		}
 	}
 	return rejected, nil
+}
+
+// permute returns s reordered so that its i-th element is s[idx[i]].
+func permute[T any](s []T, idx []int) []T {
+	out := make([]T, len(s))
+	for i, j := range idx {
+		out[i] = s[j]
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package imap
 import (
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"slices"
 	"strconv"
@@ -38,6 +39,34 @@ type partPlan struct {
 	docID      string
 	contentKey string
 	needsWork  bool // not announced before: stage or reject in the second walk
+	// body is a document part's decoded bytes, kept from the planning walk when they fit the
+	// mail's buffer budget: it is staged from here, without walking the mail a second time.
+	body []byte
+}
+
+// Budgets for the decoded parts kept from the planning walk (partPlan.body): small documents
+// are the common case and skip the second walk; larger ones are read again, never held whole.
+const (
+	maxBufferedPart = 512 << 10
+	maxBufferedMail = 1 << 20
+)
+
+// partBuffer keeps what the planning walk reads of a part, up to limit bytes; past it, nothing.
+type partBuffer struct {
+	buf   []byte
+	limit int
+	over  bool
+}
+
+func (b *partBuffer) Write(p []byte) (int, error) {
+	switch {
+	case b.over:
+	case len(b.buf)+len(p) > b.limit:
+		b.over, b.buf = true, nil
+	default:
+		b.buf = append(b.buf, p...)
+	}
+	return len(p), nil
 }
 
 // plan walks the mail once without storing anything: the envelope, the limits, and for each
@@ -50,6 +79,7 @@ func (w *Watcher) plan(m *mail) (plans []*partPlan, err error) {
 		}
 	}()
 	var res mimewalk.Result
+	budget := maxBufferedMail
 	m.env, res, err = mimewalk.Walk(m.raw.Reader(), w.cfg.Limits, mimewalk.Options{IncludeBody: w.cfg.IncludeBody}, func(p mimewalk.Part) error {
 		pl := &partPlan{part: p}
 		pl.part.Body = nil
@@ -63,7 +93,8 @@ func (w *Watcher) plan(m *mail) (plans []*partPlan, err error) {
 			pl.filtered = true
 			return nil
 		}
-		st, err := intake.Check(pl.docID, p.Filename, p.Body, w.cfg.MaxDocumentBytes)
+		kept := &partBuffer{limit: min(maxBufferedPart, budget)}
+		st, err := intake.Check(pl.docID, p.Filename, io.TeeReader(p.Body, kept), w.cfg.MaxDocumentBytes)
 		var limit *mimewalk.LimitError
 		var unsupported *intake.UnsupportedTypeError
 		var tooLarge *intake.TooLargeError
@@ -91,6 +122,11 @@ func (w *Watcher) plan(m *mail) (plans []*partPlan, err error) {
 		case p.Kind == mimewalk.KindInline && !inlineDocument(st.ContentType):
 		default:
 			pl.fate, pl.checked = fateDocument, st
+			// Check read the whole part: what was kept is all of it, unless it did not fit.
+			if !kept.over && int64(len(kept.buf)) == st.Size {
+				pl.body = kept.buf
+				budget -= len(kept.buf)
+			}
 		}
 		return nil
 	})

@@ -1,8 +1,10 @@
 package imap_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -314,4 +316,43 @@ func (r *recorder) count(level slog.Level, prefix string) int {
 		}
 	}
 	return n
+}
+
+// Small document parts are kept from the planning walk and stored from memory; parts over the
+// per-part or per-mail budget are read from the mail again. Either way every document has its
+// own bytes, and the mail's documents are announced in the mail's order.
+func TestPartsKeptAndPartsReadAgain(t *testing.T) {
+	e := newEnv(t)
+	srv := startMemServer(t, memOptions{})
+	sizes := []int{3000, 600 << 10, 400 << 10, 500 << 10, 300 << 10} // kept, again (part), kept, kept, again (mail)
+	var parts []attachment
+	for i, size := range sizes {
+		parts = append(parts, attachment{name: fmt.Sprintf("doc-%d.pdf", i+1), ctype: "application/pdf", body: pdf(strconv.Itoa(i+1), size)})
+	}
+	srv.appendMail(t, "INBOX", message{from: "a@example.com", subject: "five", id: "five@example.com", parts: parts}.build())
+	cfg := e.config(srv.addr)
+	r := start(t, cfg)
+	got := e.waitReceived(len(sizes), 20*time.Second)
+	r.stop()
+	if len(got) != len(sizes) {
+		t.Fatalf("got %d received events, want %d", len(got), len(sizes))
+	}
+	for i, d := range got {
+		if want := fmt.Sprintf("doc-%d.pdf", i+1); d.Filename != want {
+			t.Errorf("event %d is of %s, want %s: the mail's order", i, d.Filename, want)
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(d.Filename, "doc-"), ".pdf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd, _, err := e.bus.Blobs().Open(context.Background(), d.ObjectKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := io.ReadAll(rd)
+		rd.Close()
+		if err != nil || !bytes.Equal(stored, parts[n-1].body) {
+			t.Errorf("%s: stored %d bytes (err %v), not the attachment's %d", d.Filename, len(stored), err, len(parts[n-1].body))
+		}
+	}
 }
