@@ -38,7 +38,7 @@ type partPlan struct {
 	rawIsMail  bool // keep the whole mail as the raw bytes (the part itself cannot be decoded)
 	docID      string
 	contentKey string
-	needsWork  bool // not announced before: stage or reject in the second walk
+	needsWork  bool // not announced before: stage (from body, or in the second walk) or reject
 	// body is a document part's decoded bytes, kept from the planning walk when they fit the
 	// mail's buffer budget: it is staged from here, without walking the mail a second time.
 	body []byte
