@@ -21,7 +21,8 @@ type appliedHere struct {
 	next int
 }
 
-// applying is one Record's state write: done is closed when it has ended, ok says it succeeded.
+// applying is one Record's state write: done is closed when it has ended; ok, set before,
+// says it succeeded.
 type applying struct {
 	done chan struct{}
 	ok   bool
@@ -47,9 +48,7 @@ func (a *appliedHere) begin(id string) (finish func(ok bool)) {
 	var once sync.Once
 	return func(ok bool) {
 		once.Do(func() {
-			a.mu.Lock()
 			w.ok = ok
-			a.mu.Unlock()
 			close(w.done)
 		})
 	}
@@ -71,7 +70,5 @@ func (a *appliedHere) take(ctx context.Context, id string) bool {
 	case <-ctx.Done():
 		return false
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return w.ok
+	return w.ok // written before done was closed
 }

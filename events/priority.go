@@ -73,12 +73,12 @@ func (p *Priority) Foreground() (done func()) {
 // should hold back now: foreground work is under way (or ended less than a moment ago), the
 // cores are busy, and the wait is below MaxDelay.
 func (p *Priority) Yield(age time.Duration) bool {
-	return p != nil && age < p.maxDelay && p.Active()
+	return p != nil && age < p.maxDelay && p.active()
 }
 
-// Active reports whether foreground work is under way (or ended less than a moment ago) while
+// active reports whether foreground work is under way (or ended less than a moment ago) while
 // the cores are busy.
-func (p *Priority) Active() bool {
+func (p *Priority) active() bool {
 	if p == nil {
 		return false
 	}

@@ -9,27 +9,27 @@ import (
 func TestPriorityActive(t *testing.T) {
 	now := time.Unix(1000, 0)
 	p := &Priority{now: func() time.Time { return now }, saturated: func() bool { return true }}
-	if p.Active() {
+	if p.active() {
 		t.Fatal("active before any foreground work")
 	}
 	a, b := p.Foreground(), p.Foreground()
 	a()
 	a() // a second call changes nothing
 	now = now.Add(time.Hour)
-	if !p.Active() {
+	if !p.active() {
 		t.Fatal("not active while foreground work is under way")
 	}
 	b()
-	if !p.Active() {
+	if !p.active() {
 		t.Fatal("not active right after foreground work ended")
 	}
 	now = now.Add(prioritySettle)
-	if p.Active() {
+	if p.active() {
 		t.Fatal("still active once intake has been quiet for the settle time")
 	}
 	var none *Priority
 	none.Foreground()()
-	if none.Active() {
+	if none.active() {
 		t.Fatal("a nil Priority is active")
 	}
 }
@@ -38,7 +38,7 @@ func TestPriorityActive(t *testing.T) {
 func TestPriorityNeedsBusyCores(t *testing.T) {
 	p := &Priority{now: time.Now, saturated: func() bool { return false }}
 	defer p.Foreground()()
-	if p.Active() {
+	if p.active() {
 		t.Fatal("active while the cores have room")
 	}
 }

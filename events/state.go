@@ -148,8 +148,11 @@ func (s *States) applyOn(ctx context.Context, ev Event, snap Snapshot) (Document
 		return Document{}, false, fmt.Errorf("event %s: a state of %s given for document %s", ev.ID, snap.ID, id)
 	}
 	for attempt := 0; attempt < 20; attempt++ {
-		doc, rev := snap.clone(), snap.rev // apply changes the document in place
-		if attempt > 0 || !snap.valid {
+		var doc Document
+		var rev uint64
+		if attempt == 0 && snap.valid {
+			doc, rev = snap.clone(), snap.rev // apply changes the document in place
+		} else {
 			var err error
 			doc, rev, err = s.get(ctx, id)
 			if err != nil && !errors.Is(err, ErrUnknownDocument) {
@@ -184,26 +187,10 @@ func (s *States) applyOn(ctx context.Context, ev Event, snap Snapshot) (Document
 }
 
 // applyFirst is Apply for an event expected to be its document's first: the state is created
-// without reading it first; when it exists after all, Apply takes over.
+// without reading it first (from an empty state at revision 0); one that exists after all
+// refuses the create, and is then read and applied to as by Apply.
 func (s *States) applyFirst(ctx context.Context, ev Event) (Document, bool, error) {
-	id := ev.Subject
-	if !validKey(id) {
-		return Document{}, false, fmt.Errorf("event %s: subject %q is not a document id", ev.ID, id)
-	}
-	doc := Document{ID: id}
-	if changed, err := doc.apply(ev); err != nil || !changed {
-		return doc, false, err
-	}
-	body, err := json.Marshal(doc)
-	if err != nil {
-		return Document{}, false, fmt.Errorf("encode state of %s: %w", id, err)
-	}
-	if _, err := s.kv.Create(ctx, id, body); err == nil {
-		return doc, true, nil
-	} else if !IsConflict(err) {
-		return Document{}, false, fmt.Errorf("write state of %s: %w", id, err)
-	}
-	return s.Apply(ctx, ev)
+	return s.applyOn(ctx, ev, Snapshot{Document: Document{ID: ev.Subject}, valid: true})
 }
 
 // clone copies what apply changes in place (vendor slots, history), so that a Snapshot stays as
