@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -175,31 +174,6 @@ func newRig(t *testing.T, vs ...vendors.Vendor) *rig {
 		r.vs[v.Name()] = v
 	}
 	return r
-}
-
-// counter is the value of a counter of the rig's metrics with the given label values (0 when
-// it has none yet).
-func (r *rig) counter(name string, labels ...string) float64 {
-	r.t.Helper()
-	mfs, err := r.reg.Gather()
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var got []string
-			for _, l := range m.GetLabel() {
-				got = append(got, l.GetValue())
-			}
-			if slices.Equal(got, labels) {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
 }
 
 // route makes received events name their vendors, as the service does.

@@ -10,6 +10,7 @@ import (
 	"github.com/ingest-dev/ingest/dispatch"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
+	"github.com/ingest-dev/ingest/internal/metricstest"
 	"github.com/ingest-dev/ingest/vendors"
 	"github.com/ingest-dev/ingest/vendors/gini"
 	"github.com/ingest-dev/ingest/vendors/gini/ginisim"
@@ -75,7 +76,7 @@ func TestRetriedRoundAgainstGiniSimulator(t *testing.T) {
 		t.Fatalf("enriched slot %+v", g)
 	}
 	r.retry(st.DocumentID, "gini", 1) // stale: the round is over
-	if n := r.counter("ingest_dispatch_retries_total", "gini"); n != 1 {
+	if n := metricstest.Counter(t, r.reg, "ingest_dispatch_retries_total", map[string]string{"vendor": "gini"}); n != 1 {
 		t.Errorf("ingest_dispatch_retries_total{vendor=gini} = %v, want 1 (one round taken up)", n)
 	}
 	uploads := sim.Ledger.All()

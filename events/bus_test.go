@@ -20,6 +20,7 @@ import (
 
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
+	"github.com/ingest-dev/ingest/internal/metricstest"
 )
 
 // onBoth runs a test against the embedded server and against the external NATS 2.9 server.
@@ -406,15 +407,7 @@ func TestProjectorSkipsWhatThisProcessApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventstest.Run(t, p.Run)
-	counter := func(name string) float64 {
-		mfs, _ := reg.Gather()
-		for _, mf := range mfs {
-			if mf.GetName() == name {
-				return mf.GetMetric()[0].GetCounter().GetValue()
-			}
-		}
-		return 0
-	}
+	counter := func(name string) float64 { return metricstest.Counter(t, reg, name, nil) }
 	eventstest.WaitFor(t, 10*time.Second, "the orphan projected", func() bool {
 		_, err := b.States().Get(ctxT(t), "orphan")
 		return err == nil

@@ -26,12 +26,12 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	imapsrc "github.com/ingest-dev/ingest/adapters/imap"
 	"github.com/ingest-dev/ingest/events"
 	"github.com/ingest-dev/ingest/events/eventstest"
 	"github.com/ingest-dev/ingest/intake"
+	"github.com/ingest-dev/ingest/internal/metricstest"
 )
 
 const (
@@ -77,26 +77,7 @@ func (e *env) published() int { return int(e.counter("ingest_documents_received_
 
 // counter sums a counter family of the test's registry, over the series matching labels.
 func (e *env) counter(name string, labels map[string]string) float64 {
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == k && l.GetValue() == v }) {
-					continue series
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
+	return metricstest.Counter(e.t, e.reg, name, labels)
 }
 
 // collector follows every document event of the stream.
