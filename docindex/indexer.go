@@ -329,7 +329,6 @@ func (st *statements) close() {
 
 // writer holds one transaction's statements.
 type writer struct {
-	tx *sql.Tx
 	statements
 	// counts are the batch's changes to the counts, written once per key at the end: a batch of
 	// documents that all moved from submitted to completed is two writes, not four per document.
@@ -337,7 +336,7 @@ type writer struct {
 }
 
 func newWriter(ctx context.Context, tx *sql.Tx, st *statements) *writer {
-	w := &writer{tx: tx, counts: map[aggKey]int{}}
+	w := &writer{counts: map[aggKey]int{}}
 	w.get, w.upsert = tx.StmtContext(ctx, st.get), tx.StmtContext(ctx, st.upsert)
 	w.add, w.addHour = tx.StmtContext(ctx, st.add), tx.StmtContext(ctx, st.addHour)
 	w.delText, w.addText = tx.StmtContext(ctx, st.delText), tx.StmtContext(ctx, st.addText)
