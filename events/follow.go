@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -70,7 +71,13 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, fn fu
 // its own that no context reaches; on a busy cluster that outlasted a service's whole shutdown
 // time (CI saw the document index hold a stop for 9 s). If ctx ends first, the iterator the call
 // returns later is stopped.
-func Messages(ctx context.Context, cons jetstream.Consumer, opts ...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
+//
+// The iterator it returns stops at once for the same reason: when an ordered consumer loses its
+// server-side consumer (a node went away, heartbeats stopped), nats.go re-creates it while
+// holding the lock its Stop needs, up to 10 s per attempt, so Stop and a Next in progress wait
+// that long too (CI saw it hold a stop past its deadline). Here Stop returns at once and Next
+// returns ErrMsgIteratorClosed; nats.go's own Stop runs in the background.
+func Messages(ctx context.Context, cons jetstream.Consumer, opts ...jetstream.PullMessagesOpt) (*Iterator, error) {
 	type started struct {
 		it  jetstream.MessagesContext
 		err error
@@ -82,7 +89,10 @@ func Messages(ctx context.Context, cons jetstream.Consumer, opts ...jetstream.Pu
 	}()
 	select {
 	case s := <-ch:
-		return s.it, s.err
+		if s.err != nil {
+			return nil, s.err
+		}
+		return newIterator(s.it), nil
 	case <-ctx.Done():
 		go func() {
 			if s := <-ch; s.it != nil {
@@ -91,6 +101,68 @@ func Messages(ctx context.Context, cons jetstream.Consumer, opts ...jetstream.Pu
 		}()
 		return nil, ctx.Err()
 	}
+}
+
+// Iterator hands out a consumer's messages one at a time; see Messages for why it exists.
+type Iterator struct {
+	inner   jetstream.MessagesContext
+	next    chan nextMsg
+	stopped chan struct{}
+	stop    sync.Once
+}
+
+type nextMsg struct {
+	m   jetstream.Msg
+	err error
+}
+
+func newIterator(inner jetstream.MessagesContext) *Iterator {
+	it := &Iterator{inner: inner, next: make(chan nextMsg), stopped: make(chan struct{})}
+	go it.read()
+	return it
+}
+
+// read takes messages from nats.go's iterator as they are asked for (the channel has no room:
+// nothing is read ahead of the caller) until it fails or the iterator is stopped.
+func (it *Iterator) read() {
+	defer close(it.next)
+	for {
+		m, err := it.inner.Next()
+		select {
+		case it.next <- nextMsg{m, err}:
+		case <-it.stopped:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Next waits for the next message. After Stop it returns jetstream.ErrMsgIteratorClosed.
+func (it *Iterator) Next() (jetstream.Msg, error) {
+	select {
+	case <-it.stopped:
+		return nil, jetstream.ErrMsgIteratorClosed
+	default:
+	}
+	select {
+	case n, ok := <-it.next:
+		if !ok {
+			return nil, jetstream.ErrMsgIteratorClosed
+		}
+		return n.m, n.err
+	case <-it.stopped:
+		return nil, jetstream.ErrMsgIteratorClosed
+	}
+}
+
+// Stop ends the iteration without waiting for nats.go to let go of its consumer.
+func (it *Iterator) Stop() {
+	it.stop.Do(func() {
+		close(it.stopped)
+		go it.inner.Stop()
+	})
 }
 
 // ReadPending hands fn the consumer's messages until fn says stop or the consumer has delivered
