@@ -378,8 +378,12 @@ func (w *writer) store(ctx context.Context, r *row) error {
 		w.count(r, key)
 	}
 	if text := searchText(*d); r.rowid == 0 || text != r.oldText {
-		if _, err := w.delText.ExecContext(ctx, rowid); err != nil {
-			return fmt.Errorf("write the search text of document %s to the index: %w", d.ID, err)
+		// A new row has no text to replace: rows are only ever removed all together (reset), with
+		// their texts, so a rowid SQLite hands out again never has a text left behind.
+		if r.rowid != 0 {
+			if _, err := w.delText.ExecContext(ctx, rowid); err != nil {
+				return fmt.Errorf("write the search text of document %s to the index: %w", d.ID, err)
+			}
 		}
 		if _, err := w.addText.ExecContext(ctx, rowid, text); err != nil {
 			return fmt.Errorf("write the search text of document %s to the index: %w", d.ID, err)
