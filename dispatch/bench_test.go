@@ -64,6 +64,7 @@ func BenchmarkReceivedToCompleted(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	before := nc.Stats()
 	stopD, stopP := runUntil(b, d.Run), runUntil(b, p.Run)
 	deadline := time.Now().Add(time.Duration(b.N)*100*time.Millisecond + 30*time.Second)
 	for completed.Load() < int64(b.N) {
@@ -73,6 +74,11 @@ func BenchmarkReceivedToCompleted(b *testing.B) {
 		time.Sleep(time.Millisecond)
 	}
 	b.StopTimer()
+	// Messages this client sent and received per document (requests, publishes, acks, deliveries):
+	// the round trips that dispatch costs, which a change that adds one shows here.
+	after := nc.Stats()
+	b.ReportMetric(float64(after.OutMsgs-before.OutMsgs)/float64(b.N), "sent/doc")
+	b.ReportMetric(float64(after.InMsgs-before.InMsgs)/float64(b.N), "received/doc")
 	stopD()
 	stopP()
 }

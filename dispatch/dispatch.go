@@ -253,7 +253,7 @@ func (d *Dispatcher) handle(ctx context.Context, dl events.Delivery) events.Outc
 	var wait time.Duration
 	pending := 0
 	for _, name := range targets {
-		delay, err := d.dispatch(ctx, rd, route, slot{doc: rd.DocumentID, vendor: name})
+		delay, err := d.dispatch(ctx, rd, route, slot{doc: rd.DocumentID, vendor: name}, dl.Attempt == 1)
 		if err == nil {
 			continue
 		}
@@ -273,14 +273,24 @@ func (d *Dispatcher) handle(ctx context.Context, dl events.Delivery) events.Outc
 
 // dispatch brings one round of a (document, vendor) one step on. A nil error means there is
 // nothing left to do for it; otherwise the message comes back after the returned delay.
-func (d *Dispatcher) dispatch(ctx context.Context, rd events.ReceivedData, route string, s slot) (time.Duration, error) {
+//
+// On an event's first delivery there is almost never a record yet, so none is read: the claim
+// creates it, and only if one exists after all (the create is refused) is it read and looked at.
+// That saves a read per document; a redelivery reads first.
+func (d *Dispatcher) dispatch(ctx context.Context, rd events.ReceivedData, route string, s slot, firstDelivery bool) (time.Duration, error) {
 	name := s.vendor
 	v := d.cfg.Vendors[name]
+	read := !firstDelivery || v == nil
 	for {
-		rec, rev, err := d.subs.get(ctx, s)
-		if err != nil {
-			return d.cfg.RetryInitial, err
+		var rec submission
+		var rev uint64
+		if read {
+			var err error
+			if rec, rev, err = d.subs.get(ctx, s); err != nil {
+				return d.cfg.RetryInitial, err
+			}
 		}
+		read = true
 		now := d.now()
 		switch {
 		case rev != 0 && rec.State == stateSubmitted:

@@ -812,3 +812,43 @@ func TestRecordsExpireWithTheEvents(t *testing.T) {
 		}
 	}
 }
+
+// A first delivery does not read the submission record before claiming it (the claim's create
+// fails if one exists). One that exists all the same — the event delivered anew to a recreated
+// consumer — is read and followed: the document is not submitted again.
+func TestFirstDeliveryWithARecordIsNotSubmittedAgain(t *testing.T) {
+	gini := newFake("gini")
+	r := newRig(t, gini)
+	r.route(all)
+	st := r.receive("again.pdf", pdf("recorded before"))
+	ctx := context.Background()
+	router, err := dispatch.NewRouter(all, r.names())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dispatch.NewDispatcher(ctx, dispatch.Config{Bus: r.bus, Vendors: r.vs, Router: router}); err != nil {
+		t.Fatal(err) // provisions the buckets; not run
+	}
+	kv, err := r.bus.JetStream().KeyValue(ctx, r.bus.Names().Bucket("submissions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC()
+	rec := fmt.Sprintf(`{"state":"submitted","ref":"gini-earlier","attempts":1,"started":%q,"first_started":%q,"submitted_at":%q}`,
+		at.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano))
+	if _, err := kv.Create(ctx, st.DocumentID+".gini", []byte(rec)); err != nil {
+		t.Fatal(err)
+	}
+
+	r.dispatcher(all, nil)
+	eventstest.WaitFor(t, 20*time.Second, "the earlier submission to be announced", func() bool {
+		doc, err := r.bus.States().Get(ctx, st.DocumentID)
+		return err == nil && doc.Vendors["gini"] != nil && doc.Vendors["gini"].Ref == "gini-earlier"
+	})
+	gini.mu.Lock()
+	calls := gini.calls
+	gini.mu.Unlock()
+	if calls != 0 {
+		t.Fatalf("the vendor was called %d times for a document already submitted", calls)
+	}
+}

@@ -97,6 +97,10 @@ func (p *Poller) handle(ctx context.Context, d events.Delivery) events.Outcome {
 	if age := p.now().Sub(sd.SubmittedAt); d.Attempt == 1 && settings.CallbackGrace > age {
 		return events.RetryAfter(settings.CallbackGrace - age)
 	}
+	// The dispatcher of this process may still be writing this event into the state: the
+	// state is read after that write, not raced with it (which made the completed event's
+	// write conflict and read again).
+	p.cfg.Bus.AwaitRecord(ctx, d.MsgID)
 	finished, retryIn, err := p.settle(ctx, sd, d.Attempt)
 	if finished {
 		return events.Done()

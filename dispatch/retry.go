@@ -77,7 +77,7 @@ func (d *Dispatcher) handleRetried(ctx context.Context, dl events.Delivery) even
 	if dl.Attempt == 1 {
 		d.m.retries.WithLabelValues(rt.Vendor).Inc()
 	}
-	delay, err := d.dispatch(ctx, receivedOf(doc), doc.Route, slot{doc: rt.DocumentID, vendor: rt.Vendor, round: rt.Round})
+	delay, err := d.dispatch(ctx, receivedOf(doc), doc.Route, slot{doc: rt.DocumentID, vendor: rt.Vendor, round: rt.Round}, dl.Attempt == 1)
 	if err == nil {
 		return events.Done()
 	}

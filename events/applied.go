@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // appliedHere follows the events this process is writing into the state store itself (Record),
@@ -72,3 +73,25 @@ func (a *appliedHere) take(ctx context.Context, id string) bool {
 	}
 	return w.ok // written before done was closed
 }
+
+// wait waits for id's state write when it is under way here (until ctx ends or awaitBound has
+// passed), leaving it in the set for the projector.
+func (a *appliedHere) wait(ctx context.Context, id string) {
+	a.mu.Lock()
+	w := a.ids[id]
+	a.mu.Unlock()
+	if w == nil {
+		return
+	}
+	t := time.NewTimer(awaitBound)
+	defer t.Stop()
+	select {
+	case <-w.done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// awaitBound is how long a reader waits for a state write under way in this process: a write
+// that takes longer is stuck on NATS, and the reader goes on as if it were another process's.
+const awaitBound = 10 * time.Second

@@ -49,3 +49,23 @@ func TestAppliedHereWaitsForAWriteUnderWay(t *testing.T) {
 		t.Fatal("take = true for a write that never ended")
 	}
 }
+
+// wait (Bus.AwaitRecord) waits for a write under way and leaves it for the projector; for an
+// event not being written here it returns at once.
+func TestAppliedHereWaitLeavesTheWrite(t *testing.T) {
+	a := newAppliedHere(8)
+	a.wait(context.Background(), "unknown") // returns at once, or the test times out
+	finish := a.begin("w")
+	waited := make(chan struct{})
+	go func() { a.wait(context.Background(), "w"); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("wait returned before the write ended")
+	case <-time.After(50 * time.Millisecond):
+	}
+	finish(true)
+	<-waited
+	if !a.take(context.Background(), "w") {
+		t.Fatal("wait took the write from the projector")
+	}
+}

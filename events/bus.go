@@ -308,6 +308,12 @@ func (b *Bus) RecordNew(ctx context.Context, subject string, ev Event) (Document
 	return doc, err
 }
 
+// AwaitRecord waits until the state write of event id that Record has under way in this process
+// has ended; for any other event it returns at once. A handler of an event its own process has
+// just published (the poller, of a submitted event) reads the state after that write instead of
+// before it, and its own write then meets no conflict (a read and a write saved).
+func (b *Bus) AwaitRecord(ctx context.Context, eventID string) { b.applied.wait(ctx, eventID) }
+
 func (b *Bus) record(ctx context.Context, subject string, ev Event, apply func(context.Context, Event) (Document, bool, error)) (Document, bool, error) {
 	// Registered before the publish: the projector may receive the event before the state
 	// write below is done, and waits for it.

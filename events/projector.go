@@ -60,7 +60,7 @@ func (p *Projector) handle(ctx context.Context, d Delivery) Outcome {
 	if d.Attempt == 1 && d.MsgID != "" {
 		// Written by Record in this process, or being written: wait for that write rather
 		// than race it (bounded: past the bound, the event is applied here as any other).
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, awaitBound)
 		skip := p.bus.applied.take(wctx, d.MsgID)
 		cancel()
 		if skip {
