@@ -145,7 +145,7 @@ func (c *Console) findCompleted(ctx context.Context, vendor string, entry events
 	if err != nil {
 		return nil, err
 	}
-	ev, err := c.bus.FindEvent(ctx, subject, entry.EventID, entry.Time)
+	ev, err := c.bus.FindEvent(ctx, subject, entry)
 	if errors.Is(err, events.ErrEventNotFound) {
 		return nil, errors.New("its completed event is no longer in the event stream (kept for nats.stream.max_age)")
 	}

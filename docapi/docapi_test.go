@@ -212,7 +212,7 @@ func TestResults(t *testing.T) {
 func (f *fixture) forget(k events.Kind, vendor, id string) {
 	f.t.Helper()
 	subject, _ := f.bus.Names().Subject(k, vendor)
-	ev, err := f.bus.FindEvent(ctxT(f.t), subject, id, f.now)
+	ev, err := f.bus.FindEvent(ctxT(f.t), subject, events.HistoryEntry{EventID: id, Time: f.now})
 	if err != nil {
 		f.t.Fatal(err)
 	}

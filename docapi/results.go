@@ -164,7 +164,7 @@ func (d *API) find(ctx context.Context, k events.Kind, vendor string, h events.H
 	if err != nil {
 		return events.StreamEvent{}, err
 	}
-	return d.bus.FindEvent(ctx, subject, h.EventID, h.Time)
+	return d.bus.FindEvent(ctx, subject, h)
 }
 
 // maxArtifactName bounds an artifact name in a URL: stored names are at most 128 bytes.

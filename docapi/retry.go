@@ -289,7 +289,7 @@ func (d *API) publishRounds(ctx context.Context, state events.Document, rounds m
 			d.log.InfoContext(ctx, "retry requested: a new round", "doc_id", state.ID, "vendor", vendor, "round", round, "requested_by", requesterOf(ctx))
 		}
 		// The state at once, so that the answer shows the round; the projector makes it otherwise.
-		if _, _, err := d.bus.States().Apply(context.WithoutCancel(ctx), ev); err != nil {
+		if _, _, err := d.bus.States().Apply(context.WithoutCancel(ctx), ev, ack.Sequence); err != nil {
 			d.log.WarnContext(ctx, "document state not written yet; the projector will", "doc_id", state.ID, "event_id", ev.ID, "err", err)
 		}
 	}

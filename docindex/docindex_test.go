@@ -51,7 +51,7 @@ func (f *fixture) publish(subject string, ev events.Event) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if _, _, err := f.bus.States().Apply(ctx, ev); err != nil {
+	if _, _, err := f.bus.States().Apply(ctx, ev, ack.Sequence); err != nil {
 		f.t.Fatal(err)
 	}
 	f.last = ack.Sequence

@@ -221,10 +221,12 @@ func (ix *Index) commit(ctx context.Context, batch []jetstream.Msg) error {
 	rows := map[string]*row{}
 	var last, applied uint64
 	for _, m := range batch {
+		var seq uint64
 		if md, err := m.Metadata(); err == nil {
-			last = md.Sequence.Stream
+			seq = md.Sequence.Stream
+			last = seq
 		}
-		ok, err := ix.applyMsg(ctx, w, rows, m.Data())
+		ok, err := ix.applyMsg(ctx, w, rows, m.Data(), seq)
 		if err != nil {
 			return err
 		}
@@ -261,7 +263,7 @@ func (ix *Index) commit(ctx context.Context, batch []jetstream.Msg) error {
 // applyMsg folds one message into its document's row. Messages that are not valid events, or
 // events no state could take, are skipped with a log line: the state store refuses them too,
 // and holding the index back for them would help no one.
-func (ix *Index) applyMsg(ctx context.Context, w *writer, rows map[string]*row, data []byte) (bool, error) {
+func (ix *Index) applyMsg(ctx context.Context, w *writer, rows map[string]*row, data []byte, seq uint64) (bool, error) {
 	ev, err := events.Decode(data)
 	if err != nil || !events.ValidDocumentID(ev.Subject) {
 		ix.log.Warn("skipping a message on the document subjects that is not a valid event", "err", err)
@@ -274,7 +276,7 @@ func (ix *Index) applyMsg(ctx context.Context, w *writer, rows map[string]*row, 
 		}
 		rows[ev.Subject] = r
 	}
-	changed, err := r.doc.Apply(ev)
+	changed, err := r.doc.Apply(ev, seq)
 	if err != nil {
 		ix.log.Warn("skipping an event the document state cannot take", "doc_id", ev.Subject, "event_id", ev.ID, "err", err)
 		return false, nil

@@ -48,7 +48,7 @@ func BenchmarkStateApply(b *testing.B) {
 		i++
 		id := fmt.Sprintf("doc-%d", i)
 		ev, _ := events.NewEvent(events.Received, id+".received", "/s", id, time.Now(), events.ReceivedData{DocumentID: id})
-		if _, _, err := bus.States().Apply(ctx, ev); err != nil {
+		if _, _, err := bus.States().Apply(ctx, ev, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -293,8 +293,8 @@ func (b *Bus) recordOn(ctx context.Context, subject string, ev Event, snap Snaps
 	if snap.valid && snap.has(ev.ID) {
 		return snap.Document, false, nil
 	}
-	return b.record(ctx, subject, ev, func(ctx context.Context, ev Event) (Document, bool, error) {
-		return b.states.applyOn(ctx, ev, snap)
+	return b.record(ctx, subject, ev, func(ctx context.Context, ev Event, seq uint64) (Document, bool, error) {
+		return b.states.applyOn(ctx, ev, seq, snap)
 	})
 }
 
@@ -314,15 +314,17 @@ func (b *Bus) RecordNew(ctx context.Context, subject string, ev Event) (Document
 // before it, and its own write then meets no conflict (a read and a write saved).
 func (b *Bus) AwaitRecord(ctx context.Context, eventID string) { b.applied.wait(ctx, eventID) }
 
-func (b *Bus) record(ctx context.Context, subject string, ev Event, apply func(context.Context, Event) (Document, bool, error)) (Document, bool, error) {
+func (b *Bus) record(ctx context.Context, subject string, ev Event, apply func(context.Context, Event, uint64) (Document, bool, error)) (Document, bool, error) {
 	// Registered before the publish: the projector may receive the event before the state
 	// write below is done, and waits for it.
 	finish := b.applied.begin(ev.ID)
-	if _, err := b.Publish(ctx, subject, ev); err != nil {
+	// A repeat's acknowledgement names the sequence of the event it repeats.
+	ack, err := b.Publish(ctx, subject, ev)
+	if err != nil {
 		finish(false)
 		return Document{}, false, err
 	}
-	doc, _, err := apply(context.WithoutCancel(ctx), ev)
+	doc, _, err := apply(context.WithoutCancel(ctx), ev, ack.Sequence)
 	finish(err == nil)
 	if err != nil {
 		b.log.WarnContext(ctx, "document state not written yet; the projector will", "doc_id", ev.Subject, "event_id", ev.ID, "err", err)

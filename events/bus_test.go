@@ -314,7 +314,7 @@ func TestStatesApplyConcurrently(t *testing.T) {
 		b := eventstest.Bus(t, nc)
 		t0 := time.Now()
 		recv, _ := events.NewEvent(events.Received, "d.r", "/s", "doc", t0, events.ReceivedData{Filename: "f.pdf"})
-		if _, changed, err := b.States().Apply(ctxT(t), recv); err != nil || !changed {
+		if _, changed, err := b.States().Apply(ctxT(t), recv, 0); err != nil || !changed {
 			t.Fatalf("apply: %v %v", changed, err)
 		}
 		// Several writers on one key: compare-and-set must keep every event.
@@ -326,7 +326,7 @@ func TestStatesApplyConcurrently(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				ev, _ := events.NewEvent(events.Submitted, "d.s."+v, "/s", "doc", t0.Add(time.Duration(i+1)*time.Millisecond), events.SubmittedData{Vendor: v, VendorRef: v + "-1"})
-				_, _, err := b.States().Apply(ctxT(t), ev)
+				_, _, err := b.States().Apply(ctxT(t), ev, 0)
 				errs <- err
 			}()
 		}
@@ -344,7 +344,7 @@ func TestStatesApplyConcurrently(t *testing.T) {
 		if len(doc.Vendors) != len(vendors) || len(doc.History) != len(vendors)+1 || doc.Status != events.StatusSubmitted {
 			t.Fatalf("lost an update: %d vendors, %d history entries, status %s", len(doc.Vendors), len(doc.History), doc.Status)
 		}
-		if _, changed, _ := b.States().Apply(ctxT(t), recv); changed {
+		if _, changed, _ := b.States().Apply(ctxT(t), recv, 0); changed {
 			t.Fatal("re-applying an event changed the state")
 		}
 		for _, id := range []string{"nope", "../etc", "a.b", "", "*"} {
@@ -498,7 +498,7 @@ func TestRecordNew(t *testing.T) {
 		}
 		// A state exists already (here: the document's completion got there first).
 		done, _ := events.NewEvent(events.Completed, "early.completed.gini", "/vendors/gini", "early", time.Now(), map[string]string{"vendor": "gini"})
-		if _, _, err := b.States().Apply(ctxT(t), done); err != nil {
+		if _, _, err := b.States().Apply(ctxT(t), done, 0); err != nil {
 			t.Fatal(err)
 		}
 		doc, err = b.RecordNew(ctxT(t), subj, received("early"))
@@ -508,6 +508,56 @@ func TestRecordNew(t *testing.T) {
 		// And again: the event is in the state once.
 		if doc, err = b.RecordNew(ctxT(t), subj, received("early")); err != nil || len(doc.History) != 2 {
 			t.Fatalf("RecordNew repeated: %+v, %v", doc, err)
+		}
+	})
+}
+
+// Every way an event gets into a document's state records where the stream holds it: Record (a
+// repeat too: its acknowledgement names the first), RecordNew, and the projector for an event
+// only published. FindEvent reads it back with one get from there.
+func TestHistoryKnowsEachEventsSequence(t *testing.T) {
+	onBoth(t, func(t *testing.T, nc *nats.Conn) {
+		b := eventstest.Bus(t, nc)
+		p, err := b.NewProjector(ctxT(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventstest.Run(t, p.Run)
+		rs, _ := b.Names().Subject(events.Received, "http")
+		ss, _ := b.Names().Subject(events.Submitted, "gini")
+		cs, _ := b.Names().Subject(events.Completed, "gini")
+		recv, _ := events.NewEvent(events.Received, "d.received", "/sources/http/api", "d", time.Now(), events.ReceivedData{DocumentID: "d", Filename: "d.pdf"})
+		if _, err := b.RecordNew(ctxT(t), rs, recv); err != nil {
+			t.Fatal(err)
+		}
+		sub, _ := events.NewEvent(events.Submitted, "d.submitted.gini", "/vendors/gini", "d", time.Now(), events.SubmittedData{DocumentID: "d", Vendor: "gini", VendorRef: "r"})
+		for range 2 { // the second is a repeat
+			if _, _, err := b.Record(ctxT(t), ss, sub); err != nil {
+				t.Fatal(err)
+			}
+		}
+		done, _ := events.NewEvent(events.Completed, "d.completed.gini", "/vendors/gini", "d", time.Now(), events.CompletedData{DocumentID: "d", Vendor: "gini", VendorRef: "r"})
+		if _, err := b.Publish(ctxT(t), cs, done); err != nil { // the projector writes this one
+			t.Fatal(err)
+		}
+		var doc events.Document
+		eventstest.WaitFor(t, 10*time.Second, "the projector to apply the completed event", func() bool {
+			doc, err = b.States().Get(ctxT(t), "d")
+			return err == nil && doc.Status == events.StatusCompleted
+		})
+		if len(doc.History) != 3 {
+			t.Fatalf("history %+v", doc.History)
+		}
+		subjects := map[string]string{recv.ID: rs, sub.ID: ss, done.ID: cs}
+		for _, h := range doc.History {
+			if h.Seq == 0 {
+				t.Errorf("%s: no sequence in the history", h.EventID)
+				continue
+			}
+			ev, err := b.FindEvent(ctxT(t), subjects[h.EventID], events.HistoryEntry{EventID: h.EventID, Time: time.Now().Add(-time.Hour), Seq: h.Seq})
+			if err != nil || ev.Sequence != h.Seq {
+				t.Errorf("%s at %d: found at %d, %v", h.EventID, h.Seq, ev.Sequence, err)
+			}
 		}
 	})
 }

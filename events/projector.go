@@ -76,7 +76,7 @@ func (p *Projector) handle(ctx context.Context, d Delivery) Outcome {
 	}
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, changed, err := p.bus.states.Apply(actx, ev)
+	_, changed, err := p.bus.states.Apply(actx, ev, d.Sequence)
 	if err != nil {
 		p.bus.log.Error("state projector could not apply an event; it will be delivered again", "doc_id", ev.Subject, "event_id", ev.ID, "err", err)
 		return RetryAfter(min(time.Duration(d.Attempt)*time.Second, time.Minute))

@@ -20,7 +20,7 @@ type StreamEvent struct {
 // ErrEventNotFound is returned when the stream no longer holds (or never held) an event.
 var ErrEventNotFound = errors.New("event not in the stream")
 
-// How FindEvent looks for an event near its time. The stream has no index by event id, and a
+// How FindEvent looks for an event near its time, when its sequence is not known. The stream has no index by event id, and a
 // document's subjects do not carry its id, so the event is looked for among the events of its
 // subject stored around its time: from a little before (the producing instance's clock may run
 // ahead of the NATS server's) to well after (a completed event is timed before its result files
@@ -35,12 +35,45 @@ const (
 	readMaxBytes = 8 << 20
 )
 
-// FindEvent reads the event with id id, published on subject at about the time near (its
-// CloudEvents time, as a document's history records it). ErrEventNotFound when the stream does not
-// hold it: aged out (nats.stream.max_age), or never published.
-func (b *Bus) FindEvent(ctx context.Context, subject, id string, near time.Time) (StreamEvent, error) {
+// FindEvent reads the event a document's history names, published on subject. With the event's
+// stream sequence (h.Seq) that is one get; without it (histories recorded before sequences were
+// kept), or when the message there is another (the stream was made anew), the event is looked for
+// among those of its subject stored around its time (h.Time). ErrEventNotFound when the stream
+// does not hold it: aged out (nats.stream.max_age), or never published.
+func (b *Bus) FindEvent(ctx context.Context, subject string, h HistoryEntry) (StreamEvent, error) {
 	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
+	if h.Seq != 0 {
+		ev, err := b.eventAt(ctx, subject, h.EventID, h.Seq)
+		if err == nil || !errors.Is(err, ErrEventNotFound) {
+			return ev, err
+		}
+	}
+	return b.scanFor(ctx, subject, h.EventID, h.Time)
+}
+
+// eventAt reads event id at stream sequence seq. ErrEventNotFound when the stream holds no
+// message there, or another one; any other failure is returned as it is (could not tell).
+func (b *Bus) eventAt(ctx context.Context, subject, id string, seq uint64) (StreamEvent, error) {
+	m, err := b.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return StreamEvent{}, fmt.Errorf("event %s at sequence %d: %w", id, seq, ErrEventNotFound)
+	}
+	if err != nil {
+		return StreamEvent{}, fmt.Errorf("read event %s from the stream: %w", id, err)
+	}
+	if m.Subject != subject || m.Header.Get(jetstream.MsgIDHeader) != id {
+		return StreamEvent{}, fmt.Errorf("event %s at sequence %d: %w", id, seq, ErrEventNotFound)
+	}
+	ev, err := Decode(m.Data)
+	if err != nil || ev.ID != id {
+		return StreamEvent{}, fmt.Errorf("event %s at sequence %d: %w", id, seq, ErrEventNotFound)
+	}
+	return StreamEvent{Event: ev, Sequence: m.Sequence, OnSubject: m.Subject, Stored: m.Time}, nil
+}
+
+// scanFor looks for event id among the events of subject stored around near.
+func (b *Bus) scanFor(ctx context.Context, subject, id string, near time.Time) (StreamEvent, error) {
 	start := near.Add(-findBefore)
 	cons, err := b.reader(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject}, // one subject: works on NATS 2.9

@@ -77,8 +77,8 @@ func TestScanBack(t *testing.T) {
 	})
 }
 
-// FindEvent finds an event by id near its time among others on the same subject, and says when
-// the stream does not hold it.
+// FindEvent finds an event by id near its time among others on the same subject, or at its
+// sequence when the history knows it, and says when the stream does not hold it.
 func TestFindEvent(t *testing.T) {
 	onBoth(t, func(t *testing.T, nc *nats.Conn) {
 		b := eventstest.Bus(t, nc)
@@ -89,7 +89,8 @@ func TestFindEvent(t *testing.T) {
 				events.CompletedData{DocumentID: doc, Vendor: "gini", VendorRef: "ref-" + doc, CompletedAt: now})
 		}
 		subject, _ := b.Names().Subject(events.Completed, "gini")
-		ev, err := b.FindEvent(ctxT(t), subject, "doc-31.completed.gini", now)
+		const id = "doc-31.completed.gini"
+		ev, err := b.FindEvent(ctxT(t), subject, events.HistoryEntry{EventID: id, Time: now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,16 +98,34 @@ func TestFindEvent(t *testing.T) {
 		if err := ev.DecodeData(&cd); err != nil || cd.VendorRef != "ref-doc-31" || ev.Sequence == 0 {
 			t.Fatalf("found %+v %+v %v", ev, cd, err)
 		}
+		seq, other := ev.Sequence, ev.Sequence+1 // other: doc-32's event
 		for _, c := range []struct {
-			subject, id string
-			near        time.Time
+			name string
+			h    events.HistoryEntry
 		}{
-			{subject, "doc-99.completed.gini", now},                     // never published
-			{subject, "doc-31.completed.gini", now.Add(-2 * time.Hour)}, // published long after the time given
-			{b.Names().KindSubjects(events.Failed), "doc-31.completed.gini", now},
+			// At its sequence, whatever the time says (no scan would find it two hours off).
+			{"by sequence", events.HistoryEntry{EventID: id, Time: now.Add(-2 * time.Hour), Seq: seq}},
+			// Another event at the sequence given (a stream made anew): found by its time.
+			{"another event there", events.HistoryEntry{EventID: id, Time: now, Seq: other}},
+			{"past the stream's end", events.HistoryEntry{EventID: id, Time: now, Seq: seq + 1000}},
 		} {
-			if _, err := b.FindEvent(ctxT(t), c.subject, c.id, c.near); !errors.Is(err, events.ErrEventNotFound) {
-				t.Errorf("%s on %s near %s: %v, want ErrEventNotFound", c.id, c.subject, c.near, err)
+			ev, err := b.FindEvent(ctxT(t), subject, c.h)
+			if err != nil || ev.ID != id || ev.Sequence != seq {
+				t.Errorf("%s: found %s at %d, %v", c.name, ev.ID, ev.Sequence, err)
+			}
+		}
+		for _, c := range []struct {
+			subject string
+			h       events.HistoryEntry
+		}{
+			{subject, events.HistoryEntry{EventID: "doc-99.completed.gini", Time: now}}, // never published
+			{subject, events.HistoryEntry{EventID: id, Time: now.Add(-2 * time.Hour)}},  // published long after the time given
+			{subject, events.HistoryEntry{EventID: id, Time: now.Add(-2 * time.Hour), Seq: other}},
+			{b.Names().KindSubjects(events.Failed), events.HistoryEntry{EventID: id, Time: now}},
+			{b.Names().KindSubjects(events.Failed), events.HistoryEntry{EventID: id, Time: now, Seq: seq}}, // not on that subject
+		} {
+			if _, err := b.FindEvent(ctxT(t), c.subject, c.h); !errors.Is(err, events.ErrEventNotFound) {
+				t.Errorf("%s on %s near %s at %d: %v, want ErrEventNotFound", c.h.EventID, c.subject, c.h.Time, c.h.Seq, err)
 			}
 		}
 	})

@@ -52,7 +52,7 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, names Names) (Rebuilt,
 			r.Malformed++
 		} else {
 			r.Events++
-			_, changed, err := states.Apply(ctx, ev)
+			_, changed, err := states.Apply(ctx, ev, md.Sequence.Stream)
 			if err != nil {
 				applyErr = fmt.Errorf("rebuild the state of %s from event %s (run again to continue): %w", ev.Subject, ev.ID, err)
 				return false

@@ -73,6 +73,9 @@ type HistoryEntry struct {
 	Type    string    `json:"type"`
 	Time    time.Time `json:"time"`
 	Vendor  string    `json:"vendor,omitempty"`
+	// Seq is the event's sequence in the stream, where it is read back with one get (0: not
+	// known — recorded before sequences were kept — and looked for by its time instead).
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // ErrUnknownDocument is returned for an id the store has never seen.
@@ -133,13 +136,14 @@ func (s *States) Read(ctx context.Context, id string) (Snapshot, error) {
 	return Snapshot{}, err
 }
 
-// Apply folds ev into its document's state. It returns the new state and whether ev was new to it.
-func (s *States) Apply(ctx context.Context, ev Event) (Document, bool, error) {
-	return s.applyOn(ctx, ev, Snapshot{})
+// Apply folds ev, stored in the stream at sequence seq (0: not known), into its document's state.
+// It returns the new state and whether ev was new to it.
+func (s *States) Apply(ctx context.Context, ev Event, seq uint64) (Document, bool, error) {
+	return s.applyOn(ctx, ev, seq, Snapshot{})
 }
 
 // applyOn is Apply starting from snap, when valid, instead of reading the state first.
-func (s *States) applyOn(ctx context.Context, ev Event, snap Snapshot) (Document, bool, error) {
+func (s *States) applyOn(ctx context.Context, ev Event, seq uint64, snap Snapshot) (Document, bool, error) {
 	id := ev.Subject
 	if !validKey(id) {
 		return Document{}, false, fmt.Errorf("event %s: subject %q is not a document id", ev.ID, id)
@@ -162,7 +166,7 @@ func (s *States) applyOn(ctx context.Context, ev Event, snap Snapshot) (Document
 				doc = Document{ID: id}
 			}
 		}
-		changed, err := doc.apply(ev)
+		changed, err := doc.apply(ev, seq)
 		if err != nil || !changed {
 			return doc, false, err
 		}
@@ -189,8 +193,8 @@ func (s *States) applyOn(ctx context.Context, ev Event, snap Snapshot) (Document
 // applyFirst is Apply for an event expected to be its document's first: the state is created
 // without reading it first (from an empty state at revision 0); one that exists after all
 // refuses the create, and is then read and applied to as by Apply.
-func (s *States) applyFirst(ctx context.Context, ev Event) (Document, bool, error) {
-	return s.applyOn(ctx, ev, Snapshot{Document: Document{ID: ev.Subject}, valid: true})
+func (s *States) applyFirst(ctx context.Context, ev Event, seq uint64) (Document, bool, error) {
+	return s.applyOn(ctx, ev, seq, Snapshot{Document: Document{ID: ev.Subject}, valid: true})
 }
 
 // clone copies what apply changes in place (vendor slots, history), so that a Snapshot stays as
@@ -222,11 +226,11 @@ func (d *Document) has(id string) bool {
 	return slices.ContainsFunc(d.History, func(h HistoryEntry) bool { return h.EventID == id })
 }
 
-func (d *Document) apply(ev Event) (bool, error) {
+func (d *Document) apply(ev Event, seq uint64) (bool, error) {
 	if d.has(ev.ID) {
 		return false, nil
 	}
-	entry := HistoryEntry{EventID: ev.ID, Type: ev.Type, Time: ev.Time}
+	entry := HistoryEntry{EventID: ev.ID, Type: ev.Type, Time: ev.Time, Seq: seq}
 	if d.Vendors == nil {
 		d.Vendors = map[string]*VendorState{}
 	}
@@ -362,8 +366,9 @@ func validKey(s string) bool {
 
 // Apply folds ev into d the way the state store does, without storing anything: for other
 // projections of the same events (the list index) that must never disagree with the state. It
-// reports whether d changed; an event d already holds changes nothing.
-func (d *Document) Apply(ev Event) (bool, error) { return d.apply(ev) }
+// reports whether d changed; an event d already holds changes nothing. seq is where the stream
+// stored ev (0: not known).
+func (d *Document) Apply(ev Event, seq uint64) (bool, error) { return d.apply(ev, seq) }
 
 // ValidDocumentID reports whether id can be a document id (the state store refuses others).
 func ValidDocumentID(id string) bool { return validKey(id) }

@@ -48,7 +48,7 @@ func TestDocumentStatusIsDerivedFromEvents(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var d Document
 			for _, ev := range c.evs {
-				if _, err := d.apply(ev); err != nil {
+				if _, err := d.apply(ev, 0); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -77,7 +77,7 @@ func TestApplyRecordsVendorSlots(t *testing.T) {
 		mustEvent(t, Submitted, "s", "d", t0.Add(time.Second), SubmittedData{Vendor: "gini", VendorRef: "G-1"}),
 		mustEvent(t, Failed, "f", "d", t0.Add(2*time.Second), FailedData{Vendor: "gini", Error: "ERROR state"}),
 	} {
-		if _, err := d.apply(ev); err != nil {
+		if _, err := d.apply(ev, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -88,7 +88,7 @@ func TestApplyRecordsVendorSlots(t *testing.T) {
 	if d.Filename != "x.png" || d.SHA256 != "ab" {
 		t.Fatalf("received data not kept: %+v", d)
 	}
-	if _, err := d.apply(mustEvent(t, Completed, "c", "d", t0, CompletedData{})); err == nil {
+	if _, err := d.apply(mustEvent(t, Completed, "c", "d", t0, CompletedData{}), 0); err == nil {
 		t.Fatal("a vendor event without a vendor was accepted")
 	}
 }
@@ -144,7 +144,7 @@ func TestVendorRounds(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var d Document
 			for _, ev := range c.evs {
-				if _, err := d.apply(ev); err != nil {
+				if _, err := d.apply(ev, 0); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -158,7 +158,7 @@ func TestVendorRounds(t *testing.T) {
 			// before rounds).
 			var r Document
 			for i := len(c.evs) - 1; i >= 0; i-- {
-				if _, err := r.apply(c.evs[i]); err != nil {
+				if _, err := r.apply(c.evs[i], 0); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -168,7 +168,7 @@ func TestVendorRounds(t *testing.T) {
 		})
 	}
 	var d Document
-	if _, err := d.apply(mustEvent(t, Retried, "d.retried.gini", "d", t0, RetriedData{Vendor: "gini"})); err == nil {
+	if _, err := d.apply(mustEvent(t, Retried, "d.retried.gini", "d", t0, RetriedData{Vendor: "gini"}), 0); err == nil {
 		t.Fatal("a retried event without a round was accepted")
 	}
 	if got := VendorStepID("d", Completed, "gini", 0); got != "d.completed.gini" {
@@ -186,7 +186,7 @@ func TestApplyOnLeavesTheSnapshot(t *testing.T) {
 	d.History[0] = HistoryEntry{EventID: "doc.received"}
 	c := d.clone()
 	ev, _ := NewEvent(Completed, "doc.completed.gini", "/v", "doc", time.Now(), CompletedData{DocumentID: "doc", Vendor: "gini"})
-	if changed, err := c.apply(ev); err != nil || !changed {
+	if changed, err := c.apply(ev, 0); err != nil || !changed {
 		t.Fatalf("apply: %v %v", changed, err)
 	}
 	if d.Vendors["gini"].Status != StatusSubmitted || len(d.History) != 1 || d.History[:2][1].EventID != "" {
