@@ -355,14 +355,20 @@ func TestStatesApplyConcurrently(t *testing.T) {
 	})
 }
 
+// runProjector runs b's state projector until the test ends.
+func runProjector(t *testing.T, b *events.Bus) {
+	t.Helper()
+	p, err := b.NewProjector(ctxT(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.Run(t, p.Run)
+}
+
 func TestProjectorAppliesWhatProducersMissed(t *testing.T) {
 	onBoth(t, func(t *testing.T, nc *nats.Conn) {
 		b := eventstest.Bus(t, nc)
-		p, err := b.NewProjector(ctxT(t), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		eventstest.Run(t, p.Run)
+		runProjector(t, b)
 		// Garbage on our subjects must not stop the projector.
 		if err := nc.Publish(b.Names().Root()+".document.received.http", []byte("not an event")); err != nil {
 			t.Fatal(err)
@@ -375,6 +381,7 @@ func TestProjectorAppliesWhatProducersMissed(t *testing.T) {
 		}
 		var doc events.Document
 		eventstest.WaitFor(t, 10*time.Second, "the projector to write the state", func() bool {
+			var err error
 			doc, err = b.States().Get(ctxT(t), "lost")
 			return err == nil
 		})
@@ -518,11 +525,7 @@ func TestRecordNew(t *testing.T) {
 func TestHistoryKnowsEachEventsSequence(t *testing.T) {
 	onBoth(t, func(t *testing.T, nc *nats.Conn) {
 		b := eventstest.Bus(t, nc)
-		p, err := b.NewProjector(ctxT(t), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		eventstest.Run(t, p.Run)
+		runProjector(t, b)
 		rs, _ := b.Names().Subject(events.Received, "http")
 		ss, _ := b.Names().Subject(events.Submitted, "gini")
 		cs, _ := b.Names().Subject(events.Completed, "gini")
@@ -542,6 +545,7 @@ func TestHistoryKnowsEachEventsSequence(t *testing.T) {
 		}
 		var doc events.Document
 		eventstest.WaitFor(t, 10*time.Second, "the projector to apply the completed event", func() bool {
+			var err error
 			doc, err = b.States().Get(ctxT(t), "d")
 			return err == nil && doc.Status == events.StatusCompleted
 		})
