@@ -519,13 +519,13 @@ func TestRecordNew(t *testing.T) {
 	})
 }
 
-// Every way an event gets into a document's state records where the stream holds it: Record (a
-// repeat too: its acknowledgement names the first), RecordNew, and the projector for an event
-// only published. FindEvent reads it back with one get from there.
+// Every way an event gets into a document's state records where the stream holds it: RecordNew,
+// Record of an event published before (the duplicate's acknowledgement names the first's
+// sequence), and the projector for an event only published. FindEvent reads it back with one get
+// from there.
 func TestHistoryKnowsEachEventsSequence(t *testing.T) {
 	onBoth(t, func(t *testing.T, nc *nats.Conn) {
 		b := eventstest.Bus(t, nc)
-		runProjector(t, b)
 		rs, _ := b.Names().Subject(events.Received, "http")
 		ss, _ := b.Names().Subject(events.Submitted, "gini")
 		cs, _ := b.Names().Subject(events.Completed, "gini")
@@ -534,11 +534,17 @@ func TestHistoryKnowsEachEventsSequence(t *testing.T) {
 			t.Fatal(err)
 		}
 		sub, _ := events.NewEvent(events.Submitted, "d.submitted.gini", "/vendors/gini", "d", time.Now(), events.SubmittedData{DocumentID: "d", Vendor: "gini", VendorRef: "r"})
-		for range 2 { // the second is a repeat
-			if _, _, err := b.Record(ctxT(t), ss, sub); err != nil {
-				t.Fatal(err)
-			}
+		if _, err := b.Publish(ctxT(t), ss, sub); err != nil { // a producer that crashed before its state write
+			t.Fatal(err)
 		}
+		filler, _ := events.NewEvent(events.Submitted, "e.submitted.gini", "/vendors/gini", "e", time.Now(), events.SubmittedData{DocumentID: "e", Vendor: "gini", VendorRef: "r"})
+		if _, err := b.Publish(ctxT(t), ss, filler); err != nil { // so that the last sequence is not the one
+			t.Fatal(err)
+		}
+		if _, _, err := b.Record(ctxT(t), ss, sub); err != nil { // done again after a restart
+			t.Fatal(err)
+		}
+		runProjector(t, b)
 		done, _ := events.NewEvent(events.Completed, "d.completed.gini", "/vendors/gini", "d", time.Now(), events.CompletedData{DocumentID: "d", Vendor: "gini", VendorRef: "r"})
 		if _, err := b.Publish(ctxT(t), cs, done); err != nil { // the projector writes this one
 			t.Fatal(err)
@@ -551,6 +557,9 @@ func TestHistoryKnowsEachEventsSequence(t *testing.T) {
 		})
 		if len(doc.History) != 3 {
 			t.Fatalf("history %+v", doc.History)
+		}
+		if doc.History[0].Seq != 1 || doc.History[1].Seq != 2 || doc.History[2].Seq != 4 {
+			t.Errorf("history %+v, want sequences 1, 2, 4", doc.History)
 		}
 		subjects := map[string]string{recv.ID: rs, sub.ID: ss, done.ID: cs}
 		for _, h := range doc.History {
