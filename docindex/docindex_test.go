@@ -514,3 +514,33 @@ func TestRebuildsWhenTheStreamMovedOn(t *testing.T) {
 		t.Errorf("after the stream moved on the index lists %v, want only what the stream holds (%s)", got, kept)
 	}
 }
+
+// A document whose first event reaches the index after a later one (a producer that crashed
+// before its received event was projected, published again later) is listed by the source,
+// route and time its received event gives, once that comes: a row's columns other than status
+// and vendors are rewritten when they change.
+func TestFirstEventArrivingLateMovesTheRow(t *testing.T) {
+	f := newFixture(t)
+	ix := f.open(filepath.Join(t.TempDir(), "documents.db"))
+	run(t, ix)
+	id := uuid.Must(uuid.NewV7()).String()
+	at := f.base.Add(10 * time.Minute)
+	f.publish(f.event(events.Submitted, "gini", id, at.Add(time.Minute), events.SubmittedData{DocumentID: id, Vendor: "gini", VendorRef: "r"}))
+	f.caughtUp(ix)
+	f.publish(f.event(events.Received, "webdav", id, at, events.ReceivedData{
+		DocumentID: id, Source: events.SourceRef{Kind: "webdav", Name: "share"}, Filename: "late.pdf",
+		ContentType: "application/pdf", Size: 1, Route: "legal", ReceivedAt: at, Vendors: []string{"gini"},
+	}))
+	f.caughtUp(ix)
+	for _, q := range []docindex.Query{
+		{SourceKind: "webdav", SourceName: "share"},
+		{Route: "legal"},
+		{Since: at, Until: at.Add(time.Second)},
+		{Status: events.StatusSubmitted, Q: "late.pdf"},
+	} {
+		q.Limit = 10
+		if got := ids(t, list(t, ix, q)); len(got) != 1 || got[0] != id {
+			t.Errorf("%+v lists %v, want the document", q, got)
+		}
+	}
+}

@@ -196,6 +196,7 @@ type row struct {
 	doc     events.Document
 	oldText string
 	oldKey  aggKey
+	oldSort int64 // sort_at as stored
 	dirty   bool
 }
 
@@ -288,7 +289,7 @@ func (ix *Index) applyMsg(ctx context.Context, w *writer, rows map[string]*row, 
 // statements are the index's writes, prepared once on the database: a transaction takes them
 // over (Tx.StmtContext) without preparing them again for every batch.
 type statements struct {
-	get, upsert, add, addHour, delText, addText *sql.Stmt
+	get, upsert, update, add, addHour, delText, addText *sql.Stmt
 }
 
 func prepareStatements(ctx context.Context, db *sql.DB) (*statements, error) {
@@ -304,6 +305,10 @@ func prepareStatements(ctx context.Context, db *sql.DB) (*statements, error) {
 				source_name = excluded.source_name, route = excluded.route, vendors = excluded.vendors,
 				sort_at = excluded.sort_at, doc = excluded.doc
 			RETURNING rowid`},
+		// Most changes after a document's first event are its status, vendors and history: an
+		// UPDATE that names only those columns leaves the indexes on the others as they are
+		// (SQLite rewrites the entries of every index on a column the SET names, changed or not).
+		{&st.update, `UPDATE docs SET status = ?, vendors = ?, doc = ? WHERE rowid = ?`},
 		{&st.add, `INSERT INTO agg (status, source_kind, source_name, route, vendors, n) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT DO UPDATE SET n = n + excluded.n`},
 		{&st.addHour, `INSERT INTO agg_hour (status, source_kind, source_name, route, vendors, hour, n) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -322,7 +327,7 @@ func prepareStatements(ctx context.Context, db *sql.DB) (*statements, error) {
 }
 
 func (st *statements) close() {
-	for _, s := range []*sql.Stmt{st.get, st.upsert, st.add, st.addHour, st.delText, st.addText} {
+	for _, s := range []*sql.Stmt{st.get, st.upsert, st.update, st.add, st.addHour, st.delText, st.addText} {
 		if s != nil {
 			s.Close()
 		}
@@ -339,7 +344,7 @@ type writer struct {
 
 func newWriter(ctx context.Context, tx *sql.Tx, st *statements) *writer {
 	w := &writer{counts: map[aggKey]int{}}
-	w.get, w.upsert = tx.StmtContext(ctx, st.get), tx.StmtContext(ctx, st.upsert)
+	w.get, w.upsert, w.update = tx.StmtContext(ctx, st.get), tx.StmtContext(ctx, st.upsert), tx.StmtContext(ctx, st.update)
 	w.add, w.addHour = tx.StmtContext(ctx, st.add), tx.StmtContext(ctx, st.addHour)
 	w.delText, w.addText = tx.StmtContext(ctx, st.delText), tx.StmtContext(ctx, st.addText)
 	return w
@@ -359,7 +364,7 @@ func (w *writer) load(ctx context.Context, id string) (*row, error) {
 	if err := json.Unmarshal(body, &r.doc); err != nil {
 		return nil, fmt.Errorf("document %s in the index is not valid JSON (delete the index to rebuild it): %w", id, err)
 	}
-	r.oldText, r.oldKey = searchText(r.doc), keyOf(&r.doc)
+	r.oldText, r.oldKey, r.oldSort = searchText(r.doc), keyOf(&r.doc), sortTime(&r.doc).UnixNano()
 	return r, nil
 }
 
@@ -370,10 +375,15 @@ func (w *writer) store(ctx context.Context, r *row) error {
 	if err != nil {
 		return fmt.Errorf("encode document %s for the index: %w", d.ID, err)
 	}
-	key := keyOf(d)
-	var rowid int64
-	if err := w.upsert.QueryRowContext(ctx, d.ID, key.status, key.sourceKind, key.sourceName, key.route, key.vendors,
-		sortTime(d).UnixNano(), body).Scan(&rowid); err != nil {
+	key, sortAt := keyOf(d), sortTime(d).UnixNano()
+	rowid := r.rowid
+	if rowid != 0 && sortAt == r.oldSort && key.sourceKind == r.oldKey.sourceKind && key.sourceName == r.oldKey.sourceName &&
+		key.route == r.oldKey.route {
+		if _, err := w.update.ExecContext(ctx, key.status, key.vendors, body, rowid); err != nil {
+			return fmt.Errorf("write document %s to the index: %w", d.ID, err)
+		}
+	} else if err := w.upsert.QueryRowContext(ctx, d.ID, key.status, key.sourceKind, key.sourceName, key.route, key.vendors,
+		sortAt, body).Scan(&rowid); err != nil {
 		return fmt.Errorf("write document %s to the index: %w", d.ID, err)
 	}
 	if r.rowid == 0 || key != r.oldKey {
