@@ -29,7 +29,8 @@ type Priority struct {
 // PriorityConfig configures a Priority.
 type PriorityConfig struct {
 	// Saturated reports whether the cores are busy. Nil: measured over the last 100 ms, as at
-	// least 70 % of the machine's CPU time in use where /proc/stat tells it, else from the Go
+	// least 70 % of the CPU time this process may use being used: its cgroup's quota where one
+	// is set (a container), else the machine's cores where /proc/stat tells it, else from the Go
 	// scheduler's latencies.
 	Saturated func() bool
 	// MaxDelay bounds what yielding may cost a document: background work whose messages have
@@ -45,7 +46,8 @@ const prioritySettle = 100 * time.Millisecond
 // NewPriority returns a Priority with no foreground work under way.
 func NewPriority(cfg PriorityConfig) *Priority {
 	if cfg.Saturated == nil {
-		cfg.Saturated = newCPUProbe(time.Now, func() ([]byte, error) { return os.ReadFile("/proc/stat") }).saturated
+		cfg.Saturated = newCPUProbe(time.Now, func() ([]byte, error) { return os.ReadFile("/proc/stat") },
+			findCgroupCPU(os.ReadFile)).saturated
 	}
 	if cfg.MaxDelay <= 0 {
 		cfg.MaxDelay = 10 * time.Second
@@ -88,14 +90,19 @@ func (p *Priority) active() bool {
 	return p.saturated()
 }
 
-// cpuProbe tells whether the cores are busy: from the machine's CPU time (/proc/stat) where
-// there is one, else from the Go scheduler's latencies (the share of runnable goroutines that
-// waited a millisecond or more for a core). Each verdict holds for a window of 100 ms.
+// cpuProbe tells whether the cores are busy: from the CPU time of the process's cgroup against
+// its quota where one is set, else from the machine's CPU time (/proc/stat) where there is one,
+// else from the Go scheduler's latencies (the share of runnable goroutines that waited a
+// millisecond or more for a core). Each verdict holds for a window of 100 ms.
 type cpuProbe struct {
 	mu      sync.Mutex
 	now     func() time.Time
 	at      time.Time
 	verdict bool
+
+	cg     *cgroupCPU // nil: no quota
+	cgUsed uint64     // its CPU time (µs) at cgAt
+	cgAt   time.Time
 
 	stat       func() ([]byte, error) // /proc/stat
 	busy, all  uint64                 // its CPU time counters at the last look
@@ -113,8 +120,8 @@ const (
 	schedSlowShare = 0.05
 )
 
-func newCPUProbe(now func() time.Time, stat func() ([]byte, error)) *cpuProbe {
-	return &cpuProbe{now: now, stat: stat, sample: []metrics.Sample{{Name: "/sched/latencies:seconds"}}}
+func newCPUProbe(now func() time.Time, stat func() ([]byte, error), cg *cgroupCPU) *cpuProbe {
+	return &cpuProbe{now: now, stat: stat, cg: cg, sample: []metrics.Sample{{Name: "/sched/latencies:seconds"}}}
 }
 
 func (c *cpuProbe) saturated() bool {
@@ -125,6 +132,16 @@ func (c *cpuProbe) saturated() bool {
 		return c.verdict
 	}
 	c.at = now
+	if c.cg != nil {
+		if used, ok := c.cg.usage(); ok {
+			if !c.cgAt.IsZero() && used >= c.cgUsed {
+				allowed := c.cg.cpus * float64(now.Sub(c.cgAt).Microseconds())
+				c.verdict = float64(used-c.cgUsed) >= cpuBusyShare*allowed
+			}
+			c.cgUsed, c.cgAt = used, now
+			return c.verdict
+		}
+	}
 	if c.stat != nil {
 		if raw, err := c.stat(); err == nil {
 			if busy, all, ok := parseProcStat(raw); ok {

@@ -52,7 +52,7 @@ func TestCPUProbeReadsProcStat(t *testing.T) {
 		"cpu  210 0 200 985 5 0 0 0 0 0\n", // 20 of 200
 	}
 	i := 0
-	p := newCPUProbe(func() time.Time { return now }, func() ([]byte, error) { return []byte(lines[i]), nil })
+	p := newCPUProbe(func() time.Time { return now }, func() ([]byte, error) { return []byte(lines[i]), nil }, nil)
 	if p.saturated() {
 		t.Fatal("saturated with nothing to compare with")
 	}
@@ -97,7 +97,7 @@ func TestParseProcStat(t *testing.T) {
 
 // Without /proc/stat, goroutines that keep every core busy make the scheduler say so.
 func TestCPUProbeSeesSaturationInTheScheduler(t *testing.T) {
-	probe := newCPUProbe(time.Now, nil)
+	probe := newCPUProbe(time.Now, nil, nil)
 	probe.saturated() // the baseline
 	stop := make(chan struct{})
 	defer close(stop)
