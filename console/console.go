@@ -8,7 +8,6 @@ package console
 
 import (
 	"context"
-	"crypto/sha256"
 	"embed"
 	"errors"
 	"html/template"
@@ -101,7 +100,8 @@ type Console struct {
 	log      *slog.Logger
 	sessions jetstream.KeyValue
 	status   jetstream.KeyValue // the sources' states (nil without mailboxes or folders)
-	keys     [][32]byte
+	keys     httpapi.KeyDigests
+	guesses  *guesses // wrong keys per address at sign-in
 	pages    map[string]*template.Template
 	static   fs.FS
 
@@ -141,9 +141,7 @@ func New(ctx context.Context, cfg Config) (*Console, error) {
 	if err := c.openStatus(ctx); err != nil {
 		return nil, err
 	}
-	for _, k := range cfg.APIKeys {
-		c.keys = append(c.keys, sha256.Sum256([]byte(k)))
-	}
+	c.keys, c.guesses = httpapi.Digests(cfg.APIKeys), newGuesses(cfg.Now)
 	if c.pages, err = parsePages(); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -727,5 +728,37 @@ func TestSourceStateSeenFromEveryInstance(t *testing.T) {
 	a := e.do(c, "GET", "/ui/sources", nil, nil)
 	if !strings.Contains(a.body, "test-instance (this instance)") || !strings.Contains(a.body, `failing since`) {
 		t.Fatalf("the holder's own page: %s", a.body)
+	}
+}
+
+// Wrong keys at sign-in are limited per address: ten, then one every six seconds; while an
+// address waits, not even the right key is looked at (429 with Retry-After).
+func TestWrongKeysAtSignInAreLimited(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	post := func(key string) answer {
+		t.Helper()
+		a := e.do(c, "GET", "/ui/login", nil, nil)
+		return e.do(c, "POST", "/ui/login", url.Values{"csrf": {csrfOf(t, a.body)}, "key": {key}}, nil)
+	}
+	for i := range 10 {
+		if a := post(fmt.Sprintf("guess-%d", i)); a.code != http.StatusUnauthorized {
+			t.Fatalf("wrong key %d: %d, want 401", i, a.code)
+		}
+	}
+	a := post(apiKey)
+	if a.code != http.StatusTooManyRequests || a.h.Get("Retry-After") != "6" || !strings.Contains(a.body, "Too many wrong keys") {
+		t.Fatalf("the right key after ten wrong ones: %d Retry-After %q: %s", a.code, a.h.Get("Retry-After"), a.body)
+	}
+	e.now.Add(int64(6 * time.Second))
+	if a := post("guess-10"); a.code != http.StatusUnauthorized {
+		t.Fatalf("a wrong key once the wait is over: %d, want 401", a.code)
+	}
+	if a := post(apiKey); a.code != http.StatusTooManyRequests {
+		t.Fatalf("the right key right after: %d, want 429", a.code)
+	}
+	e.now.Add(int64(6 * time.Second))
+	if a := post(apiKey); a.code != http.StatusSeeOther {
+		t.Fatalf("the right key once the wait is over: %d, want 303", a.code)
 	}
 }

@@ -9,8 +9,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -211,9 +213,16 @@ func (c *Console) login(ec echo.Context) error {
 	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(form.Get(csrfField))) != 1 {
 		return problem(http.StatusForbidden, "the sign-in form's security token is missing or out of date; open /ui/login again")
 	}
-	client, ok := c.match(strings.TrimSpace(form.Get("key")))
+	addr := ec.RealIP()
+	if wait := c.guesses.wait(addr); wait > 0 {
+		ec.Response().Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
+		return c.showLogin(ec, http.StatusTooManyRequests,
+			fmt.Sprintf("Too many wrong keys from your address: try again in %d seconds.", int(wait.Seconds()+0.999)))
+	}
+	client, ok := c.keys.Match(strings.TrimSpace(form.Get("key")))
 	if !ok {
-		c.log.Warn("console sign-in with a wrong API key", "remote", ec.RealIP())
+		c.guesses.wrong(addr)
+		c.log.Warn("console sign-in with a wrong API key", "remote", addr)
 		return c.showLogin(ec, http.StatusUnauthorized, "That is not a valid API key.")
 	}
 	token := randomToken()
@@ -229,22 +238,6 @@ func (c *Console) login(ec echo.Context) error {
 	c.cookie(ec, loginCookie, "", -1)
 	c.log.Info("console sign-in", "client", client, "remote", ec.RealIP())
 	return ec.Redirect(http.StatusSeeOther, nextPage(form.Get("next")))
-}
-
-// match compares key with every API key in constant time, all of them every time, and names the
-// one it matched by a digest prefix (never the key).
-func (c *Console) match(key string) (string, bool) {
-	got := sha256.Sum256([]byte(key))
-	match, which := 0, 0
-	for i := range c.keys {
-		eq := subtle.ConstantTimeCompare(got[:], c.keys[i][:])
-		match |= eq
-		which = subtle.ConstantTimeSelect(eq, i, which)
-	}
-	if match != 1 || key == "" {
-		return "", false
-	}
-	return hex.EncodeToString(c.keys[which][:6]), true
 }
 
 func (c *Console) logout(ec echo.Context, s *session) error {

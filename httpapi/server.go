@@ -251,10 +251,7 @@ const DocIDKey = "doc_id"
 // RequireAPIKey accepts requests with "Authorization: Bearer <key>" for one of keys. Every key is
 // compared in constant time, all of them every time, so timing tells nothing about any key.
 func RequireAPIKey(keys []string) echo.MiddlewareFunc {
-	digests := make([][32]byte, len(keys))
-	for i, k := range keys {
-		digests[i] = sha256.Sum256([]byte(k))
-	}
+	digests := Digests(keys)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			h := c.Request().Header.Get(echo.HeaderAuthorization)
@@ -267,21 +264,42 @@ func RequireAPIKey(keys []string) echo.MiddlewareFunc {
 				return NewProblem(http.StatusUnauthorized, "the Authorization header must read: Bearer <key>").
 					WithHeader("WWW-Authenticate", `Bearer realm="ingest"`)
 			}
-			got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-			match, which := 0, 0
-			for i := range digests {
-				eq := subtle.ConstantTimeCompare(got[:], digests[i][:])
-				match |= eq
-				which = subtle.ConstantTimeSelect(eq, i, which)
-			}
-			if match != 1 {
+			client, ok := digests.Match(strings.TrimSpace(token))
+			if !ok {
 				return NewProblem(http.StatusUnauthorized, "the API key is not valid").
 					WithHeader("WWW-Authenticate", `Bearer realm="ingest", error="invalid_token"`)
 			}
-			// Requests are scoped by client (idempotency keys, logs) without keeping the key:
-			// a prefix of its digest names it.
-			c.Set(ClientKey, hex.EncodeToString(digests[which][:6]))
+			// Requests are scoped by client (idempotency keys, logs) without keeping the key.
+			c.Set(ClientKey, client)
 			return next(c)
 		}
 	}
+}
+
+// KeyDigests are API keys as they are kept in memory: their SHA-256 digests.
+type KeyDigests [][32]byte
+
+// Digests returns the digests of keys.
+func Digests(keys []string) KeyDigests {
+	d := make(KeyDigests, len(keys))
+	for i, k := range keys {
+		d[i] = sha256.Sum256([]byte(k))
+	}
+	return d
+}
+
+// Match compares key with every key in constant time, all of them every time, and names the one
+// it matched by a prefix of its digest (never the key itself), for logs and per-client scopes.
+func (d KeyDigests) Match(key string) (client string, ok bool) {
+	got := sha256.Sum256([]byte(key))
+	match, which := 0, 0
+	for i := range d {
+		eq := subtle.ConstantTimeCompare(got[:], d[i][:])
+		match |= eq
+		which = subtle.ConstantTimeSelect(eq, i, which)
+	}
+	if match != 1 || key == "" {
+		return "", false
+	}
+	return hex.EncodeToString(d[which][:6]), true
 }
