@@ -20,12 +20,12 @@ type StreamEvent struct {
 // ErrEventNotFound is returned when the stream no longer holds (or never held) an event.
 var ErrEventNotFound = errors.New("event not in the stream")
 
-// How FindEvent looks for an event near its time, when its sequence is not known. The stream has no index by event id, and a
-// document's subjects do not carry its id, so the event is looked for among the events of its
-// subject stored around its time: from a little before (the producing instance's clock may run
-// ahead of the NATS server's) to well after (a completed event is timed before its result files
-// are stored, which may take minutes). A scan stops at the event; the bounds only cut short the
-// search for one that is not there.
+// How FindEvent looks for an event by its time, when its sequence is not known. The stream has
+// no index by event id, and a document's subjects do not carry its id, so the event is looked
+// for among the events of its subject stored around its time: from a little before (the
+// producing instance's clock may run ahead of the NATS server's) to well after (a completed event
+// is timed before its result files are stored, which may take minutes). A scan stops at the
+// event; the bounds only cut short the search for one that is not there.
 const (
 	findBefore  = time.Minute
 	findAfter   = 30 * time.Minute
