@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -215,9 +216,9 @@ func (c *Console) login(ec echo.Context) error {
 	}
 	addr := ec.RealIP()
 	if wait := c.guesses.wait(addr); wait > 0 {
-		ec.Response().Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
-		return c.showLogin(ec, http.StatusTooManyRequests,
-			fmt.Sprintf("Too many wrong keys from your address: try again in %d seconds.", int(wait.Seconds()+0.999)))
+		secs := int(math.Ceil(wait.Seconds()))
+		ec.Response().Header().Set("Retry-After", strconv.Itoa(secs))
+		return c.showLogin(ec, http.StatusTooManyRequests, fmt.Sprintf("Too many wrong keys from your address: try again in %d seconds.", secs))
 	}
 	client, ok := c.keys.Match(strings.TrimSpace(form.Get("key")))
 	if !ok {
