@@ -275,7 +275,10 @@ func (d *Document) apply(ev Event, seq uint64) (bool, error) {
 		// Events may arrive out of order (projector redelivery, a state write that failed and is
 		// made later). The slot holds the latest (round, stage) seen: a later stage of a round
 		// never goes back, and once a round has begun, events of an older one change nothing. So
-		// the state is the same whatever order the events come in.
+		// the state is the same whatever order the events come in. Within a round a completion
+		// outranks a failure: both can be published when two instances settle the same
+		// submission at once (one from a callback, one polling, the vendor's result gone for the
+		// second once the first took it), and the result stands.
 		if v.Round > vs.Round || v.Round == vs.Round && stageOf(Status(k)) >= stageOf(vs.Status) {
 			if v.Round != vs.Round || k == Retried {
 				// A new round: nothing of the one before is its.
@@ -288,8 +291,11 @@ func (d *Document) apply(ev Event, seq uint64) (bool, error) {
 			if v.VendorRef != "" {
 				vs.Ref = v.VendorRef
 			}
-			if k == Failed {
+			switch k {
+			case Failed:
 				vs.Error = v.Error
+			case Completed:
+				vs.Error = ""
 			}
 			if k == Submitted {
 				vs.SubmittedAt = ev.Time
@@ -311,8 +317,10 @@ func stageOf(s Status) int {
 	switch s {
 	case StatusSubmitted:
 		return 1
-	case StatusCompleted, StatusFailed:
+	case StatusFailed:
 		return 2
+	case StatusCompleted:
+		return 3
 	}
 	return 0
 }

@@ -137,6 +137,12 @@ func TestVendorRounds(t *testing.T) {
 			VendorState{Status: StatusCompleted, Round: 2, Ref: "C"}},
 		{"round 1 failed again", []Event{recv, sub(0, 1, "A"), fail(0, 2, "x"), retry(1, 3), sub(1, 4, "B"), fail(1, 5, "y")}, StatusFailed,
 			VendorState{Status: StatusFailed, Round: 1, Ref: "B", Error: "y"}},
+		// Two instances settled one submission at once (a callback, a poll): the result stands,
+		// whichever event the state takes first.
+		{"completed and failed in one round", []Event{recv, sub(0, 1, "A"), done(0, 2, "A"), fail(0, 3, "the job is gone")}, StatusCompleted,
+			VendorState{Status: StatusCompleted, Round: 0, Ref: "A"}},
+		{"failed, then completed in one round", []Event{recv, sub(0, 1, "A"), fail(0, 2, "no answer in time"), done(0, 3, "A")}, StatusCompleted,
+			VendorState{Status: StatusCompleted, Round: 0, Ref: "A"}},
 		{"a stale retried event of round 1 after round 2 began", []Event{recv, fail(0, 2, "x"), retry(1, 3), fail(1, 5, "y"), retry(2, 6), sub(2, 7, "C"), retry(1, 3)}, StatusSubmitted,
 			VendorState{Status: StatusSubmitted, Round: 2, Ref: "C"}},
 	}
