@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,10 +32,11 @@ type fakeVendor struct {
 	created  map[string]time.Time
 	calls    int
 	checks   map[string]int
-	pending  int               // checks answered "not yet" per ref
-	submitFn func(n int) error // called per Submit attempt (1-based) before accepting; nil accepts
-	hang     chan struct{}     // when set, Submit accepts the upload and then hangs until ctx ends
-	failRef  bool              // Check reports a vendor-side error
+	pending  int                    // checks answered "not yet" per ref
+	submitFn func(n int) error      // called per Submit attempt (1-based) before accepting; nil accepts
+	resultFn func(ref string) error // called per Result before answering; an error is the answer
+	hang     chan struct{}          // when set, Submit accepts the upload and then hangs until ctx ends
+	failRef  bool                   // Check reports a vendor-side error
 	bigText  int
 	finds    int // Find calls (reconcilingVendor)
 }
@@ -101,8 +103,13 @@ func (f *fakeVendor) Check(_ context.Context, ref string) (vendors.Progress, err
 func (f *fakeVendor) Result(_ context.Context, ref string) (vendors.Result, error) {
 	f.mu.Lock()
 	name := f.byRef[ref]
-	big := f.bigText
+	big, fn := f.bigText, f.resultFn
 	f.mu.Unlock()
+	if fn != nil {
+		if err := fn(ref); err != nil {
+			return vendors.Result{}, err
+		}
+	}
 	text := "text of " + name
 	if big > 0 {
 		text = strings.Repeat("x", big)
@@ -850,5 +857,50 @@ func TestFirstDeliveryWithARecordIsNotSubmittedAgain(t *testing.T) {
 	gini.mu.Unlock()
 	if calls != 0 {
 		t.Fatalf("the vendor was called %d times for a document already submitted", calls)
+	}
+}
+
+// Another instance completes the document (a callback) while this poller asks for the result,
+// which the vendor no longer has: the document stays completed, and no failed event follows
+// the completed one on the bus.
+func TestNoFailureAfterACompletionElsewhere(t *testing.T) {
+	gini := newFake("gini")
+	r := newRig(t, gini)
+	r.dispatcher(all, nil)
+	st := r.receive("elsewhere.pdf", pdf("settled by a callback"))
+	var elsewhere atomic.Bool
+	gini.mu.Lock()
+	gini.resultFn = func(ref string) error {
+		ctx := context.Background()
+		subject, _ := r.bus.Names().Subject(events.Completed, "gini")
+		ev, err := events.NewEvent(events.Completed, events.VendorStepID(st.DocumentID, events.Completed, "gini", 0), "/vendors/gini",
+			st.DocumentID, time.Now(), events.CompletedData{DocumentID: st.DocumentID, Vendor: "gini", VendorRef: ref, CompletedAt: time.Now()})
+		if err != nil {
+			return err
+		}
+		if _, _, err := r.bus.Record(ctx, subject, ev); err != nil {
+			return err
+		}
+		elsewhere.Store(true)
+		return &vendors.Error{Vendor: "gini", Op: "result", Status: 404, Permanent: true, Message: "the job was taken and deleted"}
+	}
+	gini.mu.Unlock()
+	r.poller(time.Hour)
+	r.waitStatus(st.DocumentID, events.StatusCompleted)
+	eventstest.WaitFor(t, 20*time.Second, "the poller to be done with the submission", func() bool {
+		cons, err := r.bus.JetStream().Consumer(context.Background(), r.bus.Names().Stream(), r.bus.Names().Durable("poll"))
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(context.Background())
+		return err == nil && elsewhere.Load() && info.NumAckPending == 0 && info.NumPending == 0
+	})
+	for _, ev := range r.eventsOf(st.DocumentID) {
+		if ev.Kind() == events.Failed {
+			t.Fatalf("a failed event after the completion: %s", ev.ID)
+		}
+	}
+	if doc := r.waitStatus(st.DocumentID, events.StatusCompleted); doc.Vendors["gini"].Error != "" {
+		t.Fatalf("slot %+v", doc.Vendors["gini"])
 	}
 }

@@ -231,6 +231,16 @@ func (p *Poller) settle(ctx context.Context, sd events.SubmittedData, attempt in
 }
 
 func (p *Poller) fail(ctx context.Context, sd events.SubmittedData, msg, reason string) (bool, time.Duration, error) {
+	// Another instance may have settled the submission since it was read (a callback): its
+	// result stands, and subscribers are not told of a failure after it. (The state would keep
+	// the result either way: within a round, completed outranks failed.) Could not tell: fail.
+	if doc, err := p.cfg.Bus.States().Get(ctx, sd.DocumentID); err == nil {
+		if vs := doc.Vendors[sd.Vendor]; vs != nil && vs.Round == sd.Round && vs.Status == events.StatusCompleted {
+			p.log.Info("the vendor's answer failed, but the document was completed meanwhile; it stays completed",
+				"doc_id", sd.DocumentID, "vendor", sd.Vendor, "reason", reason, "error", msg)
+			return true, 0, nil
+		}
+	}
 	p.log.Warn("document failed at the vendor", "doc_id", sd.DocumentID, "vendor", sd.Vendor, "reason", reason, "error", msg)
 	err := p.ann.announce(ctx, events.Failed, slotOf(sd), p.now(), events.FailedData{
 		DocumentID: sd.DocumentID, Vendor: sd.Vendor, VendorRef: sd.VendorRef, Error: msg, Permanent: true, FailedAt: p.now(),
