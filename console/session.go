@@ -218,7 +218,8 @@ func (c *Console) login(ec echo.Context) error {
 	if wait := c.guesses.wait(addr); wait > 0 {
 		secs := int(math.Ceil(wait.Seconds()))
 		ec.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-		return c.showLogin(ec, http.StatusTooManyRequests, fmt.Sprintf("Too many wrong keys from your address: try again in %d seconds.", secs))
+		return c.showLogin(ec, http.StatusTooManyRequests,
+			fmt.Sprintf("Too many wrong keys from your address: try again in %d seconds.", secs))
 	}
 	client, ok := c.keys.Match(strings.TrimSpace(form.Get("key")))
 	if !ok {
