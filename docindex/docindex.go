@@ -58,9 +58,11 @@ type Index struct {
 	cfg   Config
 	db    *sql.DB
 	stmts *statements // the indexer's writes
-	bus   *events.Bus
-	log   *slog.Logger
-	prog  progress
+	// recent are the rows the indexer committed last (only its goroutine touches them).
+	recent *recentRows
+	bus    *events.Bus
+	log    *slog.Logger
+	prog   progress
 }
 
 // progress is how far the index has come, read by list requests while the indexer writes.
@@ -89,7 +91,7 @@ func Open(ctx context.Context, cfg Config) (*Index, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ix := &Index{cfg: cfg, bus: cfg.Bus, log: cfg.Logger.With("component", "docindex")}
+	ix := &Index{cfg: cfg, bus: cfg.Bus, log: cfg.Logger.With("component", "docindex"), recent: newRecentRows(recentRowsKept)}
 	if err := ix.register(cfg.Registerer); err != nil {
 		return nil, err
 	}
@@ -254,6 +256,7 @@ func (ix *Index) reset(ctx context.Context) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("empty the document index: %w", err)
 	}
+	ix.recent.clear()
 	ix.prog.seq.Store(0)
 	ix.prog.caughtUp.Store(false)
 	return nil

@@ -235,11 +235,14 @@ func (ix *Index) commit(ctx context.Context, batch []jetstream.Msg) error {
 			applied++
 		}
 	}
+	stored := map[*row]int64{}
 	for _, id := range slices.Sorted(maps.Keys(rows)) {
 		if r := rows[id]; r.dirty {
-			if err := w.store(ctx, r); err != nil {
+			rowid, err := w.store(ctx, r)
+			if err != nil {
 				return err
 			}
+			stored[r] = rowid
 		}
 	}
 	if err := w.flushCounts(ctx); err != nil {
@@ -252,6 +255,14 @@ func (ix *Index) commit(ctx context.Context, batch []jetstream.Msg) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("write the document index: %w", err)
+	}
+	// Only now are the rows what the database holds: kept for the documents' next events.
+	for _, r := range rows {
+		if rowid, ok := stored[r]; ok {
+			r.rowid, r.dirty = rowid, false
+			r.oldText, r.oldKey, r.oldSort = searchText(r.doc), keyOf(&r.doc), sortTime(&r.doc).UnixNano()
+		}
+		ix.recent.put(r)
 	}
 	if last > 0 {
 		ix.prog.seq.Store(last)
@@ -272,8 +283,10 @@ func (ix *Index) applyMsg(ctx context.Context, w *writer, rows map[string]*row, 
 	}
 	r := rows[ev.Subject]
 	if r == nil {
-		if r, err = w.load(ctx, ev.Subject); err != nil {
-			return false, err
+		if r = ix.recent.take(ev.Subject); r == nil {
+			if r, err = w.load(ctx, ev.Subject); err != nil {
+				return false, err
+			}
 		}
 		rows[ev.Subject] = r
 	}
@@ -369,22 +382,23 @@ func (w *writer) load(ctx context.Context, id string) (*row, error) {
 }
 
 // store writes a changed document: its row, and its vendors and search text where they changed.
-func (w *writer) store(ctx context.Context, r *row) error {
+// It returns the row's id.
+func (w *writer) store(ctx context.Context, r *row) (int64, error) {
 	d := &r.doc
 	body, err := json.Marshal(d)
 	if err != nil {
-		return fmt.Errorf("encode document %s for the index: %w", d.ID, err)
+		return 0, fmt.Errorf("encode document %s for the index: %w", d.ID, err)
 	}
 	key, sortAt := keyOf(d), sortTime(d).UnixNano()
 	rowid := r.rowid
 	if rowid != 0 && sortAt == r.oldSort && key.sourceKind == r.oldKey.sourceKind && key.sourceName == r.oldKey.sourceName &&
 		key.route == r.oldKey.route {
 		if _, err := w.update.ExecContext(ctx, key.status, key.vendors, body, rowid); err != nil {
-			return fmt.Errorf("write document %s to the index: %w", d.ID, err)
+			return 0, fmt.Errorf("write document %s to the index: %w", d.ID, err)
 		}
 	} else if err := w.upsert.QueryRowContext(ctx, d.ID, key.status, key.sourceKind, key.sourceName, key.route, key.vendors,
 		sortAt, body).Scan(&rowid); err != nil {
-		return fmt.Errorf("write document %s to the index: %w", d.ID, err)
+		return 0, fmt.Errorf("write document %s to the index: %w", d.ID, err)
 	}
 	if r.rowid == 0 || key != r.oldKey {
 		w.count(r, key)
@@ -394,14 +408,14 @@ func (w *writer) store(ctx context.Context, r *row) error {
 		// their texts, so a rowid SQLite hands out again never has a text left behind.
 		if r.rowid != 0 {
 			if _, err := w.delText.ExecContext(ctx, rowid); err != nil {
-				return fmt.Errorf("write the search text of document %s to the index: %w", d.ID, err)
+				return 0, fmt.Errorf("write the search text of document %s to the index: %w", d.ID, err)
 			}
 		}
 		if _, err := w.addText.ExecContext(ctx, rowid, text); err != nil {
-			return fmt.Errorf("write the search text of document %s to the index: %w", d.ID, err)
+			return 0, fmt.Errorf("write the search text of document %s to the index: %w", d.ID, err)
 		}
 	}
-	return nil
+	return rowid, nil
 }
 
 // count moves the document from its old counts to its new ones (written by flushCounts).
@@ -476,4 +490,46 @@ func searchText(d events.Document) string {
 		b.WriteString(d.Metadata[k])
 	}
 	return b.String()
+}
+
+// recentRows keeps the rows the indexer committed last, as the database holds them, so that a
+// document's next event (most come seconds after the last) is applied without reading its row
+// back and decoding it. A batch takes the rows it works on out and puts them back only once it
+// has committed: after a batch that failed, the database is read again. Only the indexer's
+// goroutine uses it.
+type recentRows struct {
+	rows map[string]*row
+	ring []string // insertion order, for eviction
+	next int
+}
+
+// recentRowsKept is about the documents in flight at a few hundred a second (a few MiB).
+const recentRowsKept = 2048
+
+func newRecentRows(n int) *recentRows {
+	return &recentRows{rows: make(map[string]*row, n), ring: make([]string, n)}
+}
+
+func (c *recentRows) take(id string) *row {
+	r := c.rows[id]
+	delete(c.rows, id)
+	return r
+}
+
+func (c *recentRows) put(r *row) {
+	id := r.doc.ID
+	if _, ok := c.rows[id]; !ok {
+		if old := c.ring[c.next]; old != "" {
+			delete(c.rows, old) // may be a newer copy of old, put again since: only a read more
+		}
+		c.ring[c.next] = id
+		c.next = (c.next + 1) % len(c.ring)
+	}
+	c.rows[id] = r
+}
+
+func (c *recentRows) clear() {
+	clear(c.rows)
+	clear(c.ring)
+	c.next = 0
 }
