@@ -124,6 +124,13 @@ func (f *fakeVendor) Result(_ context.Context, ref string) (vendors.Result, erro
 	}, nil
 }
 
+// submitCalls is how many times Submit was called.
+func (f *fakeVendor) submitCalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
 func (f *fakeVendor) uploadsOf(sha string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -414,9 +421,7 @@ func TestPermanentRefusalFails(t *testing.T) {
 	if !strings.Contains(doc.Vendors["gini"].Error, "the file is encrypted") {
 		t.Fatalf("error %q does not carry the vendor's words", doc.Vendors["gini"].Error)
 	}
-	gini.mu.Lock()
-	calls := gini.calls
-	gini.mu.Unlock()
+	calls := gini.submitCalls()
 	if calls != 1 {
 		t.Fatalf("a refused document was tried %d times", calls)
 	}
@@ -852,9 +857,7 @@ func TestFirstDeliveryWithARecordIsNotSubmittedAgain(t *testing.T) {
 		doc, err := r.bus.States().Get(ctx, st.DocumentID)
 		return err == nil && doc.Vendors["gini"] != nil && doc.Vendors["gini"].Ref == "gini-earlier"
 	})
-	gini.mu.Lock()
-	calls := gini.calls
-	gini.mu.Unlock()
+	calls := gini.submitCalls()
 	if calls != 0 {
 		t.Fatalf("the vendor was called %d times for a document already submitted", calls)
 	}
