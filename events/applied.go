@@ -63,15 +63,7 @@ func (a *appliedHere) take(ctx context.Context, id string) bool {
 	w := a.ids[id]
 	delete(a.ids, id)
 	a.mu.Unlock()
-	if w == nil {
-		return false
-	}
-	select {
-	case <-w.done:
-	case <-ctx.Done():
-		return false
-	}
-	return w.ok // written before done was closed
+	return w != nil && w.ended(ctx) && w.ok // ok is written before done is closed
 }
 
 // wait waits for id's state write when it is under way here (until ctx ends or awaitBound has
@@ -80,15 +72,20 @@ func (a *appliedHere) wait(ctx context.Context, id string) {
 	a.mu.Lock()
 	w := a.ids[id]
 	a.mu.Unlock()
-	if w == nil {
-		return
+	if w != nil {
+		ctx, cancel := context.WithTimeout(ctx, awaitBound)
+		defer cancel()
+		w.ended(ctx)
 	}
-	t := time.NewTimer(awaitBound)
-	defer t.Stop()
+}
+
+// ended waits for the write to end (true) or ctx to (false).
+func (w *applying) ended(ctx context.Context) bool {
 	select {
 	case <-w.done:
-	case <-t.C:
+		return true
 	case <-ctx.Done():
+		return false
 	}
 }
 

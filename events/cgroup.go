@@ -64,15 +64,24 @@ func findCgroupCPU(read func(string) ([]byte, error)) *cgroupCPU {
 	return nil
 }
 
-// smallestQuota walks from root+dir up to root and returns the smallest quota found.
+// smallestQuota returns the smallest quota found from root+dir up to root.
 func smallestQuota(read func(string) ([]byte, error), root, dir string, quota func(read func(string) ([]byte, error), dir string) (float64, bool)) (float64, bool) {
 	best, found := 0.0, false
-	for d := path.Clean(dir); ; d = path.Dir(d) {
+	for _, d := range upToRoot(dir) {
 		if q, ok := quota(read, path.Join(root, d)); ok && (!found || q < best) {
 			best, found = q, true
 		}
+	}
+	return best, found
+}
+
+// upToRoot lists dir and its parents, dir first, "/" last.
+func upToRoot(dir string) []string {
+	var out []string
+	for d := path.Clean(dir); ; d = path.Dir(d) {
+		out = append(out, d)
 		if d == "/" {
-			return best, found
+			return out
 		}
 	}
 }
@@ -143,12 +152,10 @@ func usageV1(read func(string) ([]byte, error), dir string) (uint64, bool) {
 
 // deepest returns what get finds first walking from dir up to the root.
 func deepest(dir string, get func(string) (uint64, bool)) (uint64, bool) {
-	for d := path.Clean(dir); ; d = path.Dir(d) {
+	for _, d := range upToRoot(dir) {
 		if v, ok := get(d); ok {
 			return v, true
 		}
-		if d == "/" {
-			return 0, false
-		}
 	}
+	return 0, false
 }
